@@ -1,0 +1,43 @@
+"""emergence: similarity encoding between CNN layers and word vectors.
+
+Reproduces and extends Dharmaretnam & Fyshe (2018), *The Emergence of Semantics in
+Neural Network Representations of Visual Information*.
+
+Public statistics API (all float64, rows aligned by concept):
+
+* :func:`similarity_matrix` -- k x k Pearson correlation between rows of an embedding.
+* :func:`two_vs_two` / :func:`two_vs_two_from_similarity` -- the 2 vs 2 accuracy.
+* :func:`rsa` / :func:`rsa_from_similarity` -- representational similarity analysis.
+* :func:`permutation_null`, :func:`p_values`, :func:`family_wise_p_values` -- significance.
+* :func:`one_vs_two` -- the 1 vs 2 test for misclassified images.
+"""
+
+from emergence.one_vs_two import OneVsTwo, one_vs_two
+from emergence.permutation import (
+    family_wise_p_values,
+    p_values,
+    permutation,
+    permutation_null,
+)
+from emergence.rsa import rsa, rsa_from_similarity
+from emergence.similarity import PearsonAccumulator, similarity_matrix
+from emergence.two_vs_two import TwoVsTwo, two_vs_two, two_vs_two_from_similarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OneVsTwo",
+    "PearsonAccumulator",
+    "TwoVsTwo",
+    "__version__",
+    "family_wise_p_values",
+    "one_vs_two",
+    "p_values",
+    "permutation",
+    "permutation_null",
+    "rsa",
+    "rsa_from_similarity",
+    "similarity_matrix",
+    "two_vs_two",
+    "two_vs_two_from_similarity",
+]

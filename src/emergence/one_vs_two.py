@@ -1,0 +1,155 @@
+"""The 1 vs 2 test for misclassified images (Dharmaretnam & Fyshe 2018, sec. 3.3).
+
+Within one image group (one image per concept), take every image that the network
+misclassifies into another concept of the concept set. For such an image ``m`` with
+true concept ``t`` and predicted concept ``p``, the reference set ``R`` is every
+concept whose image was classified correctly, minus ``t`` and ``p``. With
+
+* ``w_true = W[t, R]`` and ``w_pred = W[p, R]`` (word-space correlations), and
+* ``i_m = I[m, R]`` (correlations of the misclassified image's layer representation
+  to the representations of the correctly classified images),
+
+the test passes when ``corr(i_m, w_true) > corr(i_m, w_pred)`` (strict; differences
+within ``TIE_TOLERANCE`` are ties and fail, as in the 2 vs 2 test). Accuracy is
+the fraction passed; chance is 0.5. Significance: a one-sided binomial test against
+0.5, and a permutation test that shuffles the concepts of the word space
+(``W -> W[q][:, q]``, the same seeded permutations as the 2 vs 2 test) and reruns.
+
+All tests of a group are evaluated at once with masked sums; permutations are
+batched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats
+
+from emergence.permutation import batch_ranges, permutations
+from emergence.two_vs_two import TIE_TOLERANCE
+
+__all__ = ["OneVsTwo", "misclassified_tests", "one_vs_two"]
+
+
+def misclassified_tests(predicted: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Indices ``(m, p)`` of images misclassified into another concept of the set.
+
+    ``predicted[c]`` is the concept index predicted for the image of concept ``c``,
+    or -1 when the prediction is not in the concept set (such images are skipped,
+    as in the paper: the predicted class must have a word vector).
+    """
+    pred = np.asarray(predicted, dtype=np.int64)
+    m = np.flatnonzero((pred >= 0) & (pred != np.arange(pred.size)))
+    return m, pred[m]
+
+
+def _masked_corr(
+    x: NDArray[np.float64], y: NDArray[np.float64], mask: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Pearson correlation of x and y along the last axis, over entries where mask is true."""
+    mk = mask.astype(np.float64)
+    n = mk.sum(axis=-1)
+    xm, ym = x * mk, y * mk
+    sx, sy = xm.sum(axis=-1), ym.sum(axis=-1)
+    sxy = (xm * y).sum(axis=-1)
+    sxx = (xm * x).sum(axis=-1)
+    syy = (ym * y).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (n * sxy - sx * sy) / np.sqrt((n * sxx - sx * sx) * (n * syy - sy * sy))
+
+
+@dataclass(frozen=True)
+class OneVsTwo:
+    """Results of the 1 vs 2 test in one group and one layer."""
+
+    image: NDArray[np.int64]  # concept index of each misclassified image
+    predicted: NDArray[np.int64]  # concept index it was classified as
+    n_reference: NDArray[np.int64]  # size of its reference set R
+    r_true: NDArray[np.float64]  # corr(i_m, w_true)
+    r_predicted: NDArray[np.float64]  # corr(i_m, w_pred)
+    passed: NDArray[np.bool_]
+    binomial_p: float
+    null: NDArray[np.float64]  # permutation null of the accuracy
+    permutation_p: float
+
+    @property
+    def n_tests(self) -> int:
+        return int(self.image.size)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.passed.mean()) if self.passed.size else float("nan")
+
+
+def _statistics(
+    w: NDArray[np.float64],
+    i_mat: NDArray[np.float64],
+    m: NDArray[np.int64],
+    p: NDArray[np.int64],
+    mask: NDArray[np.bool_],
+    perm: NDArray[np.int64] | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(r_true, r_pred) for tests (m, p); word space relabelled by ``perm`` (B x k) if given."""
+    i_rows = i_mat[m]  # (T, k)
+    if perm is None:
+        return _masked_corr(i_rows, w[m], mask), _masked_corr(i_rows, w[p], mask)
+    cols = perm[:, None, :]  # (B, 1, k)
+    w_true = w[perm[:, m][:, :, None], cols]  # (B, T, k)
+    w_pred = w[perm[:, p][:, :, None], cols]
+    return _masked_corr(i_rows[None], w_true, mask[None]), _masked_corr(
+        i_rows[None], w_pred, mask[None]
+    )
+
+
+def one_vs_two(
+    word_similarity: ArrayLike,
+    image_similarity: ArrayLike,
+    predicted: ArrayLike,
+    *,
+    n_permutations: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> OneVsTwo:
+    """Run the 1 vs 2 test for every misclassified image of one group and layer.
+
+    Parameters
+    ----------
+    word_similarity:
+        ``W``, k x k over the concept set.
+    image_similarity:
+        k x k correlation between the group's images, row ``c`` = the image of concept ``c``.
+    predicted:
+        Length-k concept index predicted for each image (-1: outside the concept set).
+    """
+    w = np.asarray(word_similarity, dtype=np.float64)
+    i_mat = np.asarray(image_similarity, dtype=np.float64)
+    k = w.shape[0]
+    if w.shape != (k, k) or i_mat.shape != (k, k):
+        raise ValueError(f"W and I must both be k x k; got {w.shape} and {i_mat.shape}")
+    pred = np.asarray(predicted, dtype=np.int64)
+    if pred.shape != (k,):
+        raise ValueError(f"predicted must have one entry per concept ({k}), got {pred.shape}")
+    correct = pred == np.arange(k)
+    m, p = misclassified_tests(pred)
+    mask = np.repeat(correct[None, :], m.size, axis=0)
+    mask[np.arange(m.size), p] = False  # t is not correct by construction; drop p
+    r_true, r_pred = _statistics(w, i_mat, m, p, mask, None)
+    passed = r_true - r_pred > TIE_TOLERANCE
+    n_pass = int(passed.sum())
+    binom_p = (
+        float(stats.binomtest(n_pass, m.size, 0.5, alternative="greater").pvalue)
+        if m.size else float("nan")
+    )
+    null = np.empty(n_permutations if m.size else 0, dtype=np.float64)
+    if m.size:
+        for lo, hi in batch_ranges(0, n_permutations, batch_size):
+            rt, rp = _statistics(w, i_mat, m, p, mask, permutations(seed, lo, hi, k))
+            null[lo:hi] = (rt - rp > TIE_TOLERANCE).mean(axis=1)
+    accuracy = n_pass / m.size if m.size else float("nan")
+    perm_p = float((1 + (null >= accuracy).sum()) / (1 + null.size)) if m.size else float("nan")
+    return OneVsTwo(
+        image=m, predicted=p, n_reference=mask.sum(axis=1), r_true=r_true, r_predicted=r_pred,
+        passed=passed, binomial_p=binom_p, null=null, permutation_p=perm_p,
+    )

@@ -1,0 +1,177 @@
+"""Permutation tests: the null distribution of 2 vs 2 accuracy and RSA.
+
+Significance follows the paper: shuffle the concepts of one space (here the image
+space, ``I -> I[p][:, p]``) and rerun the full similarity-encoding analysis.
+
+Reproducibility contract
+------------------------
+* Permutation ``i`` is drawn from ``numpy.random.default_rng([seed, i])``: it
+  depends on nothing but the seed, its index and k. The same permutations
+  therefore serve every layer, group and network, which is what makes the
+  family-wise (max over layers) correction and the mean over groups valid.
+* Work is batched on a fixed grid of absolute indices (``[j*B, (j+1)*B)``), so a
+  permutation's value never depends on how the range was cut into shards: the
+  aggregate is bit-identical for any number of shards.
+* p-values use the +1 correction: ``p = (1 + #{null >= observed}) / (1 + n)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats
+
+from emergence.two_vs_two import TwoVsTwo, resolve_device
+
+__all__ = [
+    "batch_ranges",
+    "family_wise_p_values",
+    "p_values",
+    "permutation",
+    "permutation_null",
+    "permutations",
+    "shard_range",
+]
+
+
+def permutation(seed: int, index: int, k: int) -> NDArray[np.int64]:
+    """Permutation number ``index`` of ``k`` concepts under ``seed``."""
+    return np.random.default_rng([int(seed), int(index)]).permutation(k).astype(np.int64)
+
+
+def permutations(seed: int, start: int, stop: int, k: int) -> NDArray[np.int64]:
+    """Permutations ``start .. stop-1`` stacked into a (stop - start) x k array."""
+    return np.stack([permutation(seed, i, k) for i in range(start, stop)]) if stop > start \
+        else np.empty((0, k), dtype=np.int64)
+
+
+def batch_ranges(start: int, stop: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    """Cut ``[start, stop)`` on the absolute grid of multiples of ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    lo = start
+    while lo < stop:
+        hi = min(stop, (lo // batch_size + 1) * batch_size)
+        yield lo, hi
+        lo = hi
+
+
+def shard_range(n_permutations: int, n_shards: int, shard: int, batch_size: int) -> tuple[int, int]:
+    """The permutation indices ``[start, stop)`` of ``shard`` (0-based) out of ``n_shards``.
+
+    Shards are whole batches, as even as possible; a shard may be empty when there
+    are more shards than batches.
+    """
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} out of range for {n_shards} shards")
+    n_batches = -(-n_permutations // batch_size)
+    lo_b = shard * n_batches // n_shards
+    hi_b = (shard + 1) * n_batches // n_shards
+    return min(lo_b * batch_size, n_permutations), min(hi_b * batch_size, n_permutations)
+
+
+def _rsa_transform(m: NDArray[np.float64], method: str) -> NDArray[np.float64]:
+    """Matrix whose upper-triangle Pearson correlation is the RSA statistic."""
+    if method == "pearson":
+        return m
+    if method == "spearman":
+        iu = np.triu_indices(m.shape[0], k=1)
+        ranks = np.zeros_like(m)
+        ranks[iu] = stats.rankdata(m[iu])
+        return ranks + ranks.T
+    raise ValueError(f"unknown RSA method {method!r}; use 'pearson' or 'spearman'")
+
+
+def permutation_null(
+    word_similarity: ArrayLike,
+    image_similarities: Sequence[ArrayLike],
+    *,
+    seed: int,
+    start: int,
+    stop: int,
+    batch_size: int = 64,
+    rsa_method: str = "pearson",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, NDArray[np.float64]]:
+    """Null distributions of 2 vs 2 accuracy and RSA for permutations ``start .. stop-1``.
+
+    Parameters
+    ----------
+    word_similarity:
+        ``W`` (k x k), held fixed.
+    image_similarities:
+        One ``I`` (k x k) per layer; each is permuted by the same permutations.
+
+    Returns
+    -------
+    dict with ``"two_vs_two"`` and ``"rsa"``: arrays (stop - start) x n_layers, and
+    ``"index"``: the permutation indices.
+    """
+    dev = resolve_device(device)
+    engine = TwoVsTwo(word_similarity, device=dev)
+    k = engine.k
+    w = np.asarray(word_similarity, dtype=np.float64)
+    iu = np.triu_indices(k, k=1)
+    w_ut = _rsa_transform(w, rsa_method)[iu]
+    w_ut = (w_ut - w_ut.mean()) / np.linalg.norm(w_ut - w_ut.mean())
+    w_ut_t = torch.from_numpy(w_ut).to(dev)
+    iu_t = (torch.from_numpy(iu[0]).to(dev), torch.from_numpy(iu[1]).to(dev))
+
+    layers = [torch.as_tensor(np.asarray(m, dtype=np.float64), device=dev)
+              for m in image_similarities]
+    rsa_layers = [torch.as_tensor(_rsa_transform(np.asarray(m, dtype=np.float64), rsa_method),
+                                  device=dev) for m in image_similarities]
+    for m in layers:
+        if tuple(m.shape) != (k, k):
+            raise ValueError(f"every image similarity must be {k} x {k}, got {tuple(m.shape)}")
+
+    n = max(stop - start, 0)
+    acc = np.empty((n, len(layers)), dtype=np.float64)
+    rsa_null = np.empty((n, len(layers)), dtype=np.float64)
+    ranges = list(batch_ranges(start, stop, batch_size))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc="permutations", unit="perm", mininterval=2.0)
+    for lo, hi in ranges:
+        perm = torch.from_numpy(permutations(seed, lo, hi, k)).to(dev)
+        rows, cols = perm[:, :, None], perm[:, None, :]
+        for j, (m, r) in enumerate(zip(layers, rsa_layers, strict=True)):
+            acc[lo - start : hi - start, j] = engine.accuracy(m[rows, cols])
+            ut = r[rows, cols][:, iu_t[0], iu_t[1]]
+            ut = ut - ut.mean(dim=1, keepdim=True)
+            rsa_null[lo - start : hi - start, j] = (
+                (ut @ w_ut_t) / torch.linalg.vector_norm(ut, dim=1)
+            ).cpu().numpy()
+        if bar is not None:
+            bar.update(hi - lo)
+    if bar is not None:
+        bar.close()
+    return {"two_vs_two": acc, "rsa": rsa_null, "index": np.arange(start, stop)}
+
+
+def p_values(observed: ArrayLike, null: ArrayLike) -> NDArray[np.float64]:
+    """One-sided permutation p-values with the +1 correction, per column.
+
+    ``observed`` has shape (L,), ``null`` (n, L).
+    """
+    obs = np.asarray(observed, dtype=np.float64)
+    nul = np.asarray(null, dtype=np.float64)
+    return (1.0 + (nul >= obs[None, :]).sum(axis=0)) / (1.0 + nul.shape[0])
+
+
+def family_wise_p_values(observed: ArrayLike, null: ArrayLike) -> NDArray[np.float64]:
+    """Max-statistic p-values controlling the family-wise error over layers (columns).
+
+    Each permutation contributes the maximum of its null values over all layers, which
+    is valid because the same permutation was applied to every layer.
+    """
+    obs = np.asarray(observed, dtype=np.float64)
+    nul = np.asarray(null, dtype=np.float64)
+    peak = nul.max(axis=1)
+    return (1.0 + (peak[:, None] >= obs[None, :]).sum(axis=0)) / (1.0 + nul.shape[0])

@@ -1,0 +1,178 @@
+"""The 2 vs 2 test of similarity encoding (Xu et al. 2016; Dharmaretnam & Fyshe 2018, sec. 2).
+
+Given the concept x concept correlation matrices of two spaces, ``W`` (words) and
+``I`` (images), each pair of concepts ``(c1, c2)`` is held out in turn. The rows of
+both matrices for ``c1`` and ``c2`` with the columns ``c1`` and ``c2`` removed give
+``w1, w2, i1, i2`` (length k - 2). The test passes when::
+
+    corr(w1, i1) + corr(w2, i2) > corr(w1, i2) + corr(w2, i1)      (strict: ties fail)
+
+and the 2 vs 2 accuracy is the fraction of the C(k, 2) pairs that pass. A tie is a
+difference of at most ``TIE_TOLERANCE`` (1e-12): below float64 rounding, two ways of
+computing the same correlations disagree in sign, so exact ties (duplicate images,
+k = 4 where every correlation is +-1) would otherwise pass or fail by chance.
+
+All pairs are evaluated at once from k x k sufficient statistics: with
+``n = k - 2`` and the two removed columns subtracted from full-row sums, every
+Pearson correlation needed is a few gathers into row sums, row sums of squares and
+the cross-product matrix ``C = W I^T``. Batches of image matrices (the permutation
+null) are one batched matmul. Everything is float64, on CPU or CUDA via torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+
+from emergence.similarity import similarity_matrix
+
+__all__ = ["TIE_TOLERANCE", "TwoVsTwo", "pair_indices", "two_vs_two", "two_vs_two_from_similarity"]
+
+
+TIE_TOLERANCE = 1e-12
+"""Differences of summed correlations at or below this are ties (and ties fail)."""
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``"auto"`` means CUDA when available, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pair_indices(k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The C(k, 2) held-out pairs ``(a, b)`` with ``a < b``, in row-major order."""
+    a, b = np.triu_indices(k, k=1)
+    return a.astype(np.int64), b.astype(np.int64)
+
+
+def _check_square(name: str, m: NDArray[np.float64]) -> None:
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"{name} must be a square k x k similarity matrix, got shape {m.shape}")
+    if m.shape[0] < 4:
+        raise ValueError(f"the 2 vs 2 test needs at least 4 concepts, got k={m.shape[0]}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError(f"{name} has non-finite entries (a constant embedding row?)")
+
+
+@dataclass
+class TwoVsTwo:
+    """All-pairs 2 vs 2 engine for one fixed word-space matrix ``W``.
+
+    Precomputes everything that depends on ``W`` only, so that evaluating many
+    image-space matrices (layers, permutations) costs one matmul and O(k^2) gathers
+    each.
+
+    Parameters
+    ----------
+    word_similarity:
+        ``W``, k x k (need not be symmetric; rows are what is compared).
+    device:
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    """
+
+    word_similarity: ArrayLike
+    device: str | torch.device = "cpu"
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.word_similarity, dtype=np.float64)
+        _check_square("word similarity W", w)
+        self.k = w.shape[0]
+        self.n = float(self.k - 2)
+        self._device = resolve_device(self.device)
+        a, b = pair_indices(self.k)
+        self.a = torch.from_numpy(a).to(self._device)
+        self.b = torch.from_numpy(b).to(self._device)
+        self.W = torch.from_numpy(w).to(self._device)
+        self.sx_a, self.var_w_a = self._reduced_moments(self.W, self.a, self.a, self.b)
+        self.sx_b, self.var_w_b = self._reduced_moments(self.W, self.b, self.a, self.b)
+        # W entries at the removed columns, for the cross-product correction.
+        self.w_aa, self.w_ab = self.W[self.a, self.a], self.W[self.a, self.b]
+        self.w_ba, self.w_bb = self.W[self.b, self.a], self.W[self.b, self.b]
+
+    @property
+    def n_pairs(self) -> int:
+        return self.k * (self.k - 1) // 2
+
+    def _reduced_moments(
+        self, m: torch.Tensor, rows: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row sum and ``n * sum(x^2) - sum(x)^2`` of ``m[rows]`` without columns a, b.
+
+        ``m`` is (..., k, k); returns (..., P) tensors.
+        """
+        row_sum = m.sum(dim=-1)
+        row_sq = (m * m).sum(dim=-1)
+        ma = m[..., rows, a]
+        mb = m[..., rows, b]
+        s = row_sum[..., rows] - ma - mb
+        ss = row_sq[..., rows] - ma * ma - mb * mb
+        return s, self.n * ss - s * s
+
+    def outcomes(self, image_similarity: ArrayLike | torch.Tensor) -> torch.Tensor:
+        """Pass/fail of every pair: bool tensor (..., C(k,2)) for I of shape (..., k, k)."""
+        i_mat = torch.as_tensor(image_similarity, dtype=torch.float64, device=self._device)
+        if i_mat.shape[-2:] != (self.k, self.k):
+            raise ValueError(
+                f"image similarity must be (..., {self.k}, {self.k}), got {tuple(i_mat.shape)}"
+            )
+        a, b, n = self.a, self.b, self.n
+        sy_a, var_i_a = self._reduced_moments(i_mat, a, a, b)
+        sy_b, var_i_b = self._reduced_moments(i_mat, b, a, b)
+        cross = self.W @ i_mat.transpose(-1, -2)  # C[u, v] = sum_j W[u, j] I[v, j]
+        i_aa, i_ab = i_mat[..., a, a], i_mat[..., a, b]
+        i_ba, i_bb = i_mat[..., b, a], i_mat[..., b, b]
+
+        def corr(
+            c_uv: torch.Tensor,
+            w_ua: torch.Tensor,
+            w_ub: torch.Tensor,
+            i_va: torch.Tensor,
+            i_vb: torch.Tensor,
+            sx: torch.Tensor,
+            sy: torch.Tensor,
+            var_w: torch.Tensor,
+            var_i: torch.Tensor,
+        ) -> torch.Tensor:
+            sxy = c_uv - w_ua * i_va - w_ub * i_vb
+            return (n * sxy - sx * sy) / torch.sqrt(var_w * var_i)
+
+        r11 = corr(cross[..., a, a], self.w_aa, self.w_ab, i_aa, i_ab,
+                   self.sx_a, sy_a, self.var_w_a, var_i_a)
+        r22 = corr(cross[..., b, b], self.w_ba, self.w_bb, i_ba, i_bb,
+                   self.sx_b, sy_b, self.var_w_b, var_i_b)
+        r12 = corr(cross[..., a, b], self.w_aa, self.w_ab, i_ba, i_bb,
+                   self.sx_a, sy_b, self.var_w_a, var_i_b)
+        r21 = corr(cross[..., b, a], self.w_ba, self.w_bb, i_aa, i_ab,
+                   self.sx_b, sy_a, self.var_w_b, var_i_a)
+        return (r11 + r22) - (r12 + r21) > TIE_TOLERANCE
+
+    def accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
+        """2 vs 2 accuracy for I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,)."""
+        passed = self.outcomes(image_similarity)
+        return (passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs).cpu().numpy()
+
+
+def two_vs_two_from_similarity(word_similarity: ArrayLike, image_similarity: ArrayLike) -> float:
+    """2 vs 2 accuracy between two k x k similarity matrices (rows aligned by concept)."""
+    i_mat = np.asarray(image_similarity, dtype=np.float64)
+    _check_square("image similarity I", i_mat)
+    return float(TwoVsTwo(word_similarity).accuracy(i_mat))
+
+
+def two_vs_two(x: ArrayLike, y: ArrayLike) -> float:
+    """2 vs 2 accuracy between embeddings ``x`` (k x p) and ``y`` (k x q).
+
+    Rows are aligned by concept. Each space is first turned into its k x k Pearson
+    similarity matrix; then every one of the C(k, 2) pairs is tested (ties fail).
+    """
+    xs, ys = np.asarray(x), np.asarray(y)
+    if xs.shape[0] != ys.shape[0]:
+        raise ValueError(f"x and y must have the same number of rows (concepts): "
+                         f"{xs.shape[0]} != {ys.shape[0]}")
+    return two_vs_two_from_similarity(similarity_matrix(xs), similarity_matrix(ys))

@@ -1,0 +1,169 @@
+"""The vectorised statistics against the literal implementations in tests/literal.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import emergence
+from emergence.permutation import batch_ranges, permutations, shard_range
+from tests import literal
+
+
+def planted(k: int, p: int, q: int, signal: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two embeddings of the same k concepts sharing a latent structure of given strength."""
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((k, 8))
+    x = latent @ rng.standard_normal((8, p)) * signal + rng.standard_normal((k, p))
+    y = latent @ rng.standard_normal((8, q)) * signal + rng.standard_normal((k, q))
+    return x, y
+
+
+CASES = [  # (k, p, q, signal, seed): 24 cases, k from 4 to 200, chance to strong signal
+    (k, p, q, s, seed)
+    for seed, (k, p, q, s) in enumerate(
+        [
+            (4, 5, 7, 1.0), (5, 3, 9, 0.0), (6, 10, 4, 2.0), (7, 20, 20, 0.5),
+            (8, 6, 30, 1.0), (10, 50, 12, 0.2), (12, 15, 15, 3.0), (16, 40, 8, 0.0),
+            (20, 30, 30, 0.7), (25, 64, 16, 1.5), (30, 12, 100, 0.3), (40, 50, 50, 1.0),
+            (50, 300, 20, 0.1), (60, 25, 80, 0.8), (75, 100, 100, 0.4), (90, 64, 64, 2.0),
+            (100, 300, 384, 0.25), (120, 40, 40, 0.0), (140, 200, 30, 0.6), (166, 300, 512, 0.5),
+            (170, 50, 50, 1.2), (180, 90, 60, 0.05), (190, 30, 300, 0.9), (200, 128, 128, 0.3),
+        ]
+    )
+]
+
+
+@pytest.mark.parametrize(("k", "p", "q", "signal", "seed"), CASES)
+def test_two_vs_two_matches_literal(k: int, p: int, q: int, signal: float, seed: int) -> None:
+    x, y = planted(k, p, q, signal, seed)
+    w_mat, i_mat = literal.corr_matrix(x), literal.corr_matrix(y)
+    expected = literal.two_vs_two(w_mat, i_mat)
+    assert emergence.two_vs_two(x, y) == expected
+    assert emergence.two_vs_two_from_similarity(w_mat, i_mat) == expected
+    assert emergence.rsa(x, y) == pytest.approx(literal.rsa(w_mat, i_mat), abs=1e-12)
+
+
+def test_similarity_matrix_matches_corrcoef_and_streams() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 1000)) * 5 + 1e4  # large mean: the shift must handle it
+    ref = np.corrcoef(x)
+    assert np.allclose(emergence.similarity_matrix(x), ref, atol=1e-12)
+    assert np.allclose(emergence.similarity_matrix(x, chunk_features=7), ref, atol=1e-12)
+    acc = emergence.PearsonAccumulator(30)
+    for lo in range(0, 1000, 333):
+        acc.update(x[:, lo : lo + 333].astype(np.float32))
+    assert np.allclose(acc.correlation(), np.corrcoef(x.astype(np.float32)), atol=1e-6)
+
+
+def test_similarity_matrix_rejects_constant_rows() -> None:
+    x = np.ones((4, 10))
+    with pytest.raises(ValueError, match="constant"):
+        emergence.similarity_matrix(x)
+
+
+def test_two_vs_two_extremes_and_ties() -> None:
+    x, _ = planted(30, 40, 40, 1.0, 0)
+    assert emergence.two_vs_two(x, x) == 1.0
+    # Two concepts with identical image rows: every test holding out both is a tie, and fails.
+    w_mat = literal.corr_matrix(x)
+    i_mat = w_mat.copy()
+    i_mat[1, :] = i_mat[0, :]
+    i_mat[:, 1] = i_mat[:, 0]
+    i_mat[0, 1] = i_mat[1, 0] = i_mat[0, 0] = i_mat[1, 1] = 1.0
+    assert emergence.two_vs_two_from_similarity(w_mat, i_mat) == literal.two_vs_two(w_mat, i_mat)
+    engine = emergence.TwoVsTwo(w_mat)
+    assert not bool(engine.outcomes(i_mat)[0])  # pair (0, 1) is the first pair
+
+
+def test_two_vs_two_input_errors() -> None:
+    with pytest.raises(ValueError, match="same number of rows"):
+        emergence.two_vs_two(np.zeros((5, 3)), np.zeros((6, 3)))
+    with pytest.raises(ValueError, match="at least 4"):
+        emergence.two_vs_two_from_similarity(np.eye(3), np.eye(3))
+
+
+def test_permutation_null_matches_literal() -> None:
+    x, y = planted(12, 20, 20, 1.0, 3)
+    w_mat, i_mat = literal.corr_matrix(x), literal.corr_matrix(y)
+    i2 = literal.corr_matrix(planted(12, 20, 20, 0.0, 4)[1])
+    null = emergence.permutation_null(w_mat, [i_mat, i2], seed=7, start=0, stop=25, batch_size=4)
+    for idx in range(25):
+        perm = np.random.default_rng([7, idx]).permutation(12)
+        for j, m in enumerate([i_mat, i2]):
+            pm = literal.permuted(m, perm)
+            assert null["two_vs_two"][idx, j] == literal.two_vs_two(w_mat, pm)
+            assert null["rsa"][idx, j] == pytest.approx(literal.rsa(w_mat, pm), abs=1e-12)
+
+
+def test_permutation_null_spearman_rsa() -> None:
+    x, y = planted(10, 20, 20, 1.0, 5)
+    w_mat, i_mat = literal.corr_matrix(x), literal.corr_matrix(y)
+    null = emergence.permutation_null(w_mat, [i_mat], seed=1, start=3, stop=8,
+                                      rsa_method="spearman")
+    iu = np.triu_indices(10, k=1)
+    for row, idx in enumerate(range(3, 8)):
+        pm = literal.permuted(i_mat, np.random.default_rng([1, idx]).permutation(10))
+        assert null["rsa"][row, 0] == pytest.approx(
+            stats.spearmanr(w_mat[iu], pm[iu]).statistic, abs=1e-12)
+
+
+@pytest.mark.parametrize("n_shards", [1, 3, 8])
+def test_shards_reassemble_bit_identically(n_shards: int) -> None:
+    x, y = planted(40, 30, 30, 0.5, 9)
+    w_mat, i_mat = emergence.similarity_matrix(x), emergence.similarity_matrix(y)
+    whole = emergence.permutation_null(w_mat, [i_mat], seed=3, start=0, stop=100, batch_size=16)
+    parts = []
+    for s in range(n_shards):
+        lo, hi = shard_range(100, n_shards, s, 16)
+        parts.append(emergence.permutation_null(w_mat, [i_mat], seed=3, start=lo, stop=hi,
+                                                batch_size=16)["two_vs_two"])
+    assert np.array_equal(np.concatenate(parts), whole["two_vs_two"])
+
+
+def test_shard_and_batch_ranges_cover_exactly() -> None:
+    for n, shards, b in [(1000, 4, 64), (10, 8, 4), (5, 3, 64), (100, 1, 7)]:
+        covered = [i for s in range(shards) for i in range(*shard_range(n, shards, s, b))]
+        assert covered == list(range(n))
+    assert list(batch_ranges(5, 23, 8)) == [(5, 8), (8, 16), (16, 23)]
+    assert permutations(1, 0, 3, 5).shape == (3, 5)
+    assert np.array_equal(permutations(1, 2, 3, 5)[0], emergence.permutation(1, 2, 5))
+
+
+def test_p_values_plus_one_and_family_wise() -> None:
+    null = np.array([[0.5, 0.4], [0.6, 0.7], [0.55, 0.5], [0.52, 0.45]])
+    obs = np.array([0.58, 0.5])
+    assert np.allclose(emergence.p_values(obs, null), [(1 + 1) / 5, (1 + 2) / 5])
+    # max over layers per permutation: 0.5, 0.7, 0.55, 0.52
+    assert np.allclose(emergence.family_wise_p_values(obs, null), [(1 + 1) / 5, (1 + 4) / 5])
+
+
+def test_one_vs_two_matches_literal() -> None:
+    rng = np.random.default_rng(11)
+    for trial in range(6):
+        k = int(rng.integers(8, 60))
+        x, y = planted(k, 30, 40, float(rng.uniform(0, 2)), 100 + trial)
+        w_mat, i_mat = literal.corr_matrix(x), literal.corr_matrix(y)
+        predicted = np.arange(k)
+        wrong = rng.choice(k, size=k // 3, replace=False)
+        predicted[wrong] = rng.integers(-1, k, size=wrong.size)
+        res = emergence.one_vs_two(w_mat, i_mat, predicted, n_permutations=30, seed=2,
+                                   batch_size=7)
+        expected = literal.one_vs_two(w_mat, i_mat, predicted.tolist())
+        assert res.passed.tolist() == expected
+        assert res.n_tests == len(expected)
+        for idx in range(30):
+            perm = np.random.default_rng([2, idx]).permutation(k)
+            null_outcomes = literal.one_vs_two(literal.permuted(w_mat, perm), i_mat,
+                                               predicted.tolist())
+            assert res.null[idx] == pytest.approx(np.mean(null_outcomes), abs=0)
+        n_pass = sum(expected)
+        assert res.binomial_p == pytest.approx(
+            stats.binomtest(n_pass, len(expected), 0.5, alternative="greater").pvalue)
+
+
+def test_one_vs_two_without_misclassifications() -> None:
+    w = emergence.similarity_matrix(np.random.default_rng(0).standard_normal((6, 9)))
+    res = emergence.one_vs_two(w, w, np.arange(6), n_permutations=10)
+    assert res.n_tests == 0 and np.isnan(res.accuracy) and np.isnan(res.permutation_p)
