@@ -1,0 +1,264 @@
+"""The paper's analyses over one network x word model: scores, nulls, significance, 1 vs 2.
+
+These functions read the activation statistics files (one per group), restrict the
+image x image correlations to the kept concepts in matrix order, and produce rows
+for the TSV outputs. Each function handles all layers and all groups at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+from numpy.typing import NDArray
+
+from emergence.io import atomic_h5
+from emergence.one_vs_two import one_vs_two
+from emergence.permutation import family_wise_p_values, p_values, permutation_null
+from emergence.rsa import rsa_from_similarity
+from emergence.two_vs_two import TwoVsTwo
+
+__all__ = [
+    "GroupSimilarities",
+    "ONE_VS_TWO_COLUMNS",
+    "ONE_VS_TWO_TEST_COLUMNS",
+    "SCORE_COLUMNS",
+    "SIGNIFICANCE_COLUMNS",
+    "load_group",
+    "null_shard",
+    "one_vs_two_rows",
+    "score_rows",
+    "significance_rows",
+]
+
+
+def _strings(ds: h5py.Dataset) -> list[str]:
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in ds[()]]
+
+
+@dataclass(frozen=True)
+class GroupSimilarities:
+    """Image-space similarity matrices of one network and group, over the kept concepts."""
+
+    network: str
+    model: str
+    group: str
+    layers: list[str]
+    modules: list[str]
+    n_features: list[int]
+    similarity: NDArray[np.float64]  # (L, k, k)
+    predicted: NDArray[np.int64]  # top-1 class as kept-concept index, -1 outside the set
+    predicted_wnid: list[str]
+    image_path: list[str]
+
+
+def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
+               network: str, group: str) -> GroupSimilarities:
+    """Read one activations file and restrict it to ``kept_wnids`` (in that order)."""
+    with h5py.File(path, "r") as f:
+        wnids = _strings(f["images/wnid"])
+        row_of = {w: i for i, w in enumerate(wnids)}
+        missing = [w for w in kept_wnids if w not in row_of]
+        if missing:
+            raise ValueError(f"{path}: no image for kept concept(s) {missing[:5]}")
+        rows = np.array([row_of[w] for w in kept_wnids])
+        layers = [str(x) for x in f.attrs["layer_names"]]
+        sims = np.stack([f[f"layers/{name}/correlation"][()][np.ix_(rows, rows)]
+                         for name in layers])
+        modules = [str(f[f"layers/{name}"].attrs["module"]) for name in layers]
+        n_features = [int(f[f"layers/{name}"].attrs["n_features"]) for name in layers]
+        top5 = f["predictions/top5_wnid"][()]
+        top1 = [(t.decode() if isinstance(t, bytes) else str(t)) for t in top5[rows, 0]]
+        paths = _strings(f["images/path"])
+        model = str(f.attrs.get("model", ""))
+    index = {w: i for i, w in enumerate(kept_wnids)}
+    predicted = np.array([index.get(w, -1) for w in top1], dtype=np.int64)
+    return GroupSimilarities(network, model, group, layers, modules, n_features, sims, predicted,
+                             top1, [paths[r] for r in rows])
+
+
+SCORE_COLUMNS = ["network", "model", "word_model", "group", "layer", "layer_index", "module",
+                 "n_features", "k", "n_pairs", "two_vs_two", "rsa", "rsa_method"]
+
+
+def score_rows(word_model: str, w_mat: NDArray[np.float64], groups: Sequence[GroupSimilarities],
+               rsa_method: str = "pearson") -> list[dict[str, Any]]:
+    """2 vs 2 accuracy and RSA for every layer of every group."""
+    engine = TwoVsTwo(w_mat)
+    rows = []
+    for g in groups:
+        accuracy = engine.accuracy(g.similarity)
+        for j, layer in enumerate(g.layers):
+            rows.append({
+                "network": g.network, "model": g.model, "word_model": word_model,
+                "group": g.group, "layer": layer, "layer_index": j, "module": g.modules[j],
+                "n_features": g.n_features[j], "k": engine.k, "n_pairs": engine.n_pairs,
+                "two_vs_two": float(accuracy[j]),
+                "rsa": rsa_from_similarity(w_mat, g.similarity[j], rsa_method),  # type: ignore[arg-type]
+                "rsa_method": rsa_method,
+            })
+    return rows
+
+
+def null_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArray[np.float64],
+               groups: Sequence[GroupSimilarities], *, seed: int, start: int, stop: int,
+               batch_size: int, rsa_method: str, device: str, progress: bool = True) -> None:
+    """Permutations ``start .. stop-1`` for every group and layer, stored in one HDF5 file."""
+    first = groups[0]
+    attrs = {"what": "permutation null of 2 vs 2 accuracy and RSA (image space shuffled)",
+             "network": first.network, "model": first.model, "word_model": word_model,
+             "seed": seed, "start": start, "stop": stop, "batch_size": batch_size,
+             "rsa_method": rsa_method, "layer_names": first.layers, "k": w_mat.shape[0]}
+    with atomic_h5(path, attrs) as f:
+        for g in groups:
+            null = permutation_null(w_mat, list(g.similarity), seed=seed, start=start, stop=stop,
+                                    batch_size=batch_size, rsa_method=rsa_method, device=device,
+                                    progress=progress)
+            grp = f.create_group(f"groups/{g.group}")
+            grp.create_dataset("two_vs_two", data=null["two_vs_two"])
+            grp.create_dataset("rsa", data=null["rsa"])
+            grp.create_dataset("index", data=null["index"])
+
+
+def read_nulls(
+    paths: Sequence[str | os.PathLike[str]],
+) -> dict[str, dict[str, NDArray[np.float64]]]:
+    """Concatenate shard files in permutation order: group -> {"two_vs_two", "rsa"} (n x L)."""
+    parts: dict[str, dict[str, list[NDArray[np.float64]]]] = {}
+    starts: list[tuple[int, str | os.PathLike[str]]] = []
+    for p in paths:
+        with h5py.File(p, "r") as f:
+            starts.append((int(f.attrs["start"]), p))
+    expected = 0
+    for start, p in sorted(starts, key=lambda t: t[0]):
+        with h5py.File(p, "r") as f:
+            if start != expected:
+                raise ValueError(f"{p}: shard starts at permutation {start}, expected {expected}")
+            expected = int(f.attrs["stop"])
+            for name, grp in f["groups"].items():
+                d = parts.setdefault(name, {"two_vs_two": [], "rsa": []})
+                d["two_vs_two"].append(grp["two_vs_two"][()])
+                d["rsa"].append(grp["rsa"][()])
+    return {g: {k: np.concatenate(v) for k, v in d.items()} for g, d in parts.items()}
+
+
+SIGNIFICANCE_COLUMNS = [
+    "network", "model", "word_model", "group", "layer", "layer_index", "module", "k",
+    "two_vs_two", "p_value", "p_value_fwe", "null_mean", "null_sd", "rsa", "rsa_p_value",
+    "n_permutations", "significant",
+]
+
+
+def significance_rows(score_table: Sequence[Mapping[str, str]],
+                      nulls: Mapping[str, Mapping[str, NDArray[np.float64]]],
+                      alpha: float) -> list[dict[str, Any]]:
+    """Per-group and mean-over-groups accuracy with permutation p-values.
+
+    ``p_value``: per layer, +1-corrected. ``p_value_fwe``: max over layers (family-wise).
+    The ``mean`` rows compare the mean accuracy over groups to the mean of the groups'
+    nulls under the same permutation index.
+    """
+    groups = list(dict.fromkeys(r["group"] for r in score_table))
+    layers = list(dict.fromkeys(r["layer"] for r in score_table))
+    first = score_table[0]
+    meta = {r["layer"]: r for r in score_table if r["group"] == groups[0]}
+    cell = {(r["group"], r["layer"]): r for r in score_table}
+    obs = {g: np.array([float(cell[g, lay]["two_vs_two"]) for lay in layers]) for g in groups}
+    obs_rsa = {g: np.array([float(cell[g, lay]["rsa"]) for lay in layers]) for g in groups}
+    n_perm = min((nulls[g]["two_vs_two"].shape[0] for g in groups), default=0) if nulls else 0
+    series: list[tuple[str, NDArray[np.float64], NDArray[np.float64],
+                       NDArray[np.float64] | None, NDArray[np.float64] | None]] = []
+    for g in groups:
+        series.append((g, obs[g], obs_rsa[g], nulls[g]["two_vs_two"] if n_perm else None,
+                       nulls[g]["rsa"] if n_perm else None))
+    mean_null = (np.mean([nulls[g]["two_vs_two"] for g in groups], axis=0) if n_perm else None)
+    mean_rsa_null = (np.mean([nulls[g]["rsa"] for g in groups], axis=0) if n_perm else None)
+    series.append(("mean", np.mean([obs[g] for g in groups], axis=0),
+                   np.mean([obs_rsa[g] for g in groups], axis=0), mean_null, mean_rsa_null))
+    rows = []
+    for g, acc, rsa_obs, null, rsa_null in series:
+        if null is not None and rsa_null is not None:
+            p, p_fwe = p_values(acc, null), family_wise_p_values(acc, null)
+            rsa_p = p_values(rsa_obs, rsa_null)
+            mu, sd = null.mean(axis=0), null.std(axis=0, ddof=1) if n_perm > 1 else null.std(axis=0)
+        else:
+            p = p_fwe = rsa_p = mu = sd = np.full(len(layers), np.nan)
+        for j, lay in enumerate(layers):
+            rows.append({
+                "network": first["network"], "model": first["model"],
+                "word_model": first["word_model"], "group": g, "layer": lay, "layer_index": j,
+                "module": meta[lay]["module"], "k": first["k"], "two_vs_two": float(acc[j]),
+                "p_value": float(p[j]), "p_value_fwe": float(p_fwe[j]),
+                "null_mean": float(mu[j]), "null_sd": float(sd[j]), "rsa": float(rsa_obs[j]),
+                "rsa_p_value": float(rsa_p[j]), "n_permutations": n_perm,
+                "significant": bool(p[j] < alpha) if n_perm else False,
+            })
+    return rows
+
+
+ONE_VS_TWO_COLUMNS = ["network", "model", "word_model", "group", "layer", "layer_index",
+                      "module", "k", "n_correct", "n_tests", "n_passed", "accuracy",
+                      "binomial_p", "permutation_p", "n_permutations"]
+ONE_VS_TWO_TEST_COLUMNS = ["network", "word_model", "group", "layer", "layer_index", "image",
+                           "true_wnid", "predicted_wnid", "n_reference", "r_true",
+                           "r_predicted", "passed"]
+
+
+def one_vs_two_rows(word_model: str, w_mat: NDArray[np.float64], wnids: Sequence[str],
+                    groups: Sequence[GroupSimilarities], *, n_permutations: int, seed: int,
+                    batch_size: int = 64) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """1 vs 2 summary rows (per group and layer, plus the pooled 'all' group) and test rows."""
+    summary: list[dict[str, Any]] = []
+    tests: list[dict[str, Any]] = []
+    from scipy import stats
+
+    for j in range(len(groups[0].layers)):
+        pooled_pass, pooled_n = 0, 0
+        pooled_null = np.zeros(n_permutations, dtype=np.int64)  # passes per permutation
+        for g in groups:
+            res = one_vs_two(w_mat, g.similarity[j], g.predicted,
+                             n_permutations=n_permutations, seed=seed, batch_size=batch_size)
+            n_correct = int((g.predicted == np.arange(len(wnids))).sum())
+            summary.append({
+                "network": g.network, "model": g.model, "word_model": word_model,
+                "group": g.group, "layer": g.layers[j], "layer_index": j,
+                "module": g.modules[j], "k": len(wnids), "n_correct": n_correct,
+                "n_tests": res.n_tests, "n_passed": int(res.passed.sum()),
+                "accuracy": res.accuracy, "binomial_p": res.binomial_p,
+                "permutation_p": res.permutation_p, "n_permutations": n_permutations,
+            })
+            for t in range(res.n_tests):
+                tests.append({
+                    "network": g.network, "word_model": word_model, "group": g.group,
+                    "layer": g.layers[j], "layer_index": j,
+                    "image": g.image_path[res.image[t]], "true_wnid": wnids[res.image[t]],
+                    "predicted_wnid": wnids[res.predicted[t]],
+                    "n_reference": int(res.n_reference[t]), "r_true": float(res.r_true[t]),
+                    "r_predicted": float(res.r_predicted[t]), "passed": bool(res.passed[t]),
+                })
+            pooled_pass += int(res.passed.sum())
+            pooled_n += res.n_tests
+            if res.n_tests:
+                pooled_null += np.rint(res.null * res.n_tests).astype(np.int64)
+        g0 = groups[0]
+        acc = pooled_pass / pooled_n if pooled_n else float("nan")
+        if pooled_n:
+            binom = float(stats.binomtest(pooled_pass, pooled_n, 0.5,
+                                          alternative="greater").pvalue)
+            perm_p = float((1 + (pooled_null >= pooled_pass).sum()) / (1 + n_permutations)) \
+                if n_permutations else float("nan")
+        else:
+            binom = perm_p = float("nan")
+        summary.append({
+            "network": g0.network, "model": g0.model, "word_model": word_model, "group": "all",
+            "layer": g0.layers[j], "layer_index": j, "module": g0.modules[j], "k": len(wnids),
+            "n_correct": sum(int((g.predicted == np.arange(len(wnids))).sum()) for g in groups),
+            "n_tests": pooled_n, "n_passed": pooled_pass, "accuracy": acc, "binomial_p": binom,
+            "permutation_p": perm_p, "n_permutations": n_permutations,
+        })
+    return summary, tests
+

@@ -1,0 +1,113 @@
+"""Concept selection and the word-space similarity matrix ``W``.
+
+The paper keeps the ImageNet concepts found in all of its word-vector models
+(166 for its four). Here a concept is *kept* for a word model when
+
+1. it has an image in every group (one image per concept per group), and
+2. the word model covers it, and
+3. with ``intersect_word_models`` (the paper's rule), every other configured word
+   model covers it too.
+
+The kept concepts, in image-set order, index the rows and columns of ``W`` and of
+every image-space matrix ``I``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+
+from emergence.images import ManifestRow, candidates
+from emergence.io import atomic_h5, read_tsv, str_dataset, write_tsv
+from emergence.similarity import similarity_matrix
+
+__all__ = ["CONCEPT_COLUMNS", "COVERAGE_COLUMNS", "read_word_matrix", "select_concepts",
+           "write_word_matrix"]
+
+COVERAGE_COLUMNS = ["word_model", "wnid", "concept", "found", "lemma", "token", "how", "reason"]
+CONCEPT_COLUMNS = ["word_model", "index", "wnid", "concept", "kept", "reason", "lemma", "token",
+                   "how"]
+
+
+def select_concepts(
+    manifest: Sequence[ManifestRow],
+    groups: Sequence[str],
+    word_model: str,
+    coverage: Mapping[str, Sequence[Mapping[str, str]]],
+    intersect: bool,
+) -> list[dict[str, Any]]:
+    """One row per candidate concept: kept or not, why, and the token that matched.
+
+    ``coverage`` maps each word model's name to its coverage records (dicts with
+    ``wnid``, ``found`` ("true"/"false"), ``reason``, ``lemma``, ``token``, ``how``).
+    Only ``word_model``'s own coverage is used unless ``intersect``.
+    """
+    present: dict[str, set[str]] = {}
+    for r in manifest:
+        present.setdefault(r.wnid, set()).add(r.group)
+    by_model = {m: {r["wnid"]: r for r in recs} for m, recs in coverage.items()}
+    others = [m for m in coverage if m != word_model] if intersect else []
+    rows: list[dict[str, Any]] = []
+    index = 0
+    for wnid, concept in candidates(manifest):
+        own = by_model[word_model].get(wnid, {})
+        reasons = [f"no image in group {g}" for g in groups if g not in present.get(wnid, set())]
+        if own.get("found") != "true":
+            reasons.append(f"not in {word_model}: {own.get('reason') or 'not looked up'}")
+        for m in others:
+            rec = by_model[m].get(wnid, {})
+            if rec.get("found") != "true":
+                reasons.append(f"not in {m}: {rec.get('reason') or 'not looked up'}")
+        kept = not reasons
+        rows.append({
+            "word_model": word_model, "index": index if kept else -1, "wnid": wnid,
+            "concept": concept, "kept": kept, "reason": "; ".join(reasons),
+            "lemma": own.get("lemma", ""), "token": own.get("token", ""), "how": own.get("how", ""),
+        })
+        index += kept
+    return rows
+
+
+def write_concepts(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    write_tsv(path, rows, CONCEPT_COLUMNS)
+
+
+def kept_concepts(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """(wnid, concept) of the kept concepts, in matrix order."""
+    rows = read_tsv(path, CONCEPT_COLUMNS)
+    return [(r["wnid"], r["concept"]) for r in rows if r["kept"] == "true"]
+
+
+def write_word_matrix(
+    path: str | os.PathLike[str], word_model: str, spec: Mapping[str, Any],
+    vector_wnids: Sequence[str], vectors: np.ndarray, kept: Sequence[tuple[str, str]],
+) -> np.ndarray:
+    """Compute ``W`` over the kept concepts and store it with its description."""
+    row_of = {w: i for i, w in enumerate(vector_wnids)}
+    missing = [w for w, _ in kept if w not in row_of]
+    if missing:
+        raise ValueError(f"word model {word_model} has no vector for kept concept(s) {missing}")
+    if len(kept) < 4:
+        raise ValueError(f"only {len(kept)} concepts kept for word model {word_model}; "
+                         "the 2 vs 2 test needs at least 4 (see the concepts TSV for reasons)")
+    x = vectors[[row_of[w] for w, _ in kept]]
+    w_mat = similarity_matrix(x)
+    attrs = {"what": "W: Pearson correlation between the word vectors of the kept concepts",
+             "word_model": word_model, "spec": repr(dict(spec)), "k": len(kept),
+             "dimension": int(vectors.shape[1])}
+    with atomic_h5(path, attrs) as f:
+        str_dataset(f, "wnid", [w for w, _ in kept])
+        str_dataset(f, "concept", [c for _, c in kept])
+        f.create_dataset("similarity", data=w_mat)
+    return w_mat
+
+
+def read_word_matrix(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """(wnids, W, attrs) from a word-matrix file."""
+    with h5py.File(path, "r") as f:
+        wnids = [s.decode() if isinstance(s, bytes) else s for s in f["wnid"][()]]
+        return wnids, f["similarity"][()], dict(f.attrs)

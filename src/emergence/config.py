@@ -1,0 +1,84 @@
+"""Configuration checks with one-line, actionable messages."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+__all__ = ["ConfigError", "check_config", "group_names", "primary_word_model"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line that names the key."""
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str]) -> None:
+    """Validate ``config`` against the JSON schema; raise :class:`ConfigError` in one line."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = list(validator.iter_errors(config))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        # For oneOf (word model types) the most specific sub-error is the useful one.
+        while best.context:
+            best = jsonschema.exceptions.best_match(best.context)
+        msg = best.message.replace("\n", " ")
+        raise ConfigError(f"config key '{_where(best)}': {msg}")
+    _check_semantics(config)
+
+
+def _check_semantics(config: Mapping[str, Any]) -> None:
+    """Rules a schema cannot express: cross references and exclusive options."""
+    networks = config["networks"]
+    for name, net in networks.items():
+        sources = [k for k in ("pretrained", "checkpoint") if k in net]
+        if len(sources) != 1:
+            raise ConfigError(
+                f"config key 'networks.{name}': set exactly one of 'pretrained' or 'checkpoint' "
+                f"(found {sources or 'neither'})")
+        if "remap" in net and "checkpoint" not in net:
+            raise ConfigError(f"config key 'networks.{name}.remap': only valid with 'checkpoint'")
+        ctrl = net.get("control_for")
+        if ctrl is not None and ctrl not in networks:
+            raise ConfigError(f"config key 'networks.{name}.control_for': unknown network "
+                              f"'{ctrl}' (networks: {', '.join(networks)})")
+        for key in (name,):
+            if not key.replace("-", "").replace("_", "").isalnum():
+                raise ConfigError(f"config key 'networks.{key}': names may use letters, digits, "
+                                  "'-' and '_' only (they become file names)")
+    for key in config["word_models"]:
+        if not key.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"config key 'word_models.{key}': names may use letters, digits, "
+                              "'-' and '_' only (they become file names)")
+    wm = config.get("figures", {}).get("word_model")
+    if wm is not None and wm not in config["word_models"]:
+        raise ConfigError(f"config key 'figures.word_model': unknown word model '{wm}' "
+                          f"(word models: {', '.join(config['word_models'])})")
+    groups = config.get("one_vs_two", {}).get("groups", "all")
+    if groups != "all":
+        unknown = [g for g in groups if g not in group_names(config)]
+        if unknown:
+            raise ConfigError(f"config key 'one_vs_two.groups': unknown group(s) {unknown} "
+                              f"(groups: {', '.join(group_names(config))})")
+
+
+def group_names(config: Mapping[str, Any]) -> list[str]:
+    """Names of the image groups, known from the config alone (no file is read)."""
+    images = config["images"]
+    if images["source"] == "emoji":
+        return list(images.get("styles", ["twemoji", "openmoji"]))
+    return [str(j + 1) for j in range(images.get("images_per_concept", 5))]
+
+
+def primary_word_model(config: Mapping[str, Any]) -> str:
+    """The word model of Figs. 2-4: figures.word_model, else the first configured."""
+    return config.get("figures", {}).get("word_model") or next(iter(config["word_models"]))

@@ -1,0 +1,23 @@
+# One forward pass per network x group for all layers; each layer reduced on the fly to
+# exact image x image Pearson statistics (float64, streamed over feature chunks).
+
+
+rule activations:
+    input:
+        manifest=f"{R}/images/manifest.tsv",
+    output:
+        f"{R}/activations/{{network}}/{{group}}.h5",
+    log:
+        f"{R}/logs/activations/{{network}}/{{group}}.log",
+    params:
+        spec=network_params,
+        extraction=config["extraction"],
+        seed=config["seed"],
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    benchmark:
+        f"{R}/benchmarks/activations/{{network}}/{{group}}.tsv"
+    script:
+        "../scripts/activations.py"

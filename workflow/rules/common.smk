@@ -1,0 +1,91 @@
+# Config validation, names and input functions. Nothing else knows the config layout.
+import re
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from emergence.config import ConfigError, check_config, group_names, primary_word_model
+
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+if not SCHEMA.exists():  # Snakefile moved into workflow/
+    SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+
+try:
+    check_config(config, SCHEMA)
+except ConfigError as err:
+    sys.exit(f"semantic-emergence: {err}")
+validate(config, schema=str(SCHEMA))  # fills in the schema's defaults
+
+R = config["results"]
+NETWORKS = list(config["networks"])
+WORD_MODELS = list(config["word_models"])
+GROUPS = group_names(config)
+PRIMARY_WM = primary_word_model(config)
+CONTROLS = [n for n, spec in config["networks"].items() if spec.get("control_for")]
+TRAINED = [n for n in NETWORKS if n not in CONTROLS]
+N_SHARDS = config["permutations"]["shards"]
+FORMATS = config["figures"]["formats"]
+
+
+wildcard_constraints:
+    network="|".join(map(re.escape, NETWORKS)),
+    word_model="|".join(map(re.escape, WORD_MODELS)),
+    group="|".join(map(re.escape, GROUPS)),
+    shard=r"\d+",
+
+
+def network_params(wildcards):
+    """The slice of config one network's extraction depends on (and nothing else)."""
+    spec = dict(config["networks"][wildcards.network])
+    for key in ("label", "control_for"):  # presentation only: no rerun of extraction
+        spec.pop(key, None)
+    return spec
+
+
+def word_model_params(wildcards):
+    spec = dict(config["word_models"][wildcards.word_model])
+    spec.pop("label", None)
+    return spec
+
+
+def activation_files(wildcards):
+    return expand(f"{R}/activations/{wildcards.network}/{{group}}.h5", group=GROUPS)
+
+
+def coverage_files(wildcards):
+    names = WORD_MODELS if config["concepts"]["intersect_word_models"] else [wildcards.word_model]
+    return {n: f"{R}/words/{n}/coverage.tsv" for n in names}
+
+
+def shard_files(wildcards):
+    return expand(
+        f"{R}/two_vs_two/{wildcards.network}/{wildcards.word_model}/null/shard-{{shard}}-of-{N_SHARDS}.h5",
+        shard=range(N_SHARDS),
+    ) if config["permutations"]["n"] > 0 else []
+
+
+def controls_of(network):
+    """The untrained control drawn beside ``network`` (at most one)."""
+    return [c for c in CONTROLS if config["networks"][c]["control_for"] == network][:1]
+
+
+def figure_paths(stem):
+    return [f"{R}/figures/{stem}.{fmt}" for fmt in FORMATS]
+
+
+def labels():
+    out = {n: s.get("label", n) for n, s in config["networks"].items()}
+    out.update({n: s.get("label", n) for n, s in config["word_models"].items()})
+    return out
+
+
+def all_outputs():
+    out = [f"{R}/summary/two_vs_two.tsv", f"{R}/summary/one_vs_two.tsv"]
+    out += figure_paths("overview")
+    for net in NETWORKS:
+        out += figure_paths(f"fig1_word_models_{net}")
+        out += figure_paths(f"fig4_one_vs_two_{net}")
+    for net in TRAINED:
+        out += figure_paths(f"fig2_layers_{net}")
+    return out

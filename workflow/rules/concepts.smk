@@ -1,0 +1,39 @@
+# Word vectors per word model, the concepts kept (in every model: the paper's rule),
+# and the word-space similarity matrix W.
+
+
+rule word_vectors:
+    input:
+        manifest=f"{R}/images/manifest.tsv",
+    output:
+        vectors=f"{R}/words/{{word_model}}/vectors.h5",
+        coverage=f"{R}/words/{{word_model}}/coverage.tsv",
+    log:
+        f"{R}/logs/word_vectors/{{word_model}}.log",
+    params:
+        spec=word_model_params,
+    threads: 2
+    benchmark:
+        f"{R}/benchmarks/word_vectors/{{word_model}}.tsv"
+    script:
+        "../scripts/word_vectors.py"
+
+
+rule word_matrix:
+    input:
+        unpack(lambda wc: {"manifest": f"{R}/images/manifest.tsv",
+                           "vectors": f"{R}/words/{wc.word_model}/vectors.h5",
+                           **{f"coverage_{n}": p for n, p in coverage_files(wc).items()}}),
+    output:
+        concepts=f"{R}/concepts/{{word_model}}.tsv",
+        matrix=f"{R}/words/{{word_model}}/similarity.h5",
+    log:
+        f"{R}/logs/word_matrix/{{word_model}}.log",
+    params:
+        spec=word_model_params,
+        groups=GROUPS,
+        intersect=config["concepts"]["intersect_word_models"],
+    benchmark:
+        f"{R}/benchmarks/word_matrix/{{word_model}}.tsv"
+    script:
+        "../scripts/word_matrix.py"

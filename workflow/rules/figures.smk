@@ -1,0 +1,70 @@
+# The paper's figures (PNG and PDF) and an overview of every network.
+
+
+rule fig1_word_models:
+    input:
+        expand(f"{R}/two_vs_two/{{{{network}}}}/{{word_model}}/significance.tsv",
+               word_model=WORD_MODELS),
+    output:
+        report(figure_paths("fig1_word_models_{network}"),
+               caption="../report/fig1.rst", category="Figures"),
+    log:
+        f"{R}/logs/figures/fig1_{{network}}.log",
+    params:
+        word_models=WORD_MODELS,
+        labels=labels(),
+        alpha=config["figures"]["alpha"],
+    script:
+        "../scripts/figures.py"
+
+
+rule fig2_layers:
+    input:
+        main=f"{R}/two_vs_two/{{network}}/{PRIMARY_WM}/significance.tsv",
+        control=lambda wc: [f"{R}/two_vs_two/{c}/{PRIMARY_WM}/significance.tsv"
+                            for c in controls_of(wc.network)],
+    output:
+        report(figure_paths("fig2_layers_{network}"),
+               caption="../report/fig2.rst", category="Figures"),
+    log:
+        f"{R}/logs/figures/fig2_{{network}}.log",
+    params:
+        word_model=PRIMARY_WM,
+        control=lambda wc: controls_of(wc.network),
+        labels=labels(),
+        alpha=config["figures"]["alpha"],
+    script:
+        "../scripts/figures.py"
+
+
+rule fig4_one_vs_two:
+    input:
+        f"{R}/one_vs_two/{{network}}/{PRIMARY_WM}.tsv",
+    output:
+        report(figure_paths("fig4_one_vs_two_{network}"),
+               caption="../report/fig4.rst", category="Figures"),
+    log:
+        f"{R}/logs/figures/fig4_{{network}}.log",
+    params:
+        word_model=PRIMARY_WM,
+        labels=labels(),
+        alpha=config["figures"]["alpha"],
+    script:
+        "../scripts/figures.py"
+
+
+rule overview:
+    input:
+        expand(f"{R}/two_vs_two/{{network}}/{PRIMARY_WM}/significance.tsv", network=NETWORKS),
+    output:
+        report(figure_paths("overview"), caption="../report/overview.rst", category="Figures"),
+    log:
+        f"{R}/logs/figures/overview.log",
+    params:
+        networks=NETWORKS,
+        controls=CONTROLS,
+        word_model=PRIMARY_WM,
+        labels=labels(),
+        alpha=config["figures"]["alpha"],
+    script:
+        "../scripts/figures.py"

@@ -1,0 +1,34 @@
+# 1 vs 2 test (paper sec. 3.3): images misclassified into another concept with a word vector.
+
+
+rule one_vs_two:
+    input:
+        groups=activation_files,
+        matrix=f"{R}/words/{{word_model}}/similarity.h5",
+    output:
+        summary=f"{R}/one_vs_two/{{network}}/{{word_model}}.tsv",
+        tests=f"{R}/one_vs_two/{{network}}/{{word_model}}_tests.tsv",
+    log:
+        f"{R}/logs/one_vs_two/{{network}}/{{word_model}}.log",
+    params:
+        groups=lambda wc: GROUPS if config["one_vs_two"]["groups"] == "all"
+        else config["one_vs_two"]["groups"],
+        seed=config["seed"],
+        n_permutations=config["one_vs_two"]["n_permutations"],
+    benchmark:
+        f"{R}/benchmarks/one_vs_two/{{network}}/{{word_model}}.tsv"
+    script:
+        "../scripts/one_vs_two.py"
+
+
+rule summary_one_vs_two:
+    input:
+        expand(f"{R}/one_vs_two/{{network}}/{{word_model}}.tsv",
+               network=NETWORKS, word_model=WORD_MODELS),
+    output:
+        report(f"{R}/summary/one_vs_two.tsv", caption="../report/summary.rst",
+               category="Summary"),
+    log:
+        f"{R}/logs/summary_one_vs_two.log",
+    script:
+        "../scripts/summary.py"

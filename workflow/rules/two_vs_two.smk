@@ -1,0 +1,70 @@
+# 2 vs 2 accuracy and RSA for every layer and group of a network against a word model;
+# the permutation null in parallel shards; p-values (per layer, family-wise, group mean).
+
+
+rule two_vs_two:
+    input:
+        groups=activation_files,
+        matrix=f"{R}/words/{{word_model}}/similarity.h5",
+    output:
+        f"{R}/two_vs_two/{{network}}/{{word_model}}/scores.tsv",
+    log:
+        f"{R}/logs/two_vs_two/{{network}}/{{word_model}}.log",
+    params:
+        groups=GROUPS,
+        rsa_method=config["two_vs_two"]["rsa_method"],
+    benchmark:
+        f"{R}/benchmarks/two_vs_two/{{network}}/{{word_model}}.tsv"
+    script:
+        "../scripts/two_vs_two.py"
+
+
+rule permutations:
+    input:
+        groups=activation_files,
+        matrix=f"{R}/words/{{word_model}}/similarity.h5",
+    output:
+        f"{R}/two_vs_two/{{network}}/{{word_model}}/null/shard-{{shard}}-of-{N_SHARDS}.h5",
+    log:
+        f"{R}/logs/permutations/{{network}}/{{word_model}}/shard-{{shard}}.log",
+    params:
+        groups=GROUPS,
+        seed=config["seed"],
+        permutations=config["permutations"],
+        rsa_method=config["two_vs_two"]["rsa_method"],
+    threads: 1
+    benchmark:
+        f"{R}/benchmarks/permutations/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
+    script:
+        "../scripts/permutations.py"
+
+
+rule significance:
+    input:
+        scores=f"{R}/two_vs_two/{{network}}/{{word_model}}/scores.tsv",
+        shards=shard_files,
+    output:
+        report(
+            f"{R}/two_vs_two/{{network}}/{{word_model}}/significance.tsv",
+            caption="../report/significance.rst",
+            category="2 vs 2",
+        ),
+    log:
+        f"{R}/logs/significance/{{network}}/{{word_model}}.log",
+    params:
+        alpha=config["figures"]["alpha"],
+    script:
+        "../scripts/significance.py"
+
+
+rule summary_two_vs_two:
+    input:
+        expand(f"{R}/two_vs_two/{{network}}/{{word_model}}/significance.tsv",
+               network=NETWORKS, word_model=WORD_MODELS),
+    output:
+        report(f"{R}/summary/two_vs_two.tsv", caption="../report/summary.rst",
+               category="Summary"),
+    log:
+        f"{R}/logs/summary_two_vs_two.log",
+    script:
+        "../scripts/summary.py"

@@ -1,0 +1,25 @@
+from emergence.extract import extract_statistics
+from emergence.images import group_rows, read_manifest
+from emergence.models import load_model, resolve_layers
+from emergence.runner import start
+
+smk = snakemake  # noqa: F821
+log = start(smk)
+spec = dict(smk.params.spec)
+layer_entries = spec.pop("layers")
+preprocess = spec.pop("preprocess", "timm")
+seed = spec.pop("seed", 0)
+ext = smk.params.extraction
+rows = group_rows(read_manifest(smk.input.manifest), smk.wildcards.group)
+model = load_model(spec, seed=seed)
+layers = resolve_layers(model, layer_entries)
+log.info("%s: %d layers, %d images", smk.wildcards.network, len(layers), len(rows))
+summary = extract_statistics(
+    model, [r.path for r in rows], layers, smk.output[0],
+    batch_size=ext["batch_size"], device=ext["device"], preprocess=preprocess,
+    keep_raw_max_features=ext["keep_raw_max_features"],
+    ram_budget_bytes=ext["ram_budget_mb"] << 20,
+    attrs={"network": smk.wildcards.network, "group": smk.wildcards.group},
+    image_meta={"wnid": [r.wnid for r in rows], "concept": [r.concept for r in rows]},
+)
+log.info("%s", summary)

@@ -1,0 +1,22 @@
+from emergence.analysis import (
+    ONE_VS_TWO_COLUMNS,
+    ONE_VS_TWO_TEST_COLUMNS,
+    load_group,
+    one_vs_two_rows,
+)
+from emergence.concepts import read_word_matrix
+from emergence.io import write_tsv
+from emergence.runner import start
+
+smk = snakemake  # noqa: F821
+log = start(smk)
+wnids, w_mat, _ = read_word_matrix(smk.input.matrix)
+names = list(smk.params.groups)
+files = dict(zip([p.rsplit("/", 1)[-1].removesuffix(".h5") for p in smk.input.groups],
+                 smk.input.groups, strict=True))
+groups = [load_group(files[g], wnids, smk.wildcards.network, g) for g in names]
+summary, tests = one_vs_two_rows(smk.wildcards.word_model, w_mat, wnids, groups,
+                                 n_permutations=smk.params.n_permutations, seed=smk.params.seed)
+write_tsv(smk.output.summary, summary, ONE_VS_TWO_COLUMNS)
+write_tsv(smk.output.tests, tests, ONE_VS_TWO_TEST_COLUMNS)
+log.info("%d tests over %d layers", len(tests), len(groups[0].layers))

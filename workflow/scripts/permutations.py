@@ -1,0 +1,17 @@
+from emergence.analysis import load_group, null_shard
+from emergence.concepts import read_word_matrix
+from emergence.permutation import shard_range
+from emergence.runner import start
+
+smk = snakemake  # noqa: F821
+log = start(smk)
+perm = smk.params.permutations
+wnids, w_mat, _ = read_word_matrix(smk.input.matrix)
+groups = [load_group(p, wnids, smk.wildcards.network, g)
+          for p, g in zip(smk.input.groups, smk.params.groups, strict=True)]
+start_i, stop_i = shard_range(perm["n"], perm["shards"], int(smk.wildcards.shard),
+                              perm["batch_size"])
+log.info("permutations %d..%d of %d", start_i, stop_i - 1, perm["n"])
+null_shard(smk.output[0], smk.wildcards.word_model, w_mat, groups, seed=smk.params.seed,
+           start=start_i, stop=stop_i, batch_size=perm["batch_size"],
+           rsa_method=smk.params.rsa_method, device=perm["device"])

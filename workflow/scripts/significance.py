@@ -1,0 +1,10 @@
+from emergence.analysis import SIGNIFICANCE_COLUMNS, read_nulls, significance_rows
+from emergence.io import read_tsv, write_tsv
+from emergence.runner import start
+
+smk = snakemake  # noqa: F821
+log = start(smk)
+scores = read_tsv(smk.input.scores)
+nulls = read_nulls(list(smk.input.shards)) if smk.input.shards else {}
+rows = significance_rows(scores, nulls, smk.params.alpha)
+write_tsv(smk.output[0], rows, SIGNIFICANCE_COLUMNS)

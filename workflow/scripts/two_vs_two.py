@@ -1,0 +1,13 @@
+from emergence.analysis import SCORE_COLUMNS, load_group, score_rows
+from emergence.concepts import read_word_matrix
+from emergence.io import write_tsv
+from emergence.runner import start
+
+smk = snakemake  # noqa: F821
+log = start(smk)
+wnids, w_mat, _ = read_word_matrix(smk.input.matrix)
+groups = [load_group(p, wnids, smk.wildcards.network, g)
+          for p, g in zip(smk.input.groups, smk.params.groups, strict=True)]
+rows = score_rows(smk.wildcards.word_model, w_mat, groups, smk.params.rsa_method)
+write_tsv(smk.output[0], rows, SCORE_COLUMNS)
+log.info("%d scores (k=%d)", len(rows), len(wnids))

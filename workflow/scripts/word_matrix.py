@@ -1,0 +1,22 @@
+import h5py
+
+from emergence.concepts import kept_concepts, select_concepts, write_concepts, write_word_matrix
+from emergence.images import read_manifest
+from emergence.io import read_tsv
+from emergence.runner import start
+
+smk = snakemake  # noqa: F821
+log = start(smk)
+wm = smk.wildcards.word_model
+coverage = {k.removeprefix("coverage_"): read_tsv(v) for k, v in smk.input.items()
+            if k.startswith("coverage_")}
+rows = select_concepts(read_manifest(smk.input.manifest), smk.params.groups, wm, coverage,
+                       smk.params.intersect)
+kept = [(r["wnid"], r["concept"]) for r in rows if r["kept"]]
+log.info("%s: %d of %d concepts kept", wm, len(kept), len(rows))
+with h5py.File(smk.input.vectors, "r") as f:
+    wnids = [w.decode() for w in f["wnid"][()]]
+    vectors = f["vectors"][()]
+write_word_matrix(smk.output.matrix, wm, smk.params.spec, wnids, vectors, kept)
+write_concepts(smk.output.concepts, rows)
+assert kept_concepts(smk.output.concepts) == kept
