@@ -13,6 +13,8 @@ rule activations:
         spec=network_params,
         extraction=config["extraction"],
         seed=config["seed"],
+    conda:
+        "../../envs/extraction.yaml"
     threads: workflow.cores
     resources:
         mem_mb=4000,

@@ -12,6 +12,8 @@ rule word_vectors:
         f"{R}/logs/word_vectors/{{word_model}}.log",
     params:
         spec=word_model_params,
+    conda:
+        "../../envs/words.yaml"
     threads: 2
     benchmark:
         f"{R}/benchmarks/word_vectors/{{word_model}}.tsv"
@@ -33,6 +35,8 @@ rule word_matrix:
         spec=word_model_params,
         groups=GROUPS,
         intersect=config["concepts"]["intersect_word_models"],
+    conda:
+        "../../envs/words.yaml"
     benchmark:
         f"{R}/benchmarks/word_matrix/{{word_model}}.tsv"
     script:

@@ -14,6 +14,8 @@ rule fig1_word_models:
         word_models=WORD_MODELS,
         labels=labels(),
         alpha=config["figures"]["alpha"],
+    conda:
+        "../../envs/figures.yaml"
     script:
         "../scripts/figures.py"
 
@@ -33,6 +35,8 @@ rule fig2_layers:
         control=lambda wc: controls_of(wc.network),
         labels=labels(),
         alpha=config["figures"]["alpha"],
+    conda:
+        "../../envs/figures.yaml"
     script:
         "../scripts/figures.py"
 
@@ -49,6 +53,8 @@ rule fig4_one_vs_two:
         word_model=PRIMARY_WM,
         labels=labels(),
         alpha=config["figures"]["alpha"],
+    conda:
+        "../../envs/figures.yaml"
     script:
         "../scripts/figures.py"
 
@@ -66,5 +72,7 @@ rule overview:
         word_model=PRIMARY_WM,
         labels=labels(),
         alpha=config["figures"]["alpha"],
+    conda:
+        "../../envs/figures.yaml"
     script:
         "../scripts/figures.py"

@@ -12,6 +12,8 @@ rule images:
     params:
         images=config["images"],
         seed=config["seed"],
+    conda:
+        "../../envs/extraction.yaml"
     benchmark:
         f"{R}/benchmarks/images.tsv"
     script:

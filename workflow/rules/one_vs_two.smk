@@ -15,6 +15,8 @@ rule one_vs_two:
         else config["one_vs_two"]["groups"],
         seed=config["seed"],
         n_permutations=config["one_vs_two"]["n_permutations"],
+    conda:
+        "../../envs/statistics.yaml"
     benchmark:
         f"{R}/benchmarks/one_vs_two/{{network}}/{{word_model}}.tsv"
     script:
@@ -30,5 +32,7 @@ rule summary_one_vs_two:
                category="Summary"),
     log:
         f"{R}/logs/summary_one_vs_two.log",
+    conda:
+        "../../envs/statistics.yaml"
     script:
         "../scripts/summary.py"

@@ -13,6 +13,8 @@ rule two_vs_two:
     params:
         groups=GROUPS,
         rsa_method=config["two_vs_two"]["rsa_method"],
+    conda:
+        "../../envs/statistics.yaml"
     benchmark:
         f"{R}/benchmarks/two_vs_two/{{network}}/{{word_model}}.tsv"
     script:
@@ -32,6 +34,8 @@ rule permutations:
         seed=config["seed"],
         permutations=config["permutations"],
         rsa_method=config["two_vs_two"]["rsa_method"],
+    conda:
+        "../../envs/statistics.yaml"
     threads: 1
     benchmark:
         f"{R}/benchmarks/permutations/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
@@ -53,6 +57,8 @@ rule significance:
         f"{R}/logs/significance/{{network}}/{{word_model}}.log",
     params:
         alpha=config["figures"]["alpha"],
+    conda:
+        "../../envs/statistics.yaml"
     script:
         "../scripts/significance.py"
 
@@ -66,5 +72,7 @@ rule summary_two_vs_two:
                category="Summary"),
     log:
         f"{R}/logs/summary_two_vs_two.log",
+    conda:
+        "../../envs/statistics.yaml"
     script:
         "../scripts/summary.py"

@@ -1,3 +1,5 @@
+import _src  # noqa: F401  (this checkout's src/ on sys.path)
+
 from emergence.extract import extract_statistics
 from emergence.images import group_rows, read_manifest
 from emergence.models import load_model, resolve_layers

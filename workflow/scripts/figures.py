@@ -1,3 +1,5 @@
+import _src  # noqa: F401  (this checkout's src/ on sys.path)
+
 from emergence import figures
 from emergence.io import read_tsv
 from emergence.runner import start

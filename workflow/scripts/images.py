@@ -1,3 +1,5 @@
+import _src  # noqa: F401  (this checkout's src/ on sys.path)
+
 from emergence.images import build_emoji_images
 from emergence.runner import start
 

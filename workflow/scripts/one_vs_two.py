@@ -1,3 +1,5 @@
+import _src  # noqa: F401  (this checkout's src/ on sys.path)
+
 from emergence.analysis import (
     ONE_VS_TWO_COLUMNS,
     ONE_VS_TWO_TEST_COLUMNS,

@@ -1,3 +1,5 @@
+import _src  # noqa: F401  (this checkout's src/ on sys.path)
+
 from emergence.analysis import load_group, null_shard
 from emergence.concepts import read_word_matrix
 from emergence.permutation import shard_range

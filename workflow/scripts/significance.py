@@ -1,3 +1,5 @@
+import _src  # noqa: F401  (this checkout's src/ on sys.path)
+
 from emergence.analysis import SIGNIFICANCE_COLUMNS, read_nulls, significance_rows
 from emergence.io import read_tsv, write_tsv
 from emergence.runner import start

@@ -1,3 +1,5 @@
+import _src  # noqa: F401  (this checkout's src/ on sys.path)
+
 from emergence.analysis import SCORE_COLUMNS, load_group, score_rows
 from emergence.concepts import read_word_matrix
 from emergence.io import write_tsv

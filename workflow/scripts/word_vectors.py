@@ -1,3 +1,5 @@
+import _src  # noqa: F401  (this checkout's src/ on sys.path)
+
 from emergence.concepts import COVERAGE_COLUMNS
 from emergence.images import candidates, read_manifest
 from emergence.io import atomic_h5, str_dataset, write_tsv

@@ -1,0 +1,658 @@
+"""Layer activations of a CNN -> image x image Pearson correlation matrices, in HDF5.
+
+One forward pass per batch captures every requested layer through forward hooks
+(the preprocessed input through a forward pre-hook on the model). Each layer's
+flattened float32 activations go to a row store (``N x F``): an in-memory array
+while the stores fit in ``ram_budget_bytes``, otherwise a memory-mapped file in a
+temporary directory next to the output. After the last batch each store is read
+in column chunks into a :class:`~emergence.similarity.PearsonAccumulator`, so the
+statistics never need more than ``N x chunk_features`` float64 values at a time.
+
+HDF5 layout (written to ``<out>.tmp`` and renamed into place)::
+
+    /                      attrs: caller's attrs + model, weights, input_size, ...
+    images/path            (N,) utf-8
+    predictions/top5_index (N, 5) int64     top-5 of softmax(model output)
+    predictions/top5_prob  (N, 5) float32
+    predictions/top5_wnid  (N, 5) utf-8     ImageNet wnids ("" if not ImageNet-1k)
+    layers/<name>/correlation  (N, N) float64
+    layers/<name>/sums, gram, shift   PearsonAccumulator sufficient statistics
+    layers/<name>/activations  (N, F) float32, only if F <= keep_raw_max_features
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+import timm
+import timm.data
+import torch
+from numpy.typing import NDArray
+from PIL import Image
+from torch import nn
+from torchvision import transforms
+from tqdm.auto import tqdm
+
+from emergence.models import LayerSpec, LoadedModel
+from emergence.similarity import PearsonAccumulator
+
+__all__ = [
+    "PEARSON_STATISTIC",
+    "ExtractionSummary",
+    "extract_statistics",
+    "load_image",
+    "make_transform",
+    "resolve_device",
+]
+
+PEARSON_STATISTIC = "pearson between images over features, float64, streamed"
+TOP_K = 5
+_RESERVED_ATTRS = frozenset(
+    {
+        "model",
+        "weights",
+        "input_size",
+        "interpolation",
+        "mean",
+        "std",
+        "crop_pct",
+        "crop_mode",
+        "preprocess",
+        "device",
+        "n_images",
+        "layer_names",
+        "batch_size",
+        "chunk_features",
+        "emergence_version",
+        "torch_version",
+        "timm_version",
+        "numpy_version",
+    }
+)
+
+
+# --------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Read an image file as 8-bit RGB.
+
+    Greyscale, CMYK, YCbCr, 16-bit and palette images are converted; images with
+    transparency (RGBA, LA, palette with a transparent colour) are composited on
+    white. EXIF orientation is *not* applied (as in timm / torchvision loaders).
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    PIL.Image.Image
+        A loaded (file closed) image in mode ``"RGB"``.
+    """
+    with Image.open(path) as img:
+        img.load()
+        if img.mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            arr = np.asarray(img, dtype=np.float64)
+            scale = 255.0 / 65535.0 if arr.max(initial=0) > 255 else 1.0
+            img = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
+        elif img.mode == "F":
+            arr = np.asarray(img, dtype=np.float64)
+            img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        return img.convert("RGB")
+
+
+def make_transform(
+    data_config: Mapping[str, Any], mode: Literal["timm", "resize"] = "timm"
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Image -> normalised tensor, as the model expects.
+
+    Parameters
+    ----------
+    data_config : Mapping
+        timm data config (``input_size``, ``interpolation``, ``mean``, ``std``,
+        ``crop_pct``, ``crop_mode``), e.g. :attr:`LoadedModel.data_config`.
+    mode : {"timm", "resize"}
+        ``"timm"``: timm's eval transform (resize the short side to
+        ``size / crop_pct``, centre crop). ``"resize"``: resize the whole image to
+        ``input_size`` (aspect ratio not kept, nothing cropped).
+
+    Returns
+    -------
+    callable
+        PIL image -> float32 tensor ``(C, H, W)``.
+    """
+    if mode == "timm":
+        return timm.data.create_transform(**dict(data_config), is_training=False)
+    if mode == "resize":
+        _, height, width = data_config["input_size"]
+        interpolation = timm.data.transforms.str_to_interp_mode(
+            data_config.get("interpolation", "bicubic")
+        )
+        return transforms.Compose(
+            [
+                transforms.Resize((int(height), int(width)), interpolation=interpolation),
+                transforms.ToTensor(),
+                transforms.Normalize(
+                    mean=torch.tensor(data_config["mean"]), std=torch.tensor(data_config["std"])
+                ),
+            ]
+        )
+    raise ValueError(f"preprocess must be 'timm' or 'resize', got {mode!r}")
+
+
+class _ImageDataset(torch.utils.data.Dataset[torch.Tensor]):
+    def __init__(self, paths: Sequence[str], transform: Callable[[Image.Image], torch.Tensor]):
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(load_image(self.paths[index]))
+
+
+# --------------------------------------------------------------------------------------
+# devices and determinism
+# --------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> ``cuda`` if available else ``cpu``; anything else via ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic kernels, no cuDNN autotuning and full-fp32 (no TF32) convs/matmuls.
+
+    The previous global settings are restored on exit.
+    """
+    cudnn = torch.backends.cudnn
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.benchmark,
+        cudnn.deterministic,
+    )
+    new_api = hasattr(cudnn, "conv") and hasattr(cudnn.conv, "fp32_precision")
+    if new_api:
+        precision = (cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    else:
+        precision = (cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        cudnn.benchmark = False
+        cudnn.deterministic = True
+        if new_api:
+            cudnn.conv.fp32_precision = "ieee"
+            torch.backends.cuda.matmul.fp32_precision = "ieee"
+        else:
+            cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.benchmark, cudnn.deterministic = saved[2], saved[3]
+        if new_api:
+            cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = precision
+        else:
+            cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = precision
+
+
+# --------------------------------------------------------------------------------------
+# capture
+# --------------------------------------------------------------------------------------
+
+
+class _Capture:
+    """Forward (pre-)hooks writing each layer's flattened batch into its row store."""
+
+    def __init__(self, net: nn.Module, layers: Sequence[LayerSpec]) -> None:
+        modules = dict(net.named_modules())
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.stores: dict[str, NDArray[np.float32]] = {}
+        self.rows = slice(0, 0)
+        self.probing = True
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        try:
+            for spec in layers:
+                if spec.module == "":
+                    self.handles.append(net.register_forward_pre_hook(self._pre_hook(spec.name)))
+                else:
+                    self.handles.append(
+                        modules[spec.module].register_forward_hook(self._hook(spec.name))
+                    )
+        except BaseException:
+            self.remove()
+            raise
+
+    def _pre_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            self._take(name, args[0] if args else None)
+
+        return hook
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            self._take(name, output)
+
+        return hook
+
+    def _take(self, name: str, value: Any) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"layer {name!r}: expected a tensor, got {type(value).__name__}; "
+                "choose a module whose forward returns a single tensor"
+            )
+        shape = tuple(int(d) for d in value.shape[1:])
+        if self.probing:
+            if name in self.shapes:
+                raise RuntimeError(
+                    f"layer {name!r}: its module runs more than once per forward pass; "
+                    "choose a module that runs once"
+                )
+            self.shapes[name] = shape
+            return
+        if shape != self.shapes[name]:
+            raise RuntimeError(f"layer {name!r}: shape {shape} differs from {self.shapes[name]}")
+        flat = value.detach().reshape(value.shape[0], -1)
+        # Copy now: later modules may modify this tensor in place.
+        self.stores[name][self.rows] = flat.to(device="cpu", dtype=torch.float32).numpy()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def _plan_storage(sizes: Mapping[str, int], budget: int) -> set[str]:
+    """Names whose stores stay in RAM: smallest first while the total fits the budget."""
+    in_ram: set[str] = set()
+    used = 0
+    for name in sorted(sizes, key=lambda n: (sizes[n], n)):
+        if used + sizes[name] > budget:
+            break
+        in_ram.add(name)
+        used += sizes[name]
+    return in_ram
+
+
+# --------------------------------------------------------------------------------------
+# HDF5
+# --------------------------------------------------------------------------------------
+
+
+def _attr_value(value: Any) -> Any:
+    if value is None or isinstance(value, Mapping):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _emergence_version() -> str:
+    try:
+        return importlib.metadata.version("emergence")
+    except importlib.metadata.PackageNotFoundError:
+        import emergence
+
+        return str(getattr(emergence, "__version__", "unknown"))
+
+
+_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class ExtractionSummary:
+    """What :func:`extract_statistics` did.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The HDF5 file written.
+    n_images : int
+    layers : dict[str, tuple[int, ...]]
+        Activation shape (without batch) per layer, network order.
+    spilled : list[str]
+        Layers whose row store was memory-mapped to disk.
+    seconds_forward, seconds_statistics : float
+        Wall time of the forward passes (incl. image loading) and of the statistics.
+    """
+
+    path: Path
+    n_images: int
+    layers: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    spilled: list[str] = field(default_factory=list)
+    seconds_forward: float = 0.0
+    seconds_statistics: float = 0.0
+
+
+def extract_statistics(
+    model: LoadedModel,
+    image_paths: Sequence[str | os.PathLike[str]],
+    layers: Sequence[LayerSpec],
+    out_path: str | os.PathLike[str],
+    *,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    preprocess: Literal["timm", "resize"] = "timm",
+    keep_raw_max_features: int = 0,
+    chunk_features: int = 1 << 18,
+    ram_budget_bytes: int = 1 << 30,
+    attrs: Mapping[str, Any] | None = None,
+    image_meta: Mapping[str, Sequence[Any]] | None = None,
+    progress: bool = True,
+    num_workers: int = 0,
+) -> ExtractionSummary:
+    """Run the images through the model once and write per-layer correlation matrices.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        From :func:`emergence.models.load_model`; moved to ``device`` for the run and
+        back to its original device afterwards.
+    image_paths : sequence of path
+        Images, in the row order of every output matrix.
+    layers : sequence of LayerSpec
+        From :func:`emergence.models.resolve_layers`.
+    out_path : path
+        HDF5 file to write (parent directories are created). Written atomically:
+        ``<out_path>.tmp`` then :func:`os.replace`; nothing is left on error.
+    batch_size : int, default 32
+        Images per forward pass. Reruns with the same batch size and device are
+        bit-identical; different batch sizes agree to float32 rounding (CPU/GPU
+        convolution kernels are not batch-invariant).
+    device : str or torch.device, default "cpu"
+        ``"auto"`` picks ``cuda`` when available.
+    preprocess : {"timm", "resize"}, default "timm"
+        See :func:`make_transform`.
+    keep_raw_max_features : int, default 0
+        Also store ``layers/<name>/activations`` (N x F float32) when F is at most this.
+    chunk_features : int, default 2**18
+        Feature columns per :meth:`PearsonAccumulator.update` call; peak extra memory
+        is about ``12 * N * chunk_features`` bytes.
+    ram_budget_bytes : int, default 2**30
+        Total bytes of row stores kept in RAM (smallest layers first); the others are
+        memory-mapped files in a temporary directory next to ``out_path``, removed
+        afterwards.
+    attrs : Mapping, optional
+        Extra root attributes (e.g. ``network``, ``group``); may not reuse the names
+        this function writes. Mappings and ``None`` are stored as JSON strings.
+    image_meta : Mapping[str, Sequence], optional
+        Per-image columns (e.g. ``wnid``, ``concept``), one value per image, written
+        as ``images/<key>`` next to ``images/path`` (strings as utf-8, numbers as
+        numeric arrays).
+    progress : bool, default True
+        tqdm progress bars on stderr.
+    num_workers : int, default 0
+        ``torch.utils.data.DataLoader`` workers for image decoding.
+
+    Returns
+    -------
+    ExtractionSummary
+    """
+    paths = [os.fspath(p) for p in image_paths]
+    if not paths:
+        raise ValueError("no images given")
+    if not layers:
+        raise ValueError("no layers given")
+    if batch_size < 1 or chunk_features < 1:
+        raise ValueError("batch_size and chunk_features must be positive")
+    names = [spec.name for spec in layers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate layer names in {names}")
+    extra_attrs = dict(attrs or {})
+    clash = sorted(set(extra_attrs) & _RESERVED_ATTRS)
+    if clash:
+        raise ValueError(f"attrs {clash} are written by extract_statistics itself")
+
+    meta = {
+        key: _meta_column(key, values, len(paths)) for key, values in (image_meta or {}).items()
+    }
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    dev = resolve_device(device)
+    net = model.model
+    n = len(paths)
+    transform = make_transform(model.data_config, preprocess)
+    loader = torch.utils.data.DataLoader(
+        _ImageDataset(paths, transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=dev.type == "cuda",
+    )
+    summary = ExtractionSummary(path=out, n_images=n)
+    first_param = next(net.parameters(), None)
+    home = first_param.device if first_param is not None else torch.device("cpu")
+    spill_dir: str | None = None
+    capture: _Capture | None = None
+    t0 = time.perf_counter()
+    try:
+        net.to(dev).eval()
+        capture = _Capture(net, layers)
+        top_index = np.zeros((n, TOP_K), dtype=np.int64)
+        top_prob = np.zeros((n, TOP_K), dtype=np.float32)
+        n_classes = 0
+        classifies = getattr(net, "num_classes", 1) != 0  # num_classes=0: output = features
+        bar = tqdm(
+            total=math.ceil(n / batch_size),
+            desc=f"extract {model.name}",
+            unit="batch",
+            file=sys.stderr,
+            disable=not progress,
+        )
+        with _deterministic(), torch.inference_mode(), bar:
+            start = 0
+            for batch in loader:
+                x = batch.to(dev, non_blocking=True)
+                if capture.probing:
+                    # Shapes first (one image), then size the stores: RAM or disk.
+                    net(x[:1])
+                    silent = [spec for spec in layers if spec.name not in capture.shapes]
+                    if silent:
+                        raise RuntimeError(
+                            f"layers {[tuple(spec) for spec in silent]} produced no output "
+                            f"in a forward pass of {model.name}"
+                        )
+                    sizes = {name: n * math.prod(capture.shapes[name]) * 4 for name in names}
+                    in_ram = _plan_storage(sizes, ram_budget_bytes)
+                    for name in names:
+                        shape = (n, math.prod(capture.shapes[name]))
+                        if name in in_ram:
+                            capture.stores[name] = np.empty(shape, dtype=np.float32)
+                            continue
+                        if spill_dir is None:
+                            spill_dir = tempfile.mkdtemp(
+                                prefix=f".{out.name}.spill-", dir=out.parent
+                            )
+                        capture.stores[name] = np.memmap(
+                            os.path.join(spill_dir, f"{len(summary.spilled)}.f32"),
+                            dtype=np.float32,
+                            mode="w+",
+                            shape=shape,
+                        )
+                        summary.spilled.append(name)
+                    capture.probing = False
+                stop = start + x.shape[0]
+                capture.rows = slice(start, stop)
+                logits = net(x)
+                if classifies and isinstance(logits, torch.Tensor) and logits.ndim == 2:
+                    n_classes = int(logits.shape[1])
+                    k = min(TOP_K, n_classes)
+                    probs = torch.softmax(logits.float(), dim=1)
+                    values, indices = torch.topk(probs, k, dim=1)
+                    top_prob[start:stop, :k] = values.cpu().numpy()
+                    top_index[start:stop, :k] = indices.cpu().numpy()
+                start = stop
+                bar.update(1)
+        capture.remove()
+        summary.layers = {name: capture.shapes[name] for name in names}
+        t1 = time.perf_counter()
+        summary.seconds_forward = t1 - t0
+
+        with h5py.File(tmp, "w") as h5:
+            _write_root(
+                h5,
+                model,
+                paths,
+                layers,
+                capture.shapes,
+                preprocess,
+                dev,
+                batch_size,
+                chunk_features,
+                extra_attrs,
+            )
+            for key, values in meta.items():
+                _write_column(h5, f"images/{key}", values)
+            _write_predictions(h5, net, top_index, top_prob, n_classes)
+            for index, spec in enumerate(
+                tqdm(layers, desc="statistics", unit="layer", file=sys.stderr, disable=not progress)
+            ):
+                store = capture.stores[spec.name]
+                acc = PearsonAccumulator(n)
+                for col in range(0, store.shape[1], chunk_features):
+                    acc.update(store[:, col : col + chunk_features])
+                group = h5.create_group(f"layers/{spec.name}")
+                group.attrs["module"] = spec.module
+                group.attrs["n_features"] = acc.n_features
+                group.attrs["shape"] = list(capture.shapes[spec.name])
+                group.attrs["index"] = index
+                group.attrs["statistic"] = PEARSON_STATISTIC
+                group.create_dataset("correlation", data=acc.correlation())
+                group.create_dataset("sums", data=acc.sums)
+                group.create_dataset("gram", data=acc.gram)
+                group.create_dataset("shift", data=acc.shift)
+                if store.shape[1] <= keep_raw_max_features:
+                    group.create_dataset("activations", data=store)
+        os.replace(tmp, out)
+        summary.seconds_statistics = time.perf_counter() - t1
+        return summary
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    finally:
+        if capture is not None:
+            capture.remove()
+            capture.stores.clear()
+        if spill_dir is not None:
+            shutil.rmtree(spill_dir, ignore_errors=True)
+        net.to(home)
+
+
+def _write_root(
+    h5: h5py.File,
+    model: LoadedModel,
+    paths: Sequence[str],
+    layers: Sequence[LayerSpec],
+    shapes: Mapping[str, tuple[int, ...]],
+    preprocess: str,
+    device: torch.device,
+    batch_size: int,
+    chunk_features: int,
+    extra: Mapping[str, Any],
+) -> None:
+    cfg = model.data_config
+    for key, value in extra.items():
+        h5.attrs[key] = _attr_value(value)
+    h5.attrs["model"] = model.name
+    h5.attrs["weights"] = model.weights
+    h5.attrs["input_size"] = [int(v) for v in cfg["input_size"]]
+    h5.attrs["interpolation"] = str(cfg.get("interpolation", ""))
+    h5.attrs["mean"] = [float(v) for v in cfg["mean"]]
+    h5.attrs["std"] = [float(v) for v in cfg["std"]]
+    h5.attrs["crop_pct"] = float(cfg.get("crop_pct", 1.0))
+    h5.attrs["crop_mode"] = str(cfg.get("crop_mode", ""))
+    h5.attrs["preprocess"] = preprocess
+    h5.attrs["device"] = str(device)
+    h5.attrs["batch_size"] = batch_size
+    h5.attrs["chunk_features"] = chunk_features
+    h5.attrs["n_images"] = len(paths)
+    h5.attrs["layer_names"] = [spec.name for spec in layers]
+    h5.attrs["emergence_version"] = _emergence_version()
+    h5.attrs["torch_version"] = str(torch.__version__)
+    h5.attrs["timm_version"] = str(timm.__version__)
+    h5.attrs["numpy_version"] = str(np.__version__)
+    h5.create_dataset("images/path", data=np.array(paths, dtype=object), dtype=_STR)
+
+
+def _meta_column(key: str, values: Sequence[Any], n: int) -> NDArray[Any]:
+    """Validate one ``image_meta`` column: strings (object array) or 1-d numbers."""
+    if not key or key == "path" or "/" in key:
+        raise ValueError(f"image_meta key {key!r} is not allowed")
+    items = list(values)
+    if len(items) != n:
+        raise ValueError(f"image_meta[{key!r}] has {len(items)} values for {n} images")
+    if all(isinstance(v, str) for v in items):
+        return np.array(items, dtype=object)
+    array = np.asarray(items)
+    if array.dtype.kind not in "biuf" or array.ndim != 1:
+        raise ValueError(f"image_meta[{key!r}]: expected strings or numbers, got {array.dtype}")
+    return array
+
+
+def _write_column(h5: h5py.File, name: str, values: NDArray[Any]) -> None:
+    h5.create_dataset(name, data=values, dtype=_STR if values.dtype == object else None)
+
+
+def _write_predictions(
+    h5: h5py.File,
+    net: nn.Module,
+    top_index: NDArray[np.int64],
+    top_prob: NDArray[np.float32],
+    n_classes: int,
+) -> None:
+    if n_classes == 0:
+        return  # the model's output is not a (batch, classes) tensor
+    k = min(TOP_K, n_classes)
+    wnids: list[str] = []
+    subset = timm.data.infer_imagenet_subset(net)
+    if subset is not None:
+        info = timm.data.ImageNetInfo(subset)
+        if info.num_classes() == n_classes:
+            wnids = [str(w) for w in info.label_names()]
+    labels = np.full(top_index.shape, "", dtype=object)
+    if wnids:
+        labels[:, :k] = np.array(wnids, dtype=object)[top_index[:, :k]]
+    group = h5.create_group("predictions")
+    group.attrs["source"] = "softmax of the model output"
+    group.attrs["k"] = k
+    group.attrs["label_set"] = subset if wnids else ""
+    if k < TOP_K:  # fewer classes than 5: pad
+        top_index[:, k:] = -1
+        top_prob[:, k:] = np.nan
+    group.create_dataset("top5_index", data=top_index)
+    group.create_dataset("top5_prob", data=top_prob)
+    group.create_dataset("top5_wnid", data=labels, dtype=_STR)
