@@ -167,3 +167,18 @@ def test_one_vs_two_without_misclassifications() -> None:
     w = emergence.similarity_matrix(np.random.default_rng(0).standard_normal((6, 9)))
     res = emergence.one_vs_two(w, w, np.arange(6), n_permutations=10)
     assert res.n_tests == 0 and np.isnan(res.accuracy) and np.isnan(res.permutation_p)
+
+
+def test_numba_and_torch_engines_agree_on_permutations() -> None:
+    x, y = planted(60, 40, 40, 0.4, 21)
+    w_mat, i_mat = emergence.similarity_matrix(x), emergence.similarity_matrix(y)
+    engine = emergence.TwoVsTwo(w_mat)
+    perms = permutations(5, 0, 12, 60)
+    batch = np.stack([i_mat[p][:, p] for p in perms])
+    assert np.array_equal(engine.permuted_accuracy(i_mat, perms), engine.accuracy(batch))
+
+
+def test_permutation_null_rejects_asymmetric_matrices() -> None:
+    m = np.random.default_rng(0).standard_normal((6, 6))
+    with pytest.raises(ValueError, match="symmetric"):
+        emergence.permutation_null(np.eye(6) + 0.1, [m], seed=0, start=0, stop=2)

@@ -12,46 +12,16 @@ Public statistics API (all float64, rows aligned by concept):
 * :func:`one_vs_two` -- the 1 vs 2 test for misclassified images.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-# Lazy exports: `import emergence.figures` (figure jobs) must not pay for importing torch.
-_EXPORTS = {
-    "OneVsTwo": "emergence.one_vs_two",
-    "one_vs_two": "emergence.one_vs_two",
-    "family_wise_p_values": "emergence.permutation",
-    "p_values": "emergence.permutation",
-    "permutation": "emergence.permutation",
-    "permutation_null": "emergence.permutation",
-    "rsa": "emergence.rsa",
-    "rsa_from_similarity": "emergence.rsa",
-    "PearsonAccumulator": "emergence.similarity",
-    "similarity_matrix": "emergence.similarity",
-    "TwoVsTwo": "emergence.two_vs_two",
-    "two_vs_two": "emergence.two_vs_two",
-    "two_vs_two_from_similarity": "emergence.two_vs_two",
-}
-
-if TYPE_CHECKING:
-    from emergence.one_vs_two import OneVsTwo, one_vs_two
-    from emergence.permutation import (
-        family_wise_p_values,
-        p_values,
-        permutation,
-        permutation_null,
-    )
-    from emergence.rsa import rsa, rsa_from_similarity
-    from emergence.similarity import PearsonAccumulator, similarity_matrix
-    from emergence.two_vs_two import TwoVsTwo, two_vs_two, two_vs_two_from_similarity
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'emergence' has no attribute {name!r}")
-
+from emergence.one_vs_two import OneVsTwo, one_vs_two
+from emergence.permutation import (
+    family_wise_p_values,
+    p_values,
+    permutation,
+    permutation_null,
+)
+from emergence.rsa import rsa, rsa_from_similarity
+from emergence.similarity import PearsonAccumulator, similarity_matrix
+from emergence.two_vs_two import TwoVsTwo, two_vs_two, two_vs_two_from_similarity
 
 __version__ = "0.1.0"
 

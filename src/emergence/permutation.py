@@ -115,44 +115,54 @@ def permutation_null(
     engine = TwoVsTwo(word_similarity, device=dev)
     k = engine.k
     w = np.asarray(word_similarity, dtype=np.float64)
+    mats = [np.ascontiguousarray(m, dtype=np.float64) for m in image_similarities]
+    for m in mats:
+        if m.shape != (k, k):
+            raise ValueError(f"every image similarity must be {k} x {k}, got {m.shape}")
+        if not np.array_equal(m, m.T):
+            raise ValueError("image similarity matrices must be symmetric")
+    # RSA under permutation: the upper triangle of I[p][:, p] holds the same values as
+    # I's (I is symmetric), so its mean and norm are invariant; only the dot product
+    # with the centred word triangle changes.
     iu = np.triu_indices(k, k=1)
     w_ut = _rsa_transform(w, rsa_method)[iu]
-    w_ut = (w_ut - w_ut.mean()) / np.linalg.norm(w_ut - w_ut.mean())
-    w_ut_t = torch.from_numpy(w_ut).to(dev)
-    iu_t = (torch.from_numpy(iu[0]).to(dev), torch.from_numpy(iu[1]).to(dev))
-
-    layers = [torch.as_tensor(np.asarray(m, dtype=np.float64), device=dev)
-              for m in image_similarities]
-    rsa_layers = [torch.as_tensor(_rsa_transform(np.asarray(m, dtype=np.float64), rsa_method),
-                                  device=dev) for m in image_similarities]
-    for m in layers:
-        if tuple(m.shape) != (k, k):
-            raise ValueError(f"every image similarity must be {k} x {k}, got {tuple(m.shape)}")
+    w_centred = np.zeros((k, k))
+    w_centred[iu] = w_ut - w_ut.mean()
+    w_norm = float(np.linalg.norm(w_centred[iu]))
+    rsa_mats = [_rsa_transform(m, rsa_method) for m in mats]
+    rsa_norms = [float(np.linalg.norm(m[iu] - m[iu].mean())) for m in rsa_mats]
 
     n = max(stop - start, 0)
-    acc = np.empty((n, len(layers)), dtype=np.float64)
-    rsa_null = np.empty((n, len(layers)), dtype=np.float64)
-    ranges = list(batch_ranges(start, stop, batch_size))
+    acc = np.empty((n, len(mats)), dtype=np.float64)
+    rsa_null = np.empty((n, len(mats)), dtype=np.float64)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=n, desc="permutations", unit="perm", mininterval=2.0)
-    for lo, hi in ranges:
-        perm = torch.from_numpy(permutations(seed, lo, hi, k)).to(dev)
-        rows, cols = perm[:, :, None], perm[:, None, :]
-        for j, (m, r) in enumerate(zip(layers, rsa_layers, strict=True)):
-            acc[lo - start : hi - start, j] = engine.accuracy(m[rows, cols])
-            ut = r[rows, cols][:, iu_t[0], iu_t[1]]
-            ut = ut - ut.mean(dim=1, keepdim=True)
-            rsa_null[lo - start : hi - start, j] = (
-                (ut @ w_ut_t) / torch.linalg.vector_norm(ut, dim=1)
-            ).cpu().numpy()
+    for lo, hi in batch_ranges(start, stop, batch_size):
+        perms = permutations(seed, lo, hi, k)
+        for j, (m, r) in enumerate(zip(mats, rsa_mats, strict=True)):
+            acc[lo - start : hi - start, j] = engine.permuted_accuracy(m, perms)
+            rsa_null[lo - start : hi - start, j] = _upper_dot(w_centred, r, perms, dev) / (
+                w_norm * rsa_norms[j])
         if bar is not None:
             bar.update(hi - lo)
     if bar is not None:
         bar.close()
     return {"two_vs_two": acc, "rsa": rsa_null, "index": np.arange(start, stop)}
+
+
+def _upper_dot(w: NDArray[np.float64], m: NDArray[np.float64], perms: NDArray[np.int64],
+               dev: torch.device) -> NDArray[np.float64]:
+    """sum_{i<j} w[i, j] m[p_i, p_j] per permutation (w is zero on and below the diagonal)."""
+    if dev.type == "cpu":
+        from emergence import _kernels
+
+        return _kernels.permuted_upper_dot(w, m, perms)
+    p = torch.from_numpy(perms).to(dev)
+    mt = torch.as_tensor(m, device=dev)[p[:, :, None], p[:, None, :]]
+    return (mt * torch.as_tensor(w, device=dev)).sum(dim=(1, 2)).cpu().numpy()
 
 
 def p_values(observed: ArrayLike, null: ArrayLike) -> NDArray[np.float64]:

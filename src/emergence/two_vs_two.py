@@ -152,10 +152,47 @@ class TwoVsTwo:
                    self.sx_b, sy_a, self.var_w_b, var_i_a)
         return (r11 + r22) - (r12 + r21) > TIE_TOLERANCE
 
+    def permuted_accuracy(
+        self, image_similarity: ArrayLike, perms: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        """Accuracy after shuffling the image space by each permutation (B x k) -> (B,).
+
+        ``I_p = I[p][:, p]``. On the CPU this runs the fused numba kernel (see
+        :mod:`emergence._kernels`); on CUDA the batched torch engine.
+        """
+        perms = np.ascontiguousarray(perms, dtype=np.int64)
+        if self._device.type != "cpu":
+            i_mat = torch.as_tensor(np.asarray(image_similarity, dtype=np.float64),
+                                    device=self._device)
+            p = torch.from_numpy(perms).to(self._device)
+            return self.accuracy(i_mat[p[:, :, None], p[:, None, :]])
+        from numba import set_num_threads
+
+        from emergence import _kernels
+
+        set_num_threads(max(1, min(torch.get_num_threads(), _numba_threads())))
+        i_mat = np.ascontiguousarray(image_similarity, dtype=np.float64)
+        w = self.W.numpy()
+        if not hasattr(self, "_w_rows"):
+            self._w_rows = (w.sum(axis=1), (w * w).sum(axis=1), np.ascontiguousarray(w.T))
+        rs_w, rq_w, w_t = self._w_rows
+        images = _kernels.permute_concepts(i_mat, perms)
+        b = images.shape[0]
+        cross_t = torch.from_numpy(images.reshape(b * self.k, self.k)) @ torch.from_numpy(w_t)
+        counts = _kernels.count_passes(w, rs_w, rq_w, images,
+                                       cross_t.numpy().reshape(b, self.k, self.k), TIE_TOLERANCE)
+        return counts / self.n_pairs
+
     def accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
         """2 vs 2 accuracy for I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,)."""
         passed = self.outcomes(image_similarity)
         return (passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs).cpu().numpy()
+
+
+def _numba_threads() -> int:
+    from numba import config
+
+    return int(config.NUMBA_NUM_THREADS)
 
 
 def two_vs_two_from_similarity(word_similarity: ArrayLike, image_similarity: ArrayLike) -> float:

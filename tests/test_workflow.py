@@ -1,0 +1,173 @@
+"""The Snakemake workflow end to end on a reduced demo, and its config checks."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+N_CONCEPTS = 12
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def small_config(tmp: Path) -> dict:
+    """A reduced demo: 12 emoji concepts, 64 px, lite0 (real weights) + untrained control,
+    MiniLM and a word2vec text file written here that lacks one concept."""
+    with open(ROOT / "config" / "config.yaml") as fh:
+        cfg = yaml.safe_load(fh)
+    lines = (ROOT / "config" / "demo_concepts.tsv").read_text().splitlines()
+    (tmp / "concepts.tsv").write_text("\n".join(lines[: N_CONCEPTS + 1]) + "\n")
+    words = [ln.split("\t")[1] for ln in lines[1 : N_CONCEPTS + 1]]
+    rng = np.random.default_rng(0)
+    kept_words = words[1:]  # the first concept is missing from the vector file
+    with open(tmp / "vectors.txt", "w") as fh:
+        fh.write(f"{len(kept_words)} 20\n")
+        for w in kept_words:
+            fh.write(w + " " + " ".join(f"{v:.5f}" for v in rng.standard_normal(20)) + "\n")
+    lite0 = dict(cfg["networks"]["lite0"], input_size=64)
+    control = dict(cfg["networks"]["lite0-untrained"], input_size=64)
+    return {
+        "seed": 7,
+        "results": str(tmp / "results"),
+        "images": {"source": "emoji", "concepts": str(tmp / "concepts.tsv"),
+                   "styles": ["twemoji", "openmoji"], "render_size": 64},
+        "networks": {"lite0": lite0, "lite0-untrained": control},
+        "word_models": {
+            "minilm-word": cfg["word_models"]["minilm-word"],
+            "w2v": {"type": "keyedvectors", "path": str(tmp / "vectors.txt"),
+                    "format": "word2vec-text"},
+        },
+        "extraction": {"batch_size": 8, "device": "cpu"},
+        "permutations": {"n": 40, "shards": 3, "batch_size": 8},
+        "one_vs_two": {"n_permutations": 20},
+        "figures": {"word_model": "minilm-word"},
+    }
+
+
+def run_snakemake(tmp: Path, cfg: dict, *args: str) -> subprocess.CompletedProcess[str]:
+    cfg_path = tmp / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp), "--configfile", str(cfg_path), *args],
+        capture_output=True, text=True, timeout=1800,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("workflow")
+    cfg = small_config(tmp)
+    proc = run_snakemake(tmp, cfg, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp, cfg
+
+
+@pytest.mark.slow
+def test_concepts_dropped_with_reason(demo_run: tuple[Path, dict]) -> None:
+    tmp, _ = demo_run
+    for wm in ("minilm-word", "w2v"):
+        rows = read_tsv(tmp / "results" / "concepts" / f"{wm}.tsv")
+        assert len(rows) == N_CONCEPTS
+        dropped = [r for r in rows if r["kept"] == "false"]
+        assert len(dropped) == 1 and "not in w2v" in dropped[0]["reason"]
+    coverage = read_tsv(tmp / "results" / "words" / "w2v" / "coverage.tsv")
+    assert [r["found"] for r in coverage].count("false") == 1
+
+
+@pytest.mark.slow
+def test_scores_cover_every_layer_group_and_pair(demo_run: tuple[Path, dict]) -> None:
+    tmp, _ = demo_run
+    k = N_CONCEPTS - 1
+    layers = ["pixels", "stem", *[f"stage{i}" for i in range(1, 8)], "pre_logits", "logits"]
+    for net in ("lite0", "lite0-untrained"):
+        for wm in ("minilm-word", "w2v"):
+            rows = read_tsv(tmp / "results" / "two_vs_two" / net / wm / "scores.tsv")
+            assert len(rows) == len(layers) * 2
+            assert [r["layer"] for r in rows if r["group"] == "twemoji"] == layers
+            assert {int(r["n_pairs"]) for r in rows} == {math.comb(k, 2)}
+            assert all(0.0 <= float(r["two_vs_two"]) <= 1.0 for r in rows)
+            sig = read_tsv(tmp / "results" / "two_vs_two" / net / wm / "significance.tsv")
+            mean = [r for r in sig if r["group"] == "mean"]
+            assert len(mean) == len(layers)
+            for r in sig:
+                assert int(r["n_permutations"]) == 40
+                assert 1 / 41 <= float(r["p_value"]) <= 1.0
+                assert float(r["p_value"]) <= float(r["p_value_fwe"])
+
+
+@pytest.mark.slow
+def test_activation_files_are_self_describing(demo_run: tuple[Path, dict]) -> None:
+    tmp, _ = demo_run
+    with h5py.File(tmp / "results" / "activations" / "lite0" / "openmoji.h5") as f:
+        assert f.attrs["network"] == "lite0" and f.attrs["group"] == "openmoji"
+        assert f.attrs["model"] == "tf_efficientnet_lite0"
+        assert "sha256=" in f.attrs["weights"]
+        assert len(f["images/wnid"]) == N_CONCEPTS
+        corr = f["layers/logits/correlation"][()]
+        assert corr.shape == (N_CONCEPTS, N_CONCEPTS)
+        assert np.allclose(np.diag(corr), 1.0)
+        assert f["layers/stage7"].attrs["module"] == "blocks.6"
+
+
+@pytest.mark.slow
+def test_one_vs_two_and_figures(demo_run: tuple[Path, dict]) -> None:
+    tmp, _ = demo_run
+    res = tmp / "results"
+    rows = read_tsv(res / "one_vs_two" / "lite0" / "minilm-word.tsv")
+    assert {r["group"] for r in rows} == {"twemoji", "openmoji", "all"}
+    pooled = [r for r in rows if r["group"] == "all"]
+    assert len(pooled) == 11
+    tests = read_tsv(res / "one_vs_two" / "lite0" / "minilm-word_tests.tsv")
+    assert sum(int(r["n_tests"]) for r in pooled) == len(tests)
+    for stem in ("overview", "fig1_word_models_lite0", "fig2_layers_lite0",
+                 "fig4_one_vs_two_lite0", "fig1_word_models_lite0-untrained"):
+        for ext in ("png", "pdf"):
+            assert (res / "figures" / f"{stem}.{ext}").stat().st_size > 1000
+    summary = read_tsv(res / "summary" / "two_vs_two.tsv")
+    assert {r["network"] for r in summary} == {"lite0", "lite0-untrained"}
+
+
+@pytest.mark.slow
+def test_nothing_to_do_after_a_complete_run(demo_run: tuple[Path, dict]) -> None:
+    tmp, cfg = demo_run
+    proc = run_snakemake(tmp, cfg, "-n", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr or proc.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["networks"]["lite0"].update(remapp="x"),
+         "config key 'networks.lite0': Additional properties are not allowed ('remapp'"),
+        (lambda c: c["permutations"].update(n="many"),
+         "config key 'permutations.n': 'many' is not of type 'integer'"),
+        (lambda c: c["networks"]["lite0"].update(pretrained=True),
+         "config key 'networks.lite0': set exactly one of 'pretrained' or 'checkpoint'"),
+        (lambda c: c["figures"].update(word_model="glove"),
+         "config key 'figures.word_model': unknown word model 'glove'"),
+        (lambda c: c["word_models"]["w2v"].update(format="csv"),
+         "config key 'word_models.w2v.format'"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, edit, message: str) -> None:
+    cfg = small_config(tmp_path)
+    edit(cfg)
+    proc = run_snakemake(tmp_path, cfg, "-n")
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == [lines[0]] and message in lines[0], proc.stderr
+    assert not (tmp_path / "results").exists()
