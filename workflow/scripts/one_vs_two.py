@@ -1,4 +1,4 @@
-import _src  # noqa: F401  (this checkout's src/ on sys.path)
+import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.analysis import (
     ONE_VS_TWO_COLUMNS,

@@ -1,4 +1,4 @@
-import _src  # noqa: F401  (this checkout's src/ on sys.path)
+import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 import h5py
 
 from emergence.concepts import kept_concepts, select_concepts, write_concepts, write_word_matrix

@@ -1,4 +1,4 @@
-import _src  # noqa: F401  (this checkout's src/ on sys.path)
+import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.concepts import COVERAGE_COLUMNS
 from emergence.images import candidates, read_manifest
