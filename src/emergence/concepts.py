@@ -4,8 +4,10 @@ The paper keeps the ImageNet concepts found in all of its word-vector models
 (166 for its four). Here a concept is *kept* for a word model when
 
 1. it has an image in every group (one image per concept per group), and
-2. the word model covers it, and
-3. with ``intersect_word_models`` (the paper's rule), every other configured word
+2. no earlier concept (in class order) has the same word (ImageNet names two classes
+   'crane' and two 'maillot'; both would get one word vector and tie every test), and
+3. the word model covers it, and
+4. with ``intersect_word_models`` (the paper's rule), every other configured word
    model covers it too.
 
 The kept concepts, in image-set order, index the rows and columns of ``W`` and of
@@ -53,9 +55,13 @@ def select_concepts(
     others = [m for m in coverage if m != word_model] if intersect else []
     rows: list[dict[str, Any]] = []
     index = 0
+    first_with_word: dict[str, str] = {}
     for wnid, concept in candidates(manifest):
         own = by_model[word_model].get(wnid, {})
         reasons = [f"no image in group {g}" for g in groups if g not in present.get(wnid, set())]
+        twin = first_with_word.setdefault(concept.lower(), wnid)
+        if twin != wnid:  # ImageNet has two 'crane's and two 'maillot's: one word, one vector
+            reasons.append(f"same word as {twin}")
         if own.get("found") != "true":
             reasons.append(f"not in {word_model}: {own.get('reason') or 'not looked up'}")
         for m in others:

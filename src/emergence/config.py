@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-__all__ = ["ConfigError", "check_config", "group_names", "primary_word_model"]
+__all__ = ["ConfigError", "check_config", "check_data_paths", "group_names", "primary_word_model"]
 
 
 class ConfigError(ValueError):
@@ -69,6 +69,45 @@ def _check_semantics(config: Mapping[str, Any]) -> None:
         if unknown:
             raise ConfigError(f"config key 'one_vs_two.groups': unknown group(s) {unknown} "
                               f"(groups: {', '.join(group_names(config))})")
+
+
+_IMAGE_HINTS = {
+    ("imagenet-val", "path"): "the folder of the 50,000 ILSVRC2012_val_*.JPEG images "
+    "(ILSVRC2012_img_val.tar from https://image-net.org, free registration)",
+    ("imagenet-val", "labels"): "LOC_val_solution.csv (Kaggle, ImageNet Object Localization "
+    "Challenge) or the devkit's ILSVRC2012_validation_ground_truth.txt with meta.mat beside it "
+    "(ILSVRC2012_devkit_t12.tar.gz from https://image-net.org)",
+    ("imagenet-folders", "path"): "a folder with one sub-folder of images per wnid "
+    "(the ILSVRC2012 layout)",
+    ("emoji", "concepts"): "the curated concept table, e.g. config/demo_concepts.tsv",
+}
+
+
+def check_data_paths(config: Mapping[str, Any], base: str | os.PathLike[str] = ".") -> None:
+    """Stop with one line when a configured input file or folder does not exist.
+
+    The line names the config key, the missing path and where to get the data.
+    """
+    root = Path(base)
+    images = config["images"]
+    for (source, key), hint in _IMAGE_HINTS.items():
+        if images["source"] == source:
+            value = images.get(key)
+            if value is None:
+                raise ConfigError(f"config key 'images.{key}' is required for source "
+                                  f"'{source}': set it to {hint}")
+            if not (root / value).exists():
+                raise ConfigError(f"config key 'images.{key}': {value} does not exist; "
+                                  f"set it to {hint}")
+    for name, wm in config["word_models"].items():
+        if wm["type"] == "keyedvectors" and not (root / wm["path"]).exists():
+            hint = wm.get("download", "a word2vec/GloVe/fastText vector file")
+            raise ConfigError(f"config key 'word_models.{name}.path': {wm['path']} does not "
+                              f"exist; download {hint} and set the path")
+    for name, net in config["networks"].items():
+        ckpt = net.get("checkpoint")
+        if ckpt and not ckpt.startswith("package://") and not (root / ckpt).exists():
+            raise ConfigError(f"config key 'networks.{name}.checkpoint': {ckpt} does not exist")
 
 
 def group_names(config: Mapping[str, Any]) -> list[str]:

@@ -5,7 +5,13 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from emergence.config import ConfigError, check_config, group_names, primary_word_model
+from emergence.config import (
+    ConfigError,
+    check_config,
+    check_data_paths,
+    group_names,
+    primary_word_model,
+)
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 if not SCHEMA.exists():  # Snakefile moved into workflow/
@@ -13,9 +19,10 @@ if not SCHEMA.exists():  # Snakefile moved into workflow/
 
 try:
     check_config(config, SCHEMA)
+    validate(config, schema=str(SCHEMA))  # fills in the schema's defaults
+    check_data_paths(config)
 except ConfigError as err:
     sys.exit(f"semantic-emergence: {err}")
-validate(config, schema=str(SCHEMA))  # fills in the schema's defaults
 
 R = config["results"]
 NETWORKS = list(config["networks"])
