@@ -6,8 +6,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The demo config unless one is given: `--configfile X` replaces it (it is not merged in).
-if not config:
+# The demo config unless one is given: `--configfile X` replaces it (it is not merged in);
+# `--config key=value` edits whichever config is in use.
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 

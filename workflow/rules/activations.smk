@@ -15,10 +15,9 @@ rule activations:
         seed=config["seed"],
     conda:
         "../../envs/extraction.yaml"
-    threads: workflow.cores
+    threads: 2
     resources:
-        mem_mb=4000,
-        runtime=120,
+        gpu=lambda wc: int(config["extraction"]["device"] == "cuda"),
     benchmark:
         f"{R}/benchmarks/activations/{{network}}/{{group}}.tsv"
     script:

@@ -37,6 +37,8 @@ rule permutations:
     conda:
         "../../envs/statistics.yaml"
     threads: 1
+    resources:
+        gpu=lambda wc: int(config["permutations"]["device"] == "cuda"),
     benchmark:
         f"{R}/benchmarks/permutations/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
     script:
