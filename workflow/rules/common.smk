@@ -81,10 +81,11 @@ def figure_paths(stem):
     return [f"{R}/figures/{stem}.{fmt}" for fmt in FORMATS]
 
 
-def labels():
-    out = {n: s.get("label", n) for n, s in config["networks"].items()}
-    out.update({n: s.get("label", n) for n, s in config["word_models"].items()})
-    return out
+def labels(*names):
+    """Display labels of these networks and word models (only these: a figure reruns when
+    a label it shows changes, not when another network or word model is added)."""
+    specs = {**config["networks"], **config["word_models"]}
+    return {n: specs[n].get("label", n) for n in names}
 
 
 def all_outputs():

@@ -12,7 +12,7 @@ rule fig1_word_models:
         f"{R}/logs/figures/fig1_{{network}}.log",
     params:
         word_models=WORD_MODELS,
-        labels=labels(),
+        labels=lambda wc: labels(wc.network, *WORD_MODELS),
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"
@@ -33,7 +33,7 @@ rule fig2_layers:
     params:
         word_model=PRIMARY_WM,
         control=lambda wc: controls_of(wc.network),
-        labels=labels(),
+        labels=lambda wc: labels(wc.network, *controls_of(wc.network), PRIMARY_WM),
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"
@@ -51,7 +51,7 @@ rule fig4_one_vs_two:
         f"{R}/logs/figures/fig4_{{network}}.log",
     params:
         word_model=PRIMARY_WM,
-        labels=labels(),
+        labels=lambda wc: labels(wc.network, PRIMARY_WM),
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"
@@ -70,7 +70,7 @@ rule overview:
         networks=NETWORKS,
         controls=CONTROLS,
         word_model=PRIMARY_WM,
-        labels=labels(),
+        labels=labels(*NETWORKS, PRIMARY_WM),
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"
