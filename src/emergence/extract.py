@@ -291,6 +291,45 @@ class _Capture:
         self.handles.clear()
 
 
+class _DiskRows:
+    """A row-major ``n x f`` float32 matrix in a file, written by row blocks and read by
+    column blocks with plain ``pwrite``/``pread``.
+
+    Unlike ``np.memmap``, the file's pages are never mapped into the process, so they do
+    not count towards its resident memory (a spilled VGG16 group is ~9 GB).
+    """
+
+    def __init__(self, path: str, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.ftruncate(self._fd, shape[0] * shape[1] * 4)
+
+    def __setitem__(self, rows: slice, values: NDArray[np.float32]) -> None:
+        block = np.ascontiguousarray(values, dtype=np.float32)
+        offset = rows.start * self.shape[1] * 4
+        view = memoryview(block).cast("B")
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def __getitem__(self, key: tuple[slice, slice]) -> NDArray[np.float32]:
+        rows, cols = key
+        r0, r1, _ = rows.indices(self.shape[0])
+        c0, c1, _ = cols.indices(self.shape[1])
+        out = np.empty((r1 - r0, c1 - c0), dtype=np.float32)
+        width = (c1 - c0) * 4
+        for i, r in enumerate(range(r0, r1)):
+            buf = memoryview(out[i]).cast("B")
+            got = os.preadv(self._fd, [buf], (r * self.shape[1] + c0) * 4)
+            if got != width:
+                raise OSError(f"{self.path}: short read ({got} of {width} bytes)")
+        return out
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 def _plan_storage(sizes: Mapping[str, int], budget: int) -> set[str]:
     """Names whose stores stay in RAM: smallest first while the total fits the budget."""
     in_ram: set[str] = set()
@@ -496,11 +535,8 @@ def extract_statistics(
                             spill_dir = tempfile.mkdtemp(
                                 prefix=f".{out.name}.spill-", dir=out.parent
                             )
-                        capture.stores[name] = np.memmap(
-                            os.path.join(spill_dir, f"{len(summary.spilled)}.f32"),
-                            dtype=np.float32,
-                            mode="w+",
-                            shape=shape,
+                        capture.stores[name] = _DiskRows(  # type: ignore[assignment]
+                            os.path.join(spill_dir, f"{len(summary.spilled)}.f32"), shape
                         )
                         summary.spilled.append(name)
                     capture.probing = False
@@ -555,7 +591,7 @@ def extract_statistics(
                 group.create_dataset("gram", data=acc.gram)
                 group.create_dataset("shift", data=acc.shift)
                 if store.shape[1] <= keep_raw_max_features:
-                    group.create_dataset("activations", data=store)
+                    group.create_dataset("activations", data=store[:, :])
         os.replace(tmp, out)
         summary.seconds_statistics = time.perf_counter() - t1
         return summary
@@ -566,6 +602,9 @@ def extract_statistics(
     finally:
         if capture is not None:
             capture.remove()
+            for store in capture.stores.values():
+                if isinstance(store, _DiskRows):
+                    store.close()
             capture.stores.clear()
         if spill_dir is not None:
             shutil.rmtree(spill_dir, ignore_errors=True)

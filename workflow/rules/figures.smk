@@ -16,6 +16,8 @@ rule fig1_word_models:
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"
+    benchmark:
+        f"{R}/benchmarks/figures/fig1_word_models_{{network}}.tsv"
     script:
         "../scripts/figures.py"
 
@@ -37,6 +39,8 @@ rule fig2_layers:
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"
+    benchmark:
+        f"{R}/benchmarks/figures/fig2_layers_{{network}}.tsv"
     script:
         "../scripts/figures.py"
 
@@ -55,6 +59,8 @@ rule fig4_one_vs_two:
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"
+    benchmark:
+        f"{R}/benchmarks/figures/fig4_one_vs_two_{{network}}.tsv"
     script:
         "../scripts/figures.py"
 
@@ -74,5 +80,7 @@ rule overview:
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"
+    benchmark:
+        f"{R}/benchmarks/overview.tsv"
     script:
         "../scripts/figures.py"

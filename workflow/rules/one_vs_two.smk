@@ -34,5 +34,7 @@ rule summary_one_vs_two:
         f"{R}/logs/summary_one_vs_two.log",
     conda:
         "../../envs/statistics.yaml"
+    benchmark:
+        f"{R}/benchmarks/summary_one_vs_two.tsv"
     script:
         "../scripts/summary.py"

@@ -61,6 +61,8 @@ rule significance:
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/statistics.yaml"
+    benchmark:
+        f"{R}/benchmarks/significance/{{network}}/{{word_model}}.tsv"
     script:
         "../scripts/significance.py"
 
@@ -76,5 +78,7 @@ rule summary_two_vs_two:
         f"{R}/logs/summary_two_vs_two.log",
     conda:
         "../../envs/statistics.yaml"
+    benchmark:
+        f"{R}/benchmarks/summary_two_vs_two.tsv"
     script:
         "../scripts/summary.py"

@@ -1,0 +1,259 @@
+"""`make bench`: the package against the literal method and the hardware, in one run.
+
+Prints a table and writes it to results/bench.tsv: target, measurement, whether it holds.
+Absolute times are noisy on shared machines; each line compares things measured in this run.
+Usage: python bench/bench.py [--quick]   (--quick: smaller extraction and overhead checks)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+K = 166  # the paper's concept count
+
+
+def planted(k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((k, 8))
+    x = latent @ rng.standard_normal((8, 300)) * 0.12 + rng.standard_normal((k, 300))
+    y = latent @ rng.standard_normal((8, 500)) * 0.12 + rng.standard_normal((k, 500))
+    return x, y
+
+
+def literal_scipy(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
+    """Literal per-pair 2 vs 2 with scipy.stats.pearsonr on the reduced rows."""
+    from itertools import combinations
+
+    from scipy.stats import pearsonr
+
+    k = w_mat.shape[0]
+    passed = total = 0
+    for c1, c2 in combinations(range(k), 2):
+        keep = [j for j in range(k) if j not in (c1, c2)]
+        w1, w2, i1, i2 = w_mat[c1, keep], w_mat[c2, keep], i_mat[c1, keep], i_mat[c2, keep]
+        d = (pearsonr(w1, i1).statistic + pearsonr(w2, i2).statistic) - (
+            pearsonr(w1, i2).statistic + pearsonr(w2, i1).statistic)
+        passed += bool(d > 1e-12)
+        total += 1
+    return passed / total
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_two_vs_two(rows: list[dict]) -> None:
+    import emergence
+    from tests import literal
+
+    x, y = planted(K, 0)
+    w_mat, i_mat = emergence.similarity_matrix(x), emergence.similarity_matrix(y)
+    engine = emergence.TwoVsTwo(w_mat)
+    ident = np.arange(K)[None]
+    engine.permuted_accuracy(i_mat, ident)  # JIT warm-up (cached after the first run)
+    fast = best_of(lambda: engine.permuted_accuracy(i_mat, ident), 50)
+    acc = float(engine.permuted_accuracy(i_mat, ident)[0])
+    t = time.perf_counter()
+    ref_np = literal.two_vs_two(w_mat, i_mat)
+    slow_np = time.perf_counter() - t
+    t = time.perf_counter()
+    ref_sp = literal_scipy(w_mat, i_mat)
+    slow_sp = time.perf_counter() - t
+    same = acc == ref_np == ref_sp
+    for name, slow in (("scipy.stats.pearsonr", slow_sp),
+                       ("numpy dot (tests/literal.py)", slow_np)):
+        rows.append({
+            "check": f"2 vs 2, k={K} ({K * (K - 1) // 2} tests): vs literal with {name}",
+            "target": ">= 5000x faster, identical accuracy",
+            "measured": f"{slow / fast:,.0f}x ({slow:.2f} s vs {fast * 1e3:.2f} ms); "
+                        f"accuracy {acc:.6f} {'identical' if same else 'DIFFERS'}",
+            "holds": slow / fast >= 5000 and same,
+        })
+
+
+def bench_permutations(rows: list[dict]) -> None:
+    code = (
+        "import time, numpy as np, torch, emergence\n"
+        "from bench.bench import planted, K\n"
+        "torch.set_num_threads(1)\n"
+        "x, y = planted(K, 1)\n"
+        "w, i = emergence.similarity_matrix(x), emergence.similarity_matrix(y)\n"
+        "emergence.permutation_null(w, [i], seed=0, start=0, stop=8)\n"
+        "t = time.perf_counter()\n"
+        "emergence.permutation_null(w, [i] * 4, seed=0, start=0, stop=512, batch_size=8)\n"
+        "print(512 * 4 / (time.perf_counter() - t))\n")
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    rate = float(out.strip().splitlines()[-1])
+    rows.append({"check": f"permutation null, k={K}, one thread",
+                 "target": ">= 2,000 2 vs 2 evaluations / s / core",
+                 "measured": f"{rate:,.0f} / s", "holds": rate >= 2000})
+
+
+def bench_full_analysis(rows: list[dict], cores: int) -> None:
+    """77 layers x 5 groups x 4 word models x 1000 permutations on random matrices.
+
+    Measured on a slice (one word model x one group x all 77 layers x 64 permutations
+    per core, cores in parallel) and scaled: every evaluation costs the same.
+    """
+    per_core = 192
+    code = (
+        "import time, numpy as np, torch, emergence\n"
+        "from bench.bench import planted, K\n"
+        "torch.set_num_threads(1)\n"
+        "rng = np.random.default_rng(2)\n"
+        "w = emergence.similarity_matrix(rng.standard_normal((K, 300)))\n"
+        "layers = [emergence.similarity_matrix(rng.standard_normal((K, 50))) for _ in range(77)]\n"
+        "emergence.permutation_null(w, layers[:1], seed=0, start=0, stop=8)\n"
+        f"t = time.perf_counter()\n"
+        f"emergence.permutation_null(w, layers, seed=0, start=0, stop={per_core})\n"
+        "print(time.perf_counter() - t)\n")
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True) for _ in range(cores)]
+    wall = max(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+    done = per_core * 77 * cores
+    total = 77 * 5 * 4 * 1000
+    projected = wall * total / done
+    rows.append({"check": f"full paper analysis, {total:,} evaluations, {cores} CPU cores",
+                 "target": "< 15 min on 2 CPU cores",
+                 "measured": f"{projected / 60:.1f} min projected ({done:,} evaluations "
+                             f"in {wall:.1f} s on {cores} processes side by side)",
+                 "holds": projected < 900})
+
+
+def bench_extraction(rows: list[dict], n_images: int, groups: int) -> None:
+    """Images/s of extract_statistics vs a bare forward pass; peak RSS for VGG16."""
+    code = f"""
+import os, resource, tempfile, time, json
+import numpy as np, torch
+from PIL import Image
+from emergence.models import load_model, resolve_layers
+from emergence.extract import extract_statistics, make_transform, load_image
+tmp = tempfile.mkdtemp()
+rng = np.random.default_rng(0)
+paths = []
+for i in range({n_images}):
+    p = os.path.join(tmp, f"{{i}}.jpg")
+    Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(p)
+    paths.append(p)
+spec = {{"model": "vgg16.tv_in1k", "pretrained": False}}
+m = load_model(spec, seed=0)
+import yaml
+cfg = yaml.safe_load(open("config/paper.yaml"))
+layers = resolve_layers(m, cfg["networks"]["vgg16"]["layers"])
+tf = make_transform(m.data_config, "timm")
+t = time.perf_counter()
+with torch.inference_mode():
+    for s in range(0, len(paths), 32):
+        m.model(torch.stack([tf(load_image(p)) for p in paths[s:s + 32]]))
+bare = time.perf_counter() - t
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+per = len(paths) // {groups}
+for g in range({groups}):
+    extract_statistics(m, paths[g * per:(g + 1) * per], layers, os.path.join(tmp, f"g{{g}}.h5"),
+                       batch_size=32, progress=False, ram_budget_bytes=1 << 30)
+full = time.perf_counter() - t
+print(json.dumps({{"bare": bare, "full": full, "rss_kb": resource.getrusage(
+    resource.RUSAGE_SELF).ru_maxrss, "rss0_kb": rss0, "layers": len(layers)}}))
+"""
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    import json
+
+    r = json.loads(out.strip().splitlines()[-1])
+    ratio = r["bare"] / r["full"]
+    rows.append({"check": f"extraction, VGG16 (random), {n_images} images at 224 px, "
+                          f"{r['layers']} layers, {groups} groups",
+                 "target": ">= 0.8x the images/s of a bare forward pass",
+                 "measured": f"{ratio:.2f}x ({n_images / r['full']:.1f} vs "
+                             f"{n_images / r['bare']:.1f} images/s)",
+                 "holds": ratio >= 0.8})
+    rss_gb = r["rss_kb"] / 1024**2
+    rows.append({"check": f"extraction peak RSS, VGG16, {n_images} images",
+                 "target": "<= 4 GB (keeping all activations would need 46 GiB at 830)",
+                 "measured": f"{rss_gb:.2f} GB", "holds": rss_gb <= 4.0})
+
+
+def bench_overhead(rows: list[dict]) -> None:
+    """The demo's wall time against the sum of its jobs' own compute (benchmark files)."""
+    bench_dir = ROOT / "results" / "benchmarks"
+    log = sorted((ROOT / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not bench_dir.is_dir() or not log:
+        rows.append({"check": "Snakemake overhead (demo)", "target": "<= 1.5x",
+                     "measured": "not measured: run `make demo` first", "holds": False})
+        return
+    job_s = 0.0
+    n = 0
+    for f in bench_dir.rglob("*.tsv"):
+        with open(f) as fh:
+            rec = list(csv.DictReader(fh, delimiter="\t"))[-1]
+        job_s += float(rec["s"])
+        n += 1
+    text = log[-1].read_text()
+    import re
+
+    stamps = re.findall(r"\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]", text)
+    from datetime import datetime
+
+    t0, t1 = (datetime.strptime(stamps[i], "%a %b %d %H:%M:%S %Y") for i in (0, -1))
+    wall = (t1 - t0).total_seconds()
+    cores = os.cpu_count() or 1
+    ratio = wall / (job_s / cores)
+    rows.append({"check": f"Snakemake overhead, demo ({n} benchmarked jobs, {cores} cores)",
+                 "target": "wall <= 1.5x (sum of job times / cores)",
+                 "measured": f"{ratio:.2f}x (wall {wall:.0f} s, jobs {job_s:.0f} s)",
+                 "holds": ratio <= 1.5})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="166 instead of 830 images")
+    args = ap.parse_args()
+    cores = min(os.cpu_count() or 1, 2)
+    rows: list[dict] = []
+    bench_two_vs_two(rows)
+    bench_permutations(rows)
+    bench_full_analysis(rows, cores)
+    bench_extraction(rows, 166 if args.quick else 830, 1 if args.quick else 5)
+    bench_overhead(rows)
+    out = ROOT / "results" / "bench.tsv"
+    out.parent.mkdir(exist_ok=True)
+    header = ["check", "target", "measured", "holds"]
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, header, delimiter="\t", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d')}, peak RSS of this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    for r in rows:
+        print(f"{'OK  ' if r['holds'] else 'MISS'} {r['check']}\n     target {r['target']}; "
+              f"measured {r['measured']}")
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
