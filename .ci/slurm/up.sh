@@ -6,6 +6,7 @@ set -euo pipefail
 STATE=${1:?usage: up.sh STATE_DIR}
 mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
+chmod 0755 "$STATE"  # daemons running as mysql/slurm/munge must reach their files in it
 : > "$STATE/pids"
 export DEBIAN_FRONTEND=noninteractive
 if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null \
