@@ -23,6 +23,7 @@ from gensim.models import KeyedVectors
 from PIL import Image
 
 from emergence.imagenet import imagenet_classes
+from tests.test_workflow import error_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
@@ -135,7 +136,7 @@ def test_paper_config_without_data_says_which_path_to_set() -> None:
     proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", str(ROOT / "config" / "paper.yaml")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    lines = error_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert "config key 'images.path'" in lines[0] and "image-net.org" in lines[0]
 
