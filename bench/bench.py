@@ -100,6 +100,7 @@ def bench_permutations(rows: list[dict]) -> None:
         "emergence.permutation_null(w, [i] * 4, seed=0, start=0, stop=512, batch_size=8)\n"
         "print(512 * 4 / (time.perf_counter() - t))\n")
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout
@@ -128,6 +129,7 @@ def bench_full_analysis(rows: list[dict], cores: int) -> None:
         f"emergence.permutation_null(w, layers, seed=0, start=0, stop={per_core})\n"
         "print(time.perf_counter() - t)\n")
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, text=True) for _ in range(cores)]
