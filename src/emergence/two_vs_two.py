@@ -178,9 +178,9 @@ class TwoVsTwo:
         rs_w, rq_w, w_t = self._w_rows
         images = _kernels.permute_concepts(i_mat, perms)
         b = images.shape[0]
-        cross_t = images.reshape(b * self.k, self.k) @ w_t  # one BLAS dgemm for the batch
+        cross_t = torch.from_numpy(images.reshape(b * self.k, self.k)) @ torch.from_numpy(w_t)
         counts = _kernels.count_passes(w, rs_w, rq_w, images,
-                                       cross_t.reshape(b, self.k, self.k), TIE_TOLERANCE)
+                                       cross_t.numpy().reshape(b, self.k, self.k), TIE_TOLERANCE)
         return counts / self.n_pairs
 
     def accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
