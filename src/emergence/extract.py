@@ -47,6 +47,7 @@ from torch import nn
 from torchvision import transforms
 from tqdm.auto import tqdm
 
+from emergence.device import resolve_device
 from emergence.models import LayerSpec, LoadedModel
 from emergence.similarity import PearsonAccumulator
 
@@ -178,13 +179,6 @@ class _ImageDataset(torch.utils.data.Dataset[torch.Tensor]):
 # --------------------------------------------------------------------------------------
 # devices and determinism
 # --------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> ``cuda`` if available else ``cpu``; anything else via ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @contextlib.contextmanager

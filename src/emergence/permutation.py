@@ -24,7 +24,8 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from emergence.two_vs_two import TwoVsTwo, resolve_device
+from emergence.device import resolve_device
+from emergence.two_vs_two import TwoVsTwo
 
 __all__ = [
     "batch_ranges",

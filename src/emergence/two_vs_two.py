@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
+from emergence.device import resolve_device
 from emergence.similarity import similarity_matrix
 
 __all__ = ["TIE_TOLERANCE", "TwoVsTwo", "pair_indices", "two_vs_two", "two_vs_two_from_similarity"]
@@ -34,15 +35,6 @@ __all__ = ["TIE_TOLERANCE", "TwoVsTwo", "pair_indices", "two_vs_two", "two_vs_tw
 
 TIE_TOLERANCE = 1e-12
 """Differences of summed correlations at or below this are ties (and ties fail)."""
-
-
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """``"auto"`` means CUDA when available, else CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def pair_indices(k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
