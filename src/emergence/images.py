@@ -10,10 +10,9 @@ Sources:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from emergence.io import atomic_path, read_tsv, write_tsv
 
@@ -82,9 +81,3 @@ def candidates(rows: Sequence[ManifestRow]) -> list[tuple[str, str]]:
         out.setdefault(r.wnid, r.concept)
     return list(out.items())
 
-
-def describe(config: Mapping[str, Any]) -> str:
-    """A one-line description of the image source for file attributes."""
-    img = config["images"]
-    return f"{img['source']}: " + ", ".join(f"{k}={v}" for k, v in sorted(img.items())
-                                            if k != "source")
