@@ -175,7 +175,9 @@ def test_numba_and_torch_engines_agree_on_permutations() -> None:
     engine = emergence.TwoVsTwo(w_mat)
     perms = permutations(5, 0, 12, 60)
     batch = np.stack([i_mat[p][:, p] for p in perms])
-    assert np.array_equal(engine.permuted_accuracy(i_mat, perms), engine.accuracy(batch))
+    float64_torch = engine.outcomes(batch).sum(dim=-1).numpy() / engine.n_pairs
+    assert np.array_equal(engine.permuted_accuracy(i_mat, perms), float64_torch)
+    assert np.array_equal(engine.accuracy(batch), float64_torch)
 
 
 def test_permutation_null_rejects_asymmetric_matrices() -> None:

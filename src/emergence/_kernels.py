@@ -1,10 +1,38 @@
-"""Fused CPU kernels (numba) for the permutation null of the 2 vs 2 test.
+"""Fused CPU kernels (numba) for the 2 vs 2 test: single evaluations and permutation nulls.
 
-The batched torch engine in :mod:`emergence.two_vs_two` streams ~60 arrays of C(k, 2)
-values through memory per permutation; on a CPU that, not arithmetic, is the cost.
-Here each permutation is one pass over the pairs with everything in registers and the
-k x k operands in cache. Only the ``C = W I_p`` cross products stay a (batched) BLAS
-matmul. Same formulas, same tie tolerance; checked against the literal implementation.
+One evaluation of the 2 vs 2 test is a k x k x k cross-product matmul ``C = W I^T``
+and one pass over the C(k, 2) pairs. On a CPU both are made cheap here:
+
+**Certified float32 cross products.** ``C`` is computed in float32 (half the cost of
+float64), and every pair's decision is *certified* against the float64 one. For a dot
+product of length k of float64 inputs rounded to float32 (unit roundoff u = 2^-24), in
+any summation order, blocked or with FMA (Higham, *Accuracy and Stability of Numerical
+Algorithms*, 2nd ed., eq. 3.5)::
+
+    |fl32(C)[u, v] - C[u, v]| <= e * sum_j |W[u, j]| |I[v, j]| <= e * ||W[u]|| ||I[v]||,
+    e = (2u + u^2) + gamma_k (1 + u)^2,   gamma_k = k u / (1 - k u),
+
+(the last step is Cauchy-Schwarz). Only ``C`` enters the decision statistic inexactly,
+and it enters linearly, so the error of the statistic of pair (a, c),
+``D = (d - tol) * sd(i_a) * sd(i_c)`` with ``d`` the summed-correlation difference of
+the paper, is at most::
+
+    n * e * (||W[a]|| / sd(w_a) + ||W[c]|| / sd(w_c)) * (||I[a]|| sd(i_c) + ||I[c]|| sd(i_a))
+
+(``n = k - 2``; ``sd`` are the reduced-row standard deviations times ``n``). ``e`` is
+widened by 64 float64 roundoffs for the float64 arithmetic that follows. A pair whose
+statistic is farther than this bound from zero has the same sign as with float64 cross
+products; the rest (typically < 0.1 % of pairs, and every exact tie) are recomputed
+with float64 dot products. The counts are therefore those of the float64 computation:
+:func:`pair_statistics` exposes the statistic and its bound so that the tests check
+the bound on every pair, and an infinite bound (recheck everything) gives the same
+counts.
+
+**One vectorised pass over the pairs.** For each row ``a`` the pairs ``(a, c > a)`` are
+processed in chunks of 8 over zero-padded rows, indexed with unsigned integers (numba
+then emits contiguous vector loads, not gathers), with out-of-range lanes masked.
+Two square roots per pair, no divisions: W's reduced standard deviations are
+precomputed once per word space (:func:`word_statistics`).
 """
 
 from __future__ import annotations
@@ -13,84 +41,323 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-__all__ = ["count_passes", "permute_concepts", "permuted_upper_dot"]
+__all__ = [
+    "LANES",
+    "count_one",
+    "count_passes",
+    "cross_product_error",
+    "pair_statistics",
+    "padded_size",
+    "permute_padded",
+    "permuted_upper_dot",
+    "word_statistics",
+]
+
+LANES = 8
+"""Pairs per vector chunk; rows are zero-padded to a multiple of this."""
+
+_U32 = 2.0**-24
+_U64 = 2.0**-53
 
 
-@njit(cache=True, parallel=True)
-def permute_concepts(m: NDArray[np.float64], perms: NDArray[np.int64]) -> NDArray[np.float64]:
-    """``out[b] = m[perms[b]][:, perms[b]]`` for a batch of permutations (B x k x k)."""
+def padded_size(k: int) -> int:
+    """k rounded up to a multiple of :data:`LANES`."""
+    return -(-k // LANES) * LANES
+
+
+def cross_product_error(k: int) -> float:
+    """``e`` such that ``|fl32(x . y) - x . y| <= e ||x|| ||y||`` for float64 x, y of length k."""
+    if k * _U32 >= 0.5:
+        raise ValueError(f"k={k} is too large for float32 cross products")
+    gamma = k * _U32 / (1.0 - k * _U32)
+    return (2 * _U32 + _U32**2) + gamma * (1 + _U32) ** 2 + 64 * _U64
+
+
+@njit(cache=True, error_model="numpy")
+def word_statistics(w: NDArray[np.float64], kp: int) -> tuple:
+    """Everything the pair pass needs from W, zero-padded to ``kp`` columns.
+
+    Returns ``(w, w_t, row_sum, diag, row_norm, inv_sd, inv_sd_t)`` where
+    ``inv_sd[r, x] = 1 / sd`` of row r without columns r and x (times n, see module doc).
+    """
+    k = w.shape[0]
+    n = float(k - 2)
+    w_p = np.zeros((k, kp))
+    w_t = np.zeros((k, kp))
+    rs = np.zeros(kp)
+    rq = np.zeros(kp)
+    dw = np.zeros(kp)
+    nw = np.zeros(kp)
+    for r in range(k):
+        s = 0.0
+        q = 0.0
+        for j in range(k):
+            x = w[r, j]
+            w_p[r, j] = x
+            w_t[j, r] = x
+            s += x
+            q += x * x
+        rs[r] = s
+        rq[r] = q
+        dw[r] = w[r, r]
+        nw[r] = np.sqrt(q)
+    inv = np.zeros((k, kp))
+    inv_t = np.zeros((k, kp))
+    for r in range(k):
+        w_rr = w[r, r]
+        for x in range(k):
+            if x == r:
+                continue
+            w_rx = w[r, x]
+            s = rs[r] - w_rr - w_rx
+            v = 1.0 / np.sqrt(n * (rq[r] - w_rr * w_rr - w_rx * w_rx) - s * s)
+            inv[r, x] = v
+            inv_t[x, r] = v
+    return w_p, w_t, rs, dw, nw, inv, inv_t
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def permute_padded(
+    m: NDArray[np.float64], perms: NDArray[np.int64], kp: int
+) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+    """``m[p][:, p]`` for each permutation: (B, k, kp) float64 zero-padded, and (B*k, k) float32."""
     n_b, k = perms.shape
-    out = np.empty((n_b, k, k))
+    out = np.zeros((n_b, k, kp))
+    out32 = np.empty((n_b * k, k), dtype=np.float32)
     for b in prange(n_b):
         p = perms[b]
         for i in range(k):
             row = m[p[i]]
             for j in range(k):
-                out[b, i, j] = row[p[j]]
-    return out
+                x = row[p[j]]
+                out[b, i, j] = x
+                out32[b * k + i, j] = x
+    return out, out32
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy")
+def _exact_dot(x: NDArray[np.float64], y: NDArray[np.float64], k: int) -> float:
+    s = 0.0
+    for j in range(k):
+        s += x[j] * y[j]
+    return s
+
+
+@njit(inline="always", error_model="numpy")
+def _statistic(n, ne, tol, w_aa, i_aa, c_aa, rsw_a, rsi_a, rqi_a, nw_a, ni_a,
+               w_ac, w_ca, w_cc, i_ac, i_ca, i_cc, al, be, rsw_c, rsi_c, rqi_c, nw_c, ni_c,
+               c_cc, c_ac, c_ca):  # pragma: no cover - compiled
+    """Statistic ``D = (d - tol) sd(i_a) sd(i_c)`` of pair (a, c) and its float32 bound."""
+    sx_a = rsw_a - w_aa - w_ac
+    sx_c = rsw_c - w_ca - w_cc
+    sy_a = rsi_a - i_aa - i_ac
+    sy_c = rsi_c - i_ca - i_cc
+    sia = np.sqrt(n * (rqi_a - i_aa * i_aa - i_ac * i_ac) - sy_a * sy_a)
+    sic = np.sqrt(n * (rqi_c - i_ca * i_ca - i_cc * i_cc) - sy_c * sy_c)
+    n11 = n * (c_aa - w_aa * i_aa - w_ac * i_ac) - sx_a * sy_a
+    n22 = n * (c_cc - w_ca * i_ca - w_cc * i_cc) - sx_c * sy_c
+    n12 = n * (c_ac - w_aa * i_ca - w_ac * i_cc) - sx_a * sy_c
+    n21 = n * (c_ca - w_ca * i_aa - w_cc * i_ac) - sx_c * sy_a
+    d = (n11 * al - n21 * be) * sic + (n22 * be - n12 * al) * sia - tol * sia * sic
+    bound = ne * (nw_a * al + nw_c * be) * (ni_a * sic + ni_c * sia)
+    return d, bound
+
+
+@njit(cache=True, error_model="numpy")
+def _image_sums(im: NDArray[np.float64], im_t: NDArray[np.float64],
+                cross: NDArray[np.float32]) -> tuple:
+    """Row sums, sums of squares, norms and diagonal of I, and C's diagonal."""
+    k, kp = im.shape
+    rs_i = np.zeros(kp)
+    rq_i = np.zeros(kp)
+    di = np.zeros(kp)
+    dc = np.zeros(kp)
+    ni = np.zeros(kp)
+    for j in range(k):  # row sums of I as column sums of I^T: contiguous and in order
+        r = im_t[j]
+        for v in range(kp):
+            y = r[v]
+            rs_i[v] += y
+            rq_i[v] += y * y
+    for v in range(k):
+        di[v] = im[v, v]
+        dc[v] = cross[v, v]
+        ni[v] = np.sqrt(rq_i[v])
+    return rs_i, rq_i, di, dc, ni
+
+
+@njit(cache=True, error_model="numpy")
+def _transpose_rows(cross: NDArray[np.float32], out: NDArray[np.float64], u: int) -> None:
+    """``out[u, v] = cross[v, u]``: row u of C (``cross`` holds C transposed)."""
+    row = out[u]
+    for v in range(cross.shape[0]):
+        row[v] = cross[v, u]
+
+
+@njit(cache=True, error_model="numpy")
+def _image_statistics(im: NDArray[np.float64], im_t: NDArray[np.float64],
+                      cross: NDArray[np.float32]) -> tuple:
+    """:func:`_image_sums` and ``C`` as float64 rows (``cross_t[a, c] ~ C[a, c]``)."""
+    rs_i, rq_i, di, dc, ni = _image_sums(im, im_t, cross)
+    k, kp = im.shape
+    cross_t = np.zeros((k, kp))
+    for u in range(k):
+        _transpose_rows(cross, cross_t, u)
+    return rs_i, rq_i, di, dc, ni, cross_t
+
+
+@njit(cache=True, error_model="numpy")
+def _count_row(a, w, w_t, rs_w, dw, nw, inv, inv_t, im, im_t, cross, stats, tol, e,
+               record) -> int:
+    """Passed pairs (a, c > a) of one row (see the module doc for the certification).
+
+    ``im``/``im_t``: I and I^T (k x kp, zero-padded); ``cross[v, u] ~ C[u, v]`` in
+    float32 (k x kp); ``stats`` from :func:`_image_statistics`. When ``record`` is
+    (2, k, kp), the statistic and its bound are written to ``record[:, a, c]``.
+    """
+    k = w.shape[0]
+    kp = w.shape[1]
+    n = float(k - 2)
+    ne = n * e
+    rs_i, rq_i, di, dc, ni, cross_t = stats
+    keep = record.shape[0] == 2
+    count = 0
+    w_aa = w[a, a]
+    i_aa = im[a, a]
+    c_aa = float(cross[a, a])
+    wa = w[a]
+    wta = w_t[a]
+    ia = im[a]
+    ita = im_t[a]
+    xa = cross[a]  # xa[c] ~ C[c, a]
+    xta = cross_t[a]  # xta[c] ~ C[a, c]
+    al_r = inv[a]
+    be_r = inv_t[a]
+    rsw_a = rs_w[a]
+    rsi_a = rs_i[a]
+    rqi_a = rq_i[a]
+    nw_a = nw[a]
+    ni_a = ni[a]
+    unsure = 0
+    # The hot loop: 8 lanes, unsigned indices (no wrap-around: vector loads), no stores.
+    for c0 in range((a + 1) // 8 * 8, kp, 8):
+        for lane in range(8):
+            c = np.uint64(c0 + lane)
+            d, bound = _statistic(n, ne, tol, w_aa, i_aa, c_aa, rsw_a, rsi_a, rqi_a, nw_a,
+                                  ni_a, wa[c], wta[c], dw[c], ia[c], ita[c], di[c],
+                                  al_r[c], be_r[c], rs_w[c], rs_i[c], rq_i[c], nw[c],
+                                  ni[c], dc[c], xta[c], xa[c])
+            ok = (c0 + lane > a) & (c0 + lane < k)
+            count += ok & (d > bound)
+            unsure += ok & (abs(d) <= bound)
+    if unsure == 0 and not keep:
+        return count
+    for c in range(a + 1, k):
+        w_ac, w_ca, w_cc, i_ac, i_ca, i_cc = wa[c], wta[c], dw[c], ia[c], ita[c], di[c]
+        al, be, rsw_c, rsi_c, rqi_c, nw_c, ni_c = (al_r[c], be_r[c], rs_w[c], rs_i[c],
+                                                   rq_i[c], nw[c], ni[c])
+        d, bound = _statistic(n, ne, tol, w_aa, i_aa, c_aa, rsw_a, rsi_a, rqi_a, nw_a, ni_a,
+                              w_ac, w_ca, w_cc, i_ac, i_ca, i_cc, al, be, rsw_c, rsi_c,
+                              rqi_c, nw_c, ni_c, dc[c], xta[c], xa[c])
+        if keep:
+            record[0, a, c] = d
+            record[1, a, c] = bound
+        if not abs(d) <= bound:
+            continue
+        # Not certified by float32: decide with float64 cross products, same formula.
+        wc = w[c]
+        ic = im[c]
+        d, bound = _statistic(n, ne, tol, w_aa, i_aa, _exact_dot(wa, ia, k), rsw_a, rsi_a,
+                              rqi_a, nw_a, ni_a, w_ac, w_ca, w_cc, i_ac, i_ca, i_cc, al, be,
+                              rsw_c, rsi_c, rqi_c, nw_c, ni_c, _exact_dot(wc, ic, k),
+                              _exact_dot(wa, ic, k), _exact_dot(wc, ia, k))
+        count += d > 0.0
+    return count
+
+
+@njit(cache=True, error_model="numpy")
+def _count_one(w, w_t, rs_w, dw, nw, inv, inv_t, im, im_t, cross, tol, e, record) -> int:
+    """Passed pairs for one image matrix, one thread."""
+    stats = _image_statistics(im, im_t, cross)
+    count = 0
+    for a in range(w.shape[0] - 1):
+        count += _count_row(a, w, w_t, rs_w, dw, nw, inv, inv_t, im, im_t, cross, stats,
+                            tol, e, record)
+    return count
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _count_one_parallel(w, w_t, rs_w, dw, nw, inv, inv_t, im, im_t, cross, tol, e,
+                        n_threads) -> int:
+    """Passed pairs for one image matrix, rows dealt to threads in snake order (balanced)."""
+    rs_i, rq_i, di, dc, ni = _image_sums(im, im_t, cross)
+    k, kp = im.shape
+    cross_t = np.zeros((k, kp))
+    for u in prange(k):
+        _transpose_rows(cross, cross_t, u)
+    stats = (rs_i, rq_i, di, dc, ni, cross_t)
+    counts = np.zeros(n_threads, dtype=np.int64)
+    none = np.zeros((0, 0, 0))
+    for t in prange(n_threads):
+        s = 0
+        for a in range(k - 1):
+            r = a % (2 * n_threads)
+            if r == t or r == 2 * n_threads - 1 - t:
+                s += _count_row(a, w, w_t, rs_w, dw, nw, inv, inv_t, im, im_t, cross, stats,
+                                tol, e, none)
+        counts[t] = s
+    return counts.sum()
+
+
+def count_one(*args: object, n_threads: int = 1) -> int:
+    """:func:`count_passes` for one image matrix (arguments without the batch axis)."""
+    if n_threads > 1:
+        return int(_count_one_parallel(*args, n_threads))
+    return int(_count_one(*args, _NO_RECORD))
+
+
+_NO_RECORD = np.zeros((0, 0, 0))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
 def count_passes(
     w: NDArray[np.float64],
+    w_t: NDArray[np.float64],
     rs_w: NDArray[np.float64],
-    rq_w: NDArray[np.float64],
+    dw: NDArray[np.float64],
+    nw: NDArray[np.float64],
+    inv: NDArray[np.float64],
+    inv_t: NDArray[np.float64],
     images: NDArray[np.float64],
-    cross_t: NDArray[np.float64],
+    images_t: NDArray[np.float64],
+    cross: NDArray[np.float32],
     tol: float,
+    e: float,
 ) -> NDArray[np.int64]:
-    """Number of passed 2 vs 2 tests for each image matrix of a batch.
+    """Passed 2 vs 2 tests for each image matrix of a batch.
 
-    ``w`` is W (k x k) with row sums ``rs_w`` and row sums of squares ``rq_w``;
-    ``images`` is (B, k, k) image matrices; ``cross_t[b] = I_b W^T``, so that the cross
-    products ``C[u, v] = sum_j W[u, j] I_b[v, j]`` are ``cross_t[b, v, u]``.
+    The first seven arguments come from :func:`word_statistics`; ``images`` and
+    ``images_t`` are (B, k, kp) zero-padded I_b and I_b^T (the same array for symmetric
+    matrices); ``cross[b, v, u] = fl32(sum_j I_b[v, j] W[u, j])``, (B, k, kp).
     """
-    n_b, k = images.shape[0], images.shape[1]
-    n = float(k - 2)
+    n_b = images.shape[0]
     out = np.zeros(n_b, dtype=np.int64)
+    none = np.zeros((0, 0, 0))
     for b in prange(n_b):
-        im = images[b]
-        ct = cross_t[b]
-        rs_i = np.empty(k)
-        rq_i = np.empty(k)
-        for v in range(k):
-            s = 0.0
-            q = 0.0
-            for j in range(k):
-                x = im[v, j]
-                s += x
-                q += x * x
-            rs_i[v] = s
-            rq_i[v] = q
-        count = 0
-        for a in range(k):
-            w_aa = w[a, a]
-            i_aa = im[a, a]
-            c_aa = ct[a, a]
-            for c in range(a + 1, k):
-                w_ac = w[a, c]
-                w_ca = w[c, a]
-                w_cc = w[c, c]
-                i_ac = im[a, c]
-                i_ca = im[c, a]
-                i_cc = im[c, c]
-                sx_a = rs_w[a] - w_aa - w_ac
-                sx_c = rs_w[c] - w_ca - w_cc
-                sy_a = rs_i[a] - i_aa - i_ac
-                sy_c = rs_i[c] - i_ca - i_cc
-                sd_wa = np.sqrt(n * (rq_w[a] - w_aa * w_aa - w_ac * w_ac) - sx_a * sx_a)
-                sd_wc = np.sqrt(n * (rq_w[c] - w_ca * w_ca - w_cc * w_cc) - sx_c * sx_c)
-                sd_ia = np.sqrt(n * (rq_i[a] - i_aa * i_aa - i_ac * i_ac) - sy_a * sy_a)
-                sd_ic = np.sqrt(n * (rq_i[c] - i_ca * i_ca - i_cc * i_cc) - sy_c * sy_c)
-                # C[u, v] = ct[v, u]
-                r11 = (n * (c_aa - w_aa * i_aa - w_ac * i_ac) - sx_a * sy_a) / (sd_wa * sd_ia)
-                r22 = (n * (ct[c, c] - w_ca * i_ca - w_cc * i_cc) - sx_c * sy_c) / (sd_wc * sd_ic)
-                r12 = (n * (ct[c, a] - w_aa * i_ca - w_ac * i_cc) - sx_a * sy_c) / (sd_wa * sd_ic)
-                r21 = (n * (ct[a, c] - w_ca * i_aa - w_cc * i_ac) - sx_c * sy_a) / (sd_wc * sd_ia)
-                if (r11 + r22) - (r12 + r21) > tol:
-                    count += 1
-        out[b] = count
+        out[b] = _count_one(w, w_t, rs_w, dw, nw, inv, inv_t, images[b], images_t[b],
+                            cross[b], tol, e, none)
     return out
+
+
+def pair_statistics(
+    word: tuple, image: NDArray[np.float64], image_t: NDArray[np.float64],
+    cross: NDArray[np.float32], tol: float, e: float,
+) -> tuple[int, NDArray[np.float64]]:
+    """Count and the (2, k, kp) record of statistic and bound per pair (for tests)."""
+    k, kp = image.shape
+    record = np.full((2, k, kp), np.nan)
+    count = _count_one(*word, image, image_t, cross, tol, e, record)
+    return int(count), record
 
 
 @njit(cache=True, parallel=True)

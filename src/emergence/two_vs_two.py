@@ -16,7 +16,10 @@ All pairs are evaluated at once from k x k sufficient statistics: with
 ``n = k - 2`` and the two removed columns subtracted from full-row sums, every
 Pearson correlation needed is a few gathers into row sums, row sums of squares and
 the cross-product matrix ``C = W I^T``. Batches of image matrices (the permutation
-null) are one batched matmul. Everything is float64, on CPU or CUDA via torch.
+null) are one batched matmul. On CUDA everything is float64 torch; on the CPU a fused
+numba kernel computes ``C`` in float32 and certifies each pair's decision against the
+float64 one, recomputing the few it cannot certify in float64 (:mod:`emergence._kernels`),
+so both give the float64 counts.
 """
 
 from __future__ import annotations
@@ -158,33 +161,92 @@ class TwoVsTwo:
                                     device=self._device)
             p = torch.from_numpy(perms).to(self._device)
             return self.accuracy(i_mat[p[:, :, None], p[:, None, :]])
-        from numba import set_num_threads
-
-        from emergence import _kernels
-
-        set_num_threads(max(1, min(torch.get_num_threads(), _numba_threads())))
+        kernels = self._cpu_kernels()
         i_mat = np.ascontiguousarray(image_similarity, dtype=np.float64)
-        w = self.W.numpy()
-        if not hasattr(self, "_w_rows"):
-            self._w_rows = (w.sum(axis=1), (w * w).sum(axis=1), np.ascontiguousarray(w.T))
-        rs_w, rq_w, w_t = self._w_rows
-        images = _kernels.permute_concepts(i_mat, perms)
-        b = images.shape[0]
-        cross_t = torch.from_numpy(images.reshape(b * self.k, self.k)) @ torch.from_numpy(w_t)
-        counts = _kernels.count_passes(w, rs_w, rq_w, images,
-                                       cross_t.numpy().reshape(b, self.k, self.k), TIE_TOLERANCE)
-        return counts / self.n_pairs
+        images, images32 = kernels.permute_padded(i_mat, perms, self._kp)
+        if np.array_equal(i_mat, i_mat.T):
+            images_t = images
+        else:
+            images_t = kernels.permute_padded(np.ascontiguousarray(i_mat.T), perms, self._kp)[0]
+        return self._cpu_counts(images, images_t, images32) / self.n_pairs
 
     def accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
-        """2 vs 2 accuracy for I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,)."""
-        passed = self.outcomes(image_similarity)
-        return (passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs).cpu().numpy()
+        """2 vs 2 accuracy for I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,).
+
+        On the CPU: the certified float32 kernel (:mod:`emergence._kernels`), whose counts
+        are those of the float64 computation; on CUDA: the float64 torch engine.
+        """
+        if self._device.type != "cpu":
+            passed = self.outcomes(image_similarity)
+            return (passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs).cpu().numpy()
+        if isinstance(image_similarity, torch.Tensor):
+            image_similarity = image_similarity.cpu().numpy()
+        i_mat = np.asarray(image_similarity, dtype=np.float64)
+        if i_mat.shape[-2:] != (self.k, self.k) or i_mat.ndim not in (2, 3):
+            raise ValueError(f"image similarity must be ({self.k}, {self.k}) or "
+                             f"(B, {self.k}, {self.k}), got {i_mat.shape}")
+        self._cpu_kernels()
+        batch = i_mat.reshape(-1, self.k, self.k)
+        if len(batch) == 1:  # reuse zero-padded buffers: a single evaluation is ~0.15 ms
+            images, images_t = self._single
+        else:
+            images = np.zeros((len(batch), self.k, self._kp))
+            images_t = np.zeros_like(images)
+        images[:, :, : self.k] = batch
+        images_t[:, :, : self.k] = batch.transpose(0, 2, 1)
+        counts = self._cpu_counts(images, images_t, batch.astype(np.float32).reshape(-1, self.k))
+        return (counts / self.n_pairs).reshape(i_mat.shape[:-2])
+
+    def _cpu_kernels(self):  # noqa: ANN202 - the module
+        """The numba kernels, with W's statistics computed on first use."""
+        if not hasattr(self, "_word_stats"):
+            import numba
+
+            from emergence import _kernels
+
+            self._numba = numba
+            self._numba_max_threads = int(numba.config.NUMBA_NUM_THREADS)
+            self._kernels = _kernels
+            self._kp = _kernels.padded_size(self.k)
+            self._word_stats = _kernels.word_statistics(self.W.numpy(), self._kp)
+            self._w32_t = torch.from_numpy(self._word_stats[1].astype(np.float32))
+            self._e = _kernels.cross_product_error(self.k)
+            self._single = (np.zeros((1, self.k, self._kp)), np.zeros((1, self.k, self._kp)))
+        return self._kernels
+
+    def _cpu_counts(self, images: NDArray[np.float64], images_t: NDArray[np.float64],
+                    images32: NDArray[np.float32]) -> NDArray[np.int64]:
+        """Passed pairs per image matrix via the certified float32 kernel (B, k, kp) -> (B,)."""
+        kernels = self._cpu_kernels()
+        threads = max(1, min(torch.get_num_threads(), self._numba_max_threads))
+        if self._numba.get_num_threads() != threads:
+            self._numba.set_num_threads(threads)
+        b = images.shape[0]
+        if torch.get_float32_matmul_precision() == "highest":
+            cross = torch.from_numpy(images32) @ self._w32_t  # [v, u] ~ sum_j I[v, j] W[u, j]
+        else:  # the error bound assumes IEEE float32 products: no TF32/bfloat16 shortcuts
+            with _float32_matmul_in_full_precision():
+                cross = torch.from_numpy(images32) @ self._w32_t
+        cross = cross.numpy().reshape(b, self.k, self._kp)
+        if b == 1:  # rows dealt to threads: no idle thread for a single matrix
+            return np.array([kernels.count_one(*self._word_stats, images[0], images_t[0],
+                                               cross[0], TIE_TOLERANCE, self._e,
+                                               n_threads=threads)])
+        return kernels.count_passes(*self._word_stats, images, images_t, cross, TIE_TOLERANCE,
+                                    self._e)
 
 
-def _numba_threads() -> int:
-    from numba import config
+class _float32_matmul_in_full_precision:
+    """The error bound assumes IEEE float32 products: no TF32/bfloat16 shortcuts."""
 
-    return int(config.NUMBA_NUM_THREADS)
+    def __enter__(self) -> None:
+        self._saved = torch.get_float32_matmul_precision()
+        if self._saved != "highest":
+            torch.set_float32_matmul_precision("highest")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved != "highest":
+            torch.set_float32_matmul_precision(self._saved)
 
 
 def two_vs_two_from_similarity(word_similarity: ArrayLike, image_similarity: ArrayLike) -> float:

@@ -1,0 +1,143 @@
+"""The certified float32 kernel of the 2 vs 2 test (emergence._kernels).
+
+Its claim: every pair's decision equals the float64 one, because the float32 error of
+each pair's statistic is provably within the bound it computes, and pairs inside the
+bound are recomputed in float64. Checked here on every pair of matrices built to be
+hard: near-constant rows (correlations near 1), ties, non-symmetric inputs, k = 4 to 200.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import emergence
+from emergence import _kernels
+from emergence.two_vs_two import TIE_TOLERANCE
+from tests import literal
+
+
+def _inputs(w_mat: np.ndarray, i_mat: np.ndarray) -> tuple:
+    k = w_mat.shape[0]
+    kp = _kernels.padded_size(k)
+    word = _kernels.word_statistics(np.ascontiguousarray(w_mat), kp)
+    im = np.zeros((k, kp))
+    im[:, :k] = i_mat
+    im_t = np.zeros((k, kp))
+    im_t[:, :k] = i_mat.T
+    w32_t = torch.from_numpy(word[1].astype(np.float32))
+    cross = (torch.from_numpy(i_mat.astype(np.float32)) @ w32_t).numpy()
+    return word, im, im_t, cross
+
+
+def _statistic_float64(w_mat: np.ndarray, i_mat: np.ndarray) -> np.ndarray:
+    """D = (d - tol) * sd(i_a) * sd(i_c) per pair, from the reduced rows (a, c > a)."""
+    k = w_mat.shape[0]
+    n = k - 2
+    a, c = np.triu_indices(k, k=1)
+    keep = np.ones((len(a), k), dtype=bool)
+    keep[np.arange(len(a)), a] = False
+    keep[np.arange(len(a)), c] = False
+
+    def reduced(m: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        r = m[rows][keep].reshape(len(a), n)
+        return r - r.mean(axis=1, keepdims=True)
+
+    w1, w2, i1, i2 = reduced(w_mat, a), reduced(w_mat, c), reduced(i_mat, a), reduced(i_mat, c)
+
+    def corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (x * y).sum(1) / np.sqrt((x * x).sum(1) * (y * y).sum(1))
+
+    d = corr(w1, i1) + corr(w2, i2) - corr(w1, i2) - corr(w2, i1)
+    sd_i1 = n * np.sqrt((i1 * i1).sum(1) / n)
+    sd_i2 = n * np.sqrt((i2 * i2).sum(1) / n)
+    out = np.full((k, k), np.nan)
+    out[a, c] = (d - TIE_TOLERANCE) * sd_i1 * sd_i2
+    return out
+
+
+def _hard_cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(11)
+    cases = []
+    for k, signal in ((4, 1.0), (9, 0.0), (40, 0.5), (166, 0.5), (166, 0.05), (200, 2.0)):
+        latent = rng.standard_normal((k, 8))
+        x = latent @ rng.standard_normal((8, 300)) * signal + rng.standard_normal((k, 300))
+        y = latent @ rng.standard_normal((8, 200)) * signal + rng.standard_normal((k, 200))
+        cases.append((f"planted k={k} s={signal}", emergence.similarity_matrix(x),
+                      emergence.similarity_matrix(y)))
+    # Positive activations: every correlation near 1, reduced rows nearly constant.
+    base = rng.random((1, 2000)) * 10
+    x = base + rng.random((120, 2000)) * 0.3
+    y = base[:, :500] * 3 + rng.random((120, 500)) * 0.2
+    cases.append(("correlations near 1", emergence.similarity_matrix(x),
+                  emergence.similarity_matrix(y)))
+    # Not symmetric, entries far from [-1, 1].
+    cases.append(("general matrices", rng.standard_normal((50, 50)) * 30 + 5,
+                  rng.standard_normal((50, 50)) * 0.01 - 2))
+    # Exact ties: I equals W with two concepts duplicated.
+    w_mat = cases[3][1]
+    i_mat = w_mat.copy()
+    i_mat[1, :] = i_mat[0, :]
+    i_mat[:, 1] = i_mat[:, 0]
+    cases.append(("duplicated concepts", w_mat, i_mat))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "w_mat", "i_mat"), _hard_cases(), ids=lambda v: v
+                         if isinstance(v, str) else "")
+def test_float32_error_is_within_the_certified_bound_on_every_pair(
+        name: str, w_mat: np.ndarray, i_mat: np.ndarray) -> None:
+    k = w_mat.shape[0]
+    word, im, im_t, cross = _inputs(w_mat, i_mat)
+    e = _kernels.cross_product_error(k)
+    count, record = _kernels.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE, e)
+    exact = _statistic_float64(w_mat, i_mat)
+    a, c = np.triu_indices(k, k=1)
+    fast, bound, ref = record[0, a, c], record[1, a, c], exact[a, c]
+    finite = np.isfinite(ref)
+    assert np.all(np.abs(fast[finite] - ref[finite]) <= bound[finite]), name
+    # Forcing a float64 recheck of every pair changes nothing: the counts are float64's.
+    assert _kernels.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE, np.inf)[0] == count
+    # And they are the literal implementation's.
+    assert count / len(a) == literal.two_vs_two(w_mat, i_mat)
+
+
+def test_bound_is_tight_enough_to_matter() -> None:
+    """At the paper's k the bound leaves well under 1 % of pairs to the float64 recheck."""
+    (_, w_mat, i_mat) = _hard_cases()[3]
+    word, im, im_t, cross = _inputs(w_mat, i_mat)
+    _, record = _kernels.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE,
+                                         _kernels.cross_product_error(166))
+    a, c = np.triu_indices(166, k=1)
+    unsure = np.abs(record[0, a, c]) <= record[1, a, c]
+    assert unsure.mean() < 0.01
+    # A pure float32 decision (no bound) would differ from float64 on some hard input:
+    # the bound is not decoration. Near-constant rows make float32 lose every digit.
+    (_, w_mat, i_mat) = _hard_cases()[6]
+    word, im, im_t, cross = _inputs(w_mat, i_mat)
+    _, record = _kernels.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE, 0.0)
+    exact = _statistic_float64(w_mat, i_mat)
+    a, c = np.triu_indices(w_mat.shape[0], k=1)
+    assert np.any(np.sign(record[0, a, c]) != np.sign(exact[a, c]))
+
+
+def test_error_constant_and_padding() -> None:
+    assert _kernels.padded_size(166) == 168 and _kernels.padded_size(8) == 8
+    e = _kernels.cross_product_error(166)
+    assert 166 * 2.0**-24 < e < 169 * 2.0**-24 * 1.001
+    with pytest.raises(ValueError, match="too large"):
+        _kernels.cross_product_error(2**23)
+
+
+def test_cpu_kernel_matches_float64_torch_engine_on_non_symmetric_batches() -> None:
+    rng = np.random.default_rng(5)
+    w_mat = rng.standard_normal((30, 30))
+    batch = rng.standard_normal((4, 30, 30))
+    engine = emergence.TwoVsTwo(w_mat)
+    reference = engine.outcomes(batch).sum(dim=-1).numpy() / engine.n_pairs
+    assert np.array_equal(engine.accuracy(batch), reference)
+    perms = np.stack([rng.permutation(30) for _ in range(5)])
+    permuted = np.stack([batch[0][p][:, p] for p in perms])
+    assert np.array_equal(engine.permuted_accuracy(batch[0], perms),
+                          engine.outcomes(permuted).sum(dim=-1).numpy() / engine.n_pairs)
