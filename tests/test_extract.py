@@ -193,6 +193,38 @@ def test_correlations_match_corrcoef_in_ram_and_spilled(
     assert no_hooks(loaded.model)
 
 
+def test_device_stores_match_host_stores(
+    loaded: LoadedModel, layers: list[LayerSpec], images: list[str], tmp_path: Path
+) -> None:
+    """The device path (stores as torch tensors, statistics in torch float64) runs on the
+    CPU when asked to; it must give the host path's statistics, alone or mixed with RAM
+    and disk stores."""
+    host = tmp_path / "host.h5"
+    extract_statistics(loaded, images, layers, host, batch_size=3, chunk_features=5000,
+                       progress=False)
+    expected = read_all(host)
+    acts, _ = reference(loaded, images, layers, 3)
+    sizes = sorted(acts, key=lambda name: acts[name].nbytes)
+    two_smallest = acts[sizes[0]].nbytes + acts[sizes[1]].nbytes
+    for label, device_budget, ram_budget in (("all", 1 << 40, 0),
+                                             ("mixed", two_smallest, acts[sizes[2]].nbytes)):
+        out = tmp_path / f"{label}.h5"
+        summary = extract_statistics(loaded, images, layers, out, batch_size=3,
+                                     chunk_features=5000, device_budget_bytes=device_budget,
+                                     ram_budget_bytes=ram_budget, progress=False)
+        on_device = set(sizes) if label == "all" else set(sizes[:2])
+        assert set(summary.on_device) == on_device
+        assert set(summary.spilled) == set(sizes) - on_device - ({sizes[2]} if label == "mixed"
+                                                                 else set())
+        got = read_all(out)
+        for name in acts:
+            for stat in ("correlation", "sums", "gram", "shift"):
+                key = f"layers/{name}/{stat}"
+                np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-12,
+                                           err_msg=f"{label} {key}")
+    assert no_hooks(loaded.model)
+
+
 def test_batch_sizes_agree(
     loaded: LoadedModel, layers: list[LayerSpec], images: list[str], tmp_path: Path
 ) -> None:

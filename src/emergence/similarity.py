@@ -36,6 +36,17 @@ class PearsonAccumulator:
         self.sums = np.zeros(n_rows, dtype=np.float64)
         self.gram = np.zeros((n_rows, n_rows), dtype=np.float64)
 
+    @classmethod
+    def from_moments(cls, sums: NDArray[np.float64], gram: NDArray[np.float64],
+                     shift: NDArray[np.float64], n_features: int) -> PearsonAccumulator:
+        """An accumulator holding statistics computed elsewhere (e.g. on a GPU)."""
+        acc = cls(len(sums))
+        acc.sums = np.asarray(sums, dtype=np.float64)
+        acc.gram = np.asarray(gram, dtype=np.float64)
+        acc.shift = np.asarray(shift, dtype=np.float64)
+        acc.n_features = int(n_features)
+        return acc
+
     def update(self, chunk: ArrayLike) -> None:
         """Add the columns ``chunk`` (``n_rows x f``) to the running statistics."""
         block = np.asarray(chunk)
