@@ -141,3 +141,22 @@ def test_cpu_kernel_matches_float64_torch_engine_on_non_symmetric_batches() -> N
     permuted = np.stack([batch[0][p][:, p] for p in perms])
     assert np.array_equal(engine.permuted_accuracy(batch[0], perms),
                           engine.outcomes(permuted).sum(dim=-1).numpy() / engine.n_pairs)
+
+
+def test_matrices_outside_float32_safe_range_go_to_float64() -> None:
+    """Tiny or huge entries would underflow/overflow in float32, where the bound fails:
+    such matrices are decided by the float64 engine, with the same results."""
+    rng = np.random.default_rng(9)
+    w_mat = rng.standard_normal((20, 20))
+    i_mat = rng.standard_normal((20, 20))
+    assert _kernels.float32_safe(w_mat) and _kernels.float32_safe(np.zeros((3, 3)))
+    for w_scaled, i_scaled in ((w_mat * 1e-25, i_mat), (w_mat, i_mat * 1e20),
+                               (w_mat, np.where(np.eye(20) > 0, 1e-30, i_mat))):
+        assert not (_kernels.float32_safe(w_scaled) and _kernels.float32_safe(i_scaled))
+        engine = emergence.TwoVsTwo(w_scaled)
+        reference = float(engine.outcomes(i_scaled).sum()) / engine.n_pairs
+        assert float(engine.accuracy(i_scaled)) == reference == literal.two_vs_two(w_scaled,
+                                                                                    i_scaled)
+        perms = np.stack([rng.permutation(20) for _ in range(3)])
+        expected = [literal.two_vs_two(w_scaled, literal.permuted(i_scaled, p)) for p in perms]
+        assert engine.permuted_accuracy(i_scaled, perms).tolist() == expected

@@ -12,7 +12,10 @@ Algorithms*, 2nd ed., eq. 3.5)::
     |fl32(C)[u, v] - C[u, v]| <= e * sum_j |W[u, j]| |I[v, j]| <= e * ||W[u]|| ||I[v]||,
     e = (2u + u^2) + gamma_k (1 + u)^2,   gamma_k = k u / (1 - k u),
 
-(the last step is Cauchy-Schwarz). Only ``C`` enters the decision statistic inexactly,
+(the last step is Cauchy-Schwarz). The bound needs float32 products that neither
+underflow nor overflow: every nonzero |entry| of W and I in [2^-60, 2^50]
+(:func:`float32_safe`; correlation matrices always are, other matrices outside the range
+go to the float64 torch engine). Only ``C`` enters the decision statistic inexactly,
 and it enters linearly, so the error of the statistic of pair (a, c),
 ``D = (d - tol) * sd(i_a) * sd(i_c)`` with ``d`` the summed-correlation difference of
 the paper, is at most::
@@ -46,6 +49,7 @@ __all__ = [
     "count_one",
     "count_passes",
     "cross_product_error",
+    "float32_safe",
     "pair_statistics",
     "padded_size",
     "permute_padded",
@@ -63,6 +67,19 @@ _U64 = 2.0**-53
 def padded_size(k: int) -> int:
     """k rounded up to a multiple of :data:`LANES`."""
     return -(-k // LANES) * LANES
+
+
+@njit(cache=True, error_model="numpy")
+def float32_safe(m: NDArray[np.float64]) -> bool:
+    """Whether every entry is 0 or has magnitude in [2^-60, 2^50]: then float32 rounding
+    of the entries is relative, their products are normal numbers, and sums of up to
+    2^23 of them cannot overflow, so :func:`cross_product_error` bounds the error."""
+    flat = m.reshape(-1)
+    bad = 0
+    for i in range(flat.size):
+        a = abs(flat[i])
+        bad += (a != 0.0) & ((a < 2.0**-60) | (a > 2.0**50))
+    return bad == 0
 
 
 def cross_product_error(k: int) -> float:
@@ -249,7 +266,7 @@ def _count_row(a, w, w_t, rs_w, dw, nw, inv, inv_t, im, im_t, cross, stats, tol,
                                   ni[c], dc[c], xta[c], xa[c])
             ok = (c0 + lane > a) & (c0 + lane < k)
             count += ok & (d > bound)
-            unsure += ok & (abs(d) <= bound)
+            unsure += ok & ~(abs(d) > bound)  # NaN (never with checked inputs): recheck
     if unsure == 0 and not keep:
         return count
     for c in range(a + 1, k):
@@ -262,7 +279,7 @@ def _count_row(a, w, w_t, rs_w, dw, nw, inv, inv_t, im, im_t, cross, stats, tol,
         if keep:
             record[0, a, c] = d
             record[1, a, c] = bound
-        if not abs(d) <= bound:
+        if abs(d) > bound:
             continue
         # Not certified by float32: decide with float64 cross products, same formula.
         wc = w[c]

@@ -163,6 +163,9 @@ class TwoVsTwo:
             return self.accuracy(i_mat[p[:, :, None], p[:, None, :]])
         kernels = self._cpu_kernels()
         i_mat = np.ascontiguousarray(image_similarity, dtype=np.float64)
+        if not self._certifiable(i_mat):
+            p = torch.from_numpy(perms)
+            return self._float64_accuracy(torch.from_numpy(i_mat)[p[:, :, None], p[:, None, :]])
         images, images32 = kernels.permute_padded(i_mat, perms, self._kp)
         if np.array_equal(i_mat, i_mat.T):
             images_t = images
@@ -177,15 +180,15 @@ class TwoVsTwo:
         are those of the float64 computation; on CUDA: the float64 torch engine.
         """
         if self._device.type != "cpu":
-            passed = self.outcomes(image_similarity)
-            return (passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs).cpu().numpy()
+            return self._float64_accuracy(image_similarity)
         if isinstance(image_similarity, torch.Tensor):
             image_similarity = image_similarity.cpu().numpy()
         i_mat = np.asarray(image_similarity, dtype=np.float64)
         if i_mat.shape[-2:] != (self.k, self.k) or i_mat.ndim not in (2, 3):
             raise ValueError(f"image similarity must be ({self.k}, {self.k}) or "
                              f"(B, {self.k}, {self.k}), got {i_mat.shape}")
-        self._cpu_kernels()
+        if not self._certifiable(i_mat):
+            return self._float64_accuracy(i_mat)
         batch = i_mat.reshape(-1, self.k, self.k)
         if len(batch) == 1:  # reuse zero-padded buffers: a single evaluation is ~0.15 ms
             images, images_t = self._single
@@ -196,6 +199,15 @@ class TwoVsTwo:
         images_t[:, :, : self.k] = batch.transpose(0, 2, 1)
         counts = self._cpu_counts(images, images_t, batch.astype(np.float32).reshape(-1, self.k))
         return (counts / self.n_pairs).reshape(i_mat.shape[:-2])
+
+    def _float64_accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
+        passed = self.outcomes(image_similarity)
+        return (passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs).cpu().numpy()
+
+    def _certifiable(self, i_mat: NDArray[np.float64]) -> bool:
+        """Whether the float32 kernel's error bound applies (entries in float32's safe range)."""
+        kernels = self._cpu_kernels()
+        return self._w_safe and bool(kernels.float32_safe(np.ascontiguousarray(i_mat)))
 
     def _cpu_kernels(self):  # noqa: ANN202 - the module
         """The numba kernels, with W's statistics computed on first use."""
@@ -209,6 +221,7 @@ class TwoVsTwo:
             self._kernels = _kernels
             self._kp = _kernels.padded_size(self.k)
             self._word_stats = _kernels.word_statistics(self.W.numpy(), self._kp)
+            self._w_safe = bool(_kernels.float32_safe(self.W.numpy()))
             self._w32_t = torch.from_numpy(self._word_stats[1].astype(np.float32))
             self._e = _kernels.cross_product_error(self.k)
             self._single = (np.zeros((1, self.k, self._kp)), np.zeros((1, self.k, self._kp)))
