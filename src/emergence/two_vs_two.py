@@ -110,7 +110,10 @@ class TwoVsTwo:
         return s, self.n * ss - s * s
 
     def outcomes(self, image_similarity: ArrayLike | torch.Tensor) -> torch.Tensor:
-        """Pass/fail of every pair: bool tensor (..., C(k,2)) for I of shape (..., k, k)."""
+        """Pass/fail of every pair: bool tensor (..., C(k,2)) for I of shape (..., k, k).
+
+        The float64 torch engine (any device), pairs in :func:`pair_indices` order.
+        """
         i_mat = torch.as_tensor(image_similarity, dtype=torch.float64, device=self._device)
         if i_mat.shape[-2:] != (self.k, self.k):
             raise ValueError(
@@ -152,8 +155,8 @@ class TwoVsTwo:
     ) -> NDArray[np.float64]:
         """Accuracy after shuffling the image space by each permutation (B x k) -> (B,).
 
-        ``I_p = I[p][:, p]``. On the CPU this runs the fused numba kernel (see
-        :mod:`emergence._kernels`); on CUDA the batched torch engine.
+        ``I_p = I[p][:, p]``. On the CPU this runs the certified float32 numba kernel
+        (:mod:`emergence._kernels`); on CUDA the batched float64 torch engine.
         """
         perms = np.ascontiguousarray(perms, dtype=np.int64)
         if self._device.type != "cpu":
