@@ -359,15 +359,15 @@ def _device_moments(store: torch.Tensor, chunk_features: int) -> PearsonAccumula
 
 
 def _plan_storage(sizes: Mapping[str, int], budget: int) -> set[str]:
-    """Names whose stores stay in RAM: smallest first while the total fits the budget."""
-    in_ram: set[str] = set()
+    """Names whose stores fit a budget (device or RAM): smallest first while they fit."""
+    chosen: set[str] = set()
     used = 0
     for name in sorted(sizes, key=lambda n: (sizes[n], n)):
         if used + sizes[name] > budget:
             break
-        in_ram.add(name)
+        chosen.add(name)
         used += sizes[name]
-    return in_ram
+    return chosen
 
 
 # --------------------------------------------------------------------------------------

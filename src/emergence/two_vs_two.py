@@ -238,11 +238,8 @@ class TwoVsTwo:
         if self._numba.get_num_threads() != threads:
             self._numba.set_num_threads(threads)
         b = images.shape[0]
-        if torch.get_float32_matmul_precision() == "highest":
+        with _float32_matmul_in_full_precision():
             cross = torch.from_numpy(images32) @ self._w32_t  # [v, u] ~ sum_j I[v, j] W[u, j]
-        else:  # the error bound assumes IEEE float32 products: no TF32/bfloat16 shortcuts
-            with _float32_matmul_in_full_precision():
-                cross = torch.from_numpy(images32) @ self._w32_t
         cross = cross.numpy().reshape(b, self.k, self._kp)
         if b == 1:  # rows dealt to threads: no idle thread for a single matrix
             return np.array([kernels.count_one(*self._word_stats, images[0], images_t[0],
