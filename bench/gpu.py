@@ -35,12 +35,11 @@ K = 166
 
 
 def planted(k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """bench.py's planted embeddings, as similarity matrices (W, I)."""
+    from bench.bench import planted as embeddings
     from emergence import similarity_matrix
 
-    rng = np.random.default_rng(seed)
-    latent = rng.standard_normal((k, 8))
-    x = latent @ rng.standard_normal((8, 300)) * 0.12 + rng.standard_normal((k, 300))
-    y = latent @ rng.standard_normal((8, 500)) * 0.12 + rng.standard_normal((k, 500))
+    x, y = embeddings(k, seed)
     return similarity_matrix(x), similarity_matrix(y)
 
 
@@ -169,17 +168,17 @@ def main() -> None:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     rows: list[dict] = []
     steps = [
-        lambda: check_equality(rows, dev, 64 if args.quick else 1000),
-        lambda: throughput(rows, dev, 2048 if args.quick else 200_000),
-        lambda: extraction(rows, dev, 20 if args.quick else 830, 10 if args.quick else 166,
-                           96 if args.quick else 256),
+        ("CPU vs GPU equality", lambda: check_equality(rows, dev, 64 if args.quick else 1000)),
+        ("throughput", lambda: throughput(rows, dev, 2048 if args.quick else 200_000)),
+        ("extraction", lambda: extraction(rows, dev, 20 if args.quick else 830,
+                                          10 if args.quick else 166, 96 if args.quick else 256)),
     ]
-    for step in steps:
+    for name, step in steps:
         done = len(rows)
         try:
             step()
         except Exception as exc:  # report and go on: one run is all a device session gets
-            rows.append({"check": getattr(step, "__name__", "step"),
+            rows.append({"check": name,
                          "measured": f"FAILED: {type(exc).__name__}: {exc}", "holds": False})
         for r in rows[done:]:
             print(f"{'OK  ' if r['holds'] else 'MISS'} {r['check']}: {r['measured']}",
