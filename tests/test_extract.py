@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
+import sys
 from pathlib import Path
 
 import h5py
@@ -252,6 +256,78 @@ def test_rerun_is_bit_identical(
     extract_statistics(loaded, images, layers, tmp_path / "a.h5", **kwargs)  # type: ignore[arg-type]
     extract_statistics(loaded, images, layers, tmp_path / "b.h5", **kwargs)  # type: ignore[arg-type]
     assert_identical(read_all(tmp_path / "a.h5"), read_all(tmp_path / "b.h5"))
+
+
+def test_spilled_stores_direct_and_buffered(
+    loaded: LoadedModel,
+    layers: list[LayerSpec],
+    images: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Disk stores: O_DIRECT where the file system takes it (checked on the open file),
+    buffered I/O otherwise; both give the RAM stores' bytes, raw activations included,
+    with several column blocks, several staging buffers in flight and a batch that does
+    not divide the images."""
+    kwargs = {"batch_size": 2, "keep_raw_max_features": 10**9, "chunk_features": 1,
+              "progress": False}
+    extract_statistics(loaded, images, layers, tmp_path / "ram.h5", **kwargs)  # type: ignore[arg-type]
+    expected = read_all(tmp_path / "ram.h5")
+    direct_flags: list[bool] = []
+    real_open = extract._Spill.open
+
+    def recording_open(self: extract._Spill, name: str) -> int:
+        fd = real_open(self, name)
+        direct_flags.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & getattr(os, "O_DIRECT", 0)))
+        return fd
+
+    monkeypatch.setattr(extract._Spill, "open", recording_open)
+    for label, use_direct in (("direct", True), ("buffered", False)):
+        monkeypatch.setattr(extract, "_USE_O_DIRECT", use_direct)
+        direct_flags.clear()
+        out = tmp_path / label / "stats.h5"
+        summary = extract_statistics(loaded, images, layers, out, ram_budget_bytes=0,
+                                     **kwargs)  # type: ignore[arg-type]
+        assert len(summary.spilled) == len(layers) == len(direct_flags)
+        if not use_direct:
+            assert not any(direct_flags)
+        elif sys.platform == "linux" and probe_o_direct(tmp_path):
+            assert all(direct_flags)
+        got = read_all(out)
+        for key in expected:
+            if key.startswith("layers/") and not key.endswith("attrs"):
+                assert np.array_equal(got[key], expected[key]), (label, key)  # type: ignore[arg-type]
+        assert sorted(p.name for p in out.parent.iterdir()) == ["stats.h5"]
+
+
+def probe_o_direct(directory: Path) -> bool:
+    try:
+        fd = os.open(directory / ".probe", os.O_RDWR | os.O_CREAT | getattr(os, "O_DIRECT", 0))
+    except OSError:
+        return False
+    os.close(fd)
+    (directory / ".probe").unlink()
+    return True
+
+
+def test_spill_write_failure_is_one_actionable_error(
+    loaded: LoadedModel,
+    layers: list[LayerSpec],
+    images: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(extract.os, "pwrite", full)
+    out = tmp_path / "stats.h5"
+    with pytest.raises(OSError, match=r"spilling activations to .*\.spill-.*No space left on "
+                                      r"device; free disk space there or raise ram_budget_bytes"):
+        extract_statistics(loaded, images, layers, out, batch_size=2, ram_budget_bytes=0,
+                           progress=False)
+    assert list(tmp_path.iterdir()) == []  # no output, no tmp, no spill directory
+    assert no_hooks(loaded.model)
 
 
 # --------------------------------------------------------------------------------------

@@ -12,19 +12,28 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["PearsonAccumulator", "similarity_matrix", "correlation_from_moments"]
+__all__ = ["SHIFT_COLUMNS", "PearsonAccumulator", "similarity_matrix", "correlation_from_moments"]
+
+SHIFT_COLUMNS = 1024  # each row is shifted by the mean of (at most) its first 1,024 columns
 
 
 class PearsonAccumulator:
     """Exact row-by-row Pearson statistics of an ``n_rows x F`` matrix, streamed over columns.
 
     Call :meth:`update` with consecutive column chunks (``n_rows x f`` blocks, any
-    float dtype); :meth:`correlation` returns the ``n_rows x n_rows`` Pearson matrix.
+    float dtype, any strides); :meth:`correlation` returns the ``n_rows x n_rows``
+    Pearson matrix.
 
-    All sums are float64. Each row is shifted by the mean of its first chunk before
+    All sums are float64. Each row is shifted by the mean of its first
+    :data:`SHIFT_COLUMNS` columns (or of the first chunk, if narrower) before
     accumulating: Pearson correlation is invariant to a per-row shift, and the shift
     removes the cancellation that raw sums of large-mean rows (pixels, post-ReLU
     maps) would otherwise suffer in ``gram - n * mean mean^T``.
+
+    The sums and the Gram matrix are computed by a fused numba kernel
+    (:mod:`emergence._gram`, 1.6-2x faster than numpy's astype/subtract/``syrk`` on
+    float32 activations); chunks whose widths are multiples of 1,024 columns give
+    bit-identical statistics however the matrix is cut.
     """
 
     def __init__(self, n_rows: int) -> None:
@@ -34,7 +43,10 @@ class PearsonAccumulator:
         self.n_features = 0
         self.shift: NDArray[np.float64] | None = None
         self.sums = np.zeros(n_rows, dtype=np.float64)
-        self.gram = np.zeros((n_rows, n_rows), dtype=np.float64)
+        self._gram: NDArray[np.float64] | None = None  # set by from_moments
+        self._blocks: NDArray[np.float64] | None = None  # kernel's upper 4x4 blocks
+        self._buffer: NDArray[np.float64] | None = None
+        self._pairs: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
 
     @classmethod
     def from_moments(cls, sums: NDArray[np.float64], gram: NDArray[np.float64],
@@ -42,10 +54,20 @@ class PearsonAccumulator:
         """An accumulator holding statistics computed elsewhere (e.g. on a GPU)."""
         acc = cls(len(sums))
         acc.sums = np.asarray(sums, dtype=np.float64)
-        acc.gram = np.asarray(gram, dtype=np.float64)
+        acc._gram = np.asarray(gram, dtype=np.float64)
         acc.shift = np.asarray(shift, dtype=np.float64)
         acc.n_features = int(n_features)
         return acc
+
+    @property
+    def gram(self) -> NDArray[np.float64]:
+        """Gram matrix (``n_rows x n_rows``, exactly symmetric) of the shifted rows."""
+        if self._gram is not None:
+            return self._gram
+        if self._blocks is None:
+            return np.zeros((self.n_rows, self.n_rows), dtype=np.float64)
+        upper = np.triu(self._blocks[: self.n_rows, : self.n_rows])
+        return upper + np.triu(upper, 1).T
 
     def update(self, chunk: ArrayLike) -> None:
         """Add the columns ``chunk`` (``n_rows x f``) to the running statistics."""
@@ -56,13 +78,22 @@ class PearsonAccumulator:
             )
         if block.shape[1] == 0:
             return
-        block = block.astype(np.float64, copy=True)
+        if self._gram is not None:
+            raise ValueError("statistics from from_moments() cannot be updated")
+        if block.dtype not in (np.float32, np.float64):
+            block = block.astype(np.float64)
+        from emergence import _gram
+
         if self.shift is None:
-            self.shift = block.mean(axis=1)
-        block -= self.shift[:, None]
+            self.shift = block[:, :SHIFT_COLUMNS].astype(np.float64).mean(axis=1)
+            padded = _gram.padded_rows(self.n_rows)
+            self._blocks = np.zeros((padded, padded), dtype=np.float64)
+            self._buffer = np.zeros((padded, _gram.KC), dtype=np.float64)
+            self._pairs = _gram.block_pairs(self.n_rows)
+        assert self._blocks is not None and self._buffer is not None and self._pairs
+        _gram.accumulate(block, self.n_features, self.shift, self.sums, self._blocks,
+                         self._buffer, self._pairs)
         self.n_features += block.shape[1]
-        self.sums += block.sum(axis=1)
-        self.gram += block @ block.T
 
     def covariance(self) -> NDArray[np.float64]:
         """Population covariance (divisor ``n_features``) between rows."""
