@@ -102,8 +102,11 @@ def bench_permutations(rows: list[dict]) -> None:
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the extraction benchmark failed:\n{proc.stderr[-4000:]}")
+    out = proc.stdout
     rate = float(out.strip().splitlines()[-1])
     rows.append({"check": f"permutation null, k={K}, one thread",
                  "target": ">= 2,000 2 vs 2 evaluations / s / core",
@@ -164,6 +167,8 @@ m = load_model(spec, seed=0)
 import yaml
 cfg = yaml.safe_load(open("config/paper.yaml"))
 layers = resolve_layers(m, cfg["networks"]["vgg16"]["layers"])
+schema = yaml.safe_load(open("workflow/schemas/config.schema.yaml"))  # the workflow's default
+ram_budget = schema["properties"]["extraction"]["properties"]["ram_budget_mb"]["default"] << 20
 tf = make_transform(m.data_config, "timm")
 t = time.perf_counter()
 with torch.inference_mode():
@@ -175,14 +180,19 @@ t = time.perf_counter()
 per = len(paths) // {groups}
 for g in range({groups}):
     extract_statistics(m, paths[g * per:(g + 1) * per], layers, os.path.join(tmp, f"g{{g}}.h5"),
-                       batch_size=32, progress=False, ram_budget_bytes=1 << 30)
+                       batch_size=32, progress=False, ram_budget_bytes=ram_budget)
 full = time.perf_counter() - t
+import shutil
+shutil.rmtree(tmp)
 print(json.dumps({{"bare": bare, "full": full, "rss_kb": resource.getrusage(
     resource.RUSAGE_SELF).ru_maxrss, "rss0_kb": rss0, "layers": len(layers)}}))
 """
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the extraction benchmark failed:\n{proc.stderr[-4000:]}")
+    out = proc.stdout
     import json
 
     r = json.loads(out.strip().splitlines()[-1])
