@@ -17,8 +17,9 @@ def literal_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shift, sums and Gram matrix from their definitions, one pair of rows at a time.
 
     The shifted values are the same float64 numbers the kernel forms (one rounded
-    subtraction); their products and sums are then exact (math.fsum of the products,
-    each product's rounding error added back with an FMA-free two-product split).
+    subtraction); their products and sums are then exact: each product is split into
+    its rounded value and its rounding error (Dekker's two-product with Veltkamp's
+    split, no FMA needed) and math.fsum adds all of them exactly.
     """
     v = x.astype(np.float64)
     shift = v[:, :SHIFT_COLUMNS].mean(axis=1)
@@ -28,8 +29,23 @@ def literal_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     gram = np.empty((n, n))
     for i in range(n):
         for j in range(n):
-            gram[i, j] = math.fsum(c[i] * c[j])
+            gram[i, j] = math.fsum(two_product(c[i], c[j]))
     return shift, sums, gram
+
+
+def two_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Products and their exact rounding errors: a * b == p + e exactly, elementwise."""
+
+    def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = x * 134217729.0  # 2^27 + 1
+        hi = t - (t - x)
+        return hi, x - hi
+
+    p = a * b
+    ah, al = split(a)
+    bh, bl = split(b)
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return np.concatenate([p, e])
 
 
 def bound(x: np.ndarray) -> np.ndarray:

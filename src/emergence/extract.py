@@ -418,7 +418,6 @@ class _DiskRows:
 
     def __init__(self, spill: _Spill, name: str, shape: tuple[int, int], block: int) -> None:
         self.shape = shape
-        self.block = block
         self.path = os.path.join(spill.directory, name)
         self._spill = spill
         self._fd = spill.open(name)
@@ -452,7 +451,7 @@ class _DiskRows:
 
         Block ``c + 1`` is read while the caller works on block ``c``, in
         ``_READERS`` concurrent pieces (a virtual disk reads faster with several
-        requests in flight: 1.1 -> 1.7 GB/s measured on the CI machine)."""
+        requests in flight: 1.1-1.6 GB/s with one, 1.7 with four, on the CI machine)."""
         n = self.shape[0]
         size = n * max(self._padded, default=0) * 4
         buffers = self._spill.read_buffers(size)
@@ -639,10 +638,10 @@ def extract_statistics(
         Total bytes of row stores kept in RAM (smallest layers first); the others are
         files in a temporary directory next to ``out_path``, removed afterwards. Disk
         stores are written from reused staging buffers with ``O_DIRECT`` by a
-        background thread, so on a fast disk they cost the forward pass nothing, while
-        fresh RAM costs page faults (VGG16, 166 images, 2-core VM: 0 B of RAM stores
-        ran the forward pass at the bare speed, 1 GiB added 4-6 s). Raise it on slow
-        disks or file systems without ``O_DIRECT`` (tmpfs).
+        background thread, so they cost the forward pass little on a fast disk, while
+        fresh RAM costs page faults (VGG16, 166 images, 2-core VM: 41-42 s with disk
+        stores against a bare 37.6-40 s; 1 GiB of RAM stores added 4-6 s). Raise it on
+        slow disks or file systems without ``O_DIRECT`` (tmpfs).
     device_budget_bytes : int, optional
         Total bytes of row stores kept in the device's memory as torch tensors, their
         statistics computed there too (smallest layers first, before the RAM budget).
@@ -802,10 +801,9 @@ def extract_statistics(
                     acc = PearsonAccumulator(n)
                     for chunk in store.blocks():
                         acc.update(chunk)
-                else:
+                else:  # the kernel blocks the columns itself
                     acc = PearsonAccumulator(n)
-                    for col in range(0, store.shape[1], block):
-                        acc.update(store[:, col : col + block])
+                    acc.update(store)
                 group = h5.create_group(f"layers/{spec.name}")
                 group.attrs["module"] = spec.module
                 group.attrs["n_features"] = acc.n_features
