@@ -300,6 +300,47 @@ def test_spilled_stores_direct_and_buffered(
         assert sorted(p.name for p in out.parent.iterdir()) == ["stats.h5"]
 
 
+def test_spill_files_released_layer_by_layer(
+    loaded: LoadedModel,
+    layers: list[LayerSpec],
+    images: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each disk store's file is handed to the background thread for deletion as soon as
+    its layer's statistics are done (before the next layer's are read), exactly once;
+    at the end no file, directory or descriptor is left."""
+    events: list[tuple[str, str]] = []
+    real_release, real_blocks = extract._Spill.release, extract._DiskRows.blocks
+
+    def release(self: extract._Spill, fd: int, path: str) -> None:
+        assert os.path.exists(path)
+        events.append(("release", path))
+        real_release(self, fd, path)
+
+    def blocks(self: extract._DiskRows):  # type: ignore[no-untyped-def]
+        events.append(("read", self.path))
+        yield from real_blocks(self)
+
+    monkeypatch.setattr(extract._Spill, "release", release)
+    monkeypatch.setattr(extract._DiskRows, "blocks", blocks)
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    out = tmp_path / "stats.h5"
+    summary = extract_statistics(loaded, images, layers, out, batch_size=2, chunk_features=1,
+                                 ram_budget_bytes=0, keep_raw_max_features=10, progress=False)
+    assert len(summary.spilled) == len(layers) > 1
+    paths = [path for kind, path in events if kind == "read"]
+    assert len(set(paths)) == len(layers)
+    # Each layer: read (again for kept raw activations), then released, then the next.
+    runs = [e for i, e in enumerate(events) if i == 0 or e != events[i - 1]]
+    assert runs == [e for path in dict.fromkeys(paths) for e in (("read", path),
+                                                                ("release", path))]
+    assert all(not os.path.exists(path) for path in paths)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.h5"]
+    if fds is not None:
+        assert len(os.listdir("/proc/self/fd")) == fds
+
+
 def probe_o_direct(directory: Path) -> bool:
     try:
         fd = os.open(directory / ".probe", os.O_RDWR | os.O_CREAT | getattr(os, "O_DIRECT", 0))
