@@ -102,16 +102,60 @@ def test_any_chunking_in_multiples_of_kc_is_bit_identical() -> None:
 
 
 def test_strided_views_and_float64_copies_give_the_same_statistics() -> None:
+    """The kernel reads rows through a flat view with the row stride; every memory layout
+    (column slices, Fortran order, negative and zero strides, column steps, one row)
+    gives the bits of a contiguous copy."""
     rng = np.random.default_rng(2)
     big = rng.standard_normal((7, 6000)).astype(np.float32)
-    view = big[:, 1000:5000]  # non-contiguous rows
-    a, b, c = PearsonAccumulator(7), PearsonAccumulator(7), PearsonAccumulator(7)
-    a.update(view)
-    b.update(np.ascontiguousarray(view))
-    c.update(view.astype(np.float64))
-    for other in (b, c):
-        np.testing.assert_array_equal(a.gram, other.gram)
-        np.testing.assert_array_equal(a.sums, other.sums)
+    x = big[:, 1000:5000]
+    layouts = {
+        "column slice": x,
+        "contiguous": np.ascontiguousarray(x),
+        "fortran": np.asfortranarray(x),
+        "rows reversed": np.ascontiguousarray(x[::-1])[::-1],
+        "columns reversed": np.ascontiguousarray(x[:, ::-1])[:, ::-1],
+        "column step": np.repeat(x, 2, axis=1)[:, ::2],
+        "float64": x.astype(np.float64),
+    }
+    expected = PearsonAccumulator(7)
+    expected.update(np.ascontiguousarray(x))
+    for name, arr in layouts.items():
+        np.testing.assert_array_equal(arr, x)
+        acc = PearsonAccumulator(7)
+        acc.update(arr)
+        np.testing.assert_array_equal(acc.gram, expected.gram, err_msg=name)
+        np.testing.assert_array_equal(acc.sums, expected.sums, err_msg=name)
+    rows = np.broadcast_to(x[3], (5, x.shape[1]))  # row stride 0
+    acc = PearsonAccumulator(5)
+    acc.update(rows)
+    np.testing.assert_allclose(acc.correlation(), 1.0, rtol=0, atol=1e-12)
+    single = []
+    for arr in (x[2:3], np.ascontiguousarray(x[2:3, ::-1])[:, ::-1]):
+        acc = PearsonAccumulator(1)
+        acc.update(arr)
+        single.append((acc.gram, acc.sums))
+    np.testing.assert_array_equal(single[0][0], single[1][0])
+    np.testing.assert_array_equal(single[0][1], single[1][1])
+
+
+def test_thread_count_does_not_change_the_bits() -> None:
+    """Each Gram entry and row sum is accumulated by one thread in column order."""
+    import numba
+
+    x = np.random.default_rng(3).standard_normal((41, 3 * _gram.KC + 5)).astype(np.float32)
+    results = []
+    available = numba.get_num_threads()
+    try:
+        for threads in sorted({1, 2, available} & set(range(1, available + 1))):
+            numba.set_num_threads(threads)
+            acc = PearsonAccumulator(41)
+            acc.update(x)
+            results.append((threads, acc.gram, acc.sums))
+    finally:
+        numba.set_num_threads(available)
+    for threads, gram, sums in results[1:]:
+        np.testing.assert_array_equal(gram, results[0][1], err_msg=f"{threads} threads")
+        np.testing.assert_array_equal(sums, results[0][2], err_msg=f"{threads} threads")
 
 
 def test_nan_and_integer_inputs() -> None:

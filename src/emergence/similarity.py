@@ -45,7 +45,6 @@ class PearsonAccumulator:
         self.sums = np.zeros(n_rows, dtype=np.float64)
         self._gram: NDArray[np.float64] | None = None  # set by from_moments
         self._blocks: NDArray[np.float64] | None = None  # kernel's upper 4x4 blocks
-        self._buffer: NDArray[np.float64] | None = None
         self._pairs: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
 
     @classmethod
@@ -88,11 +87,10 @@ class PearsonAccumulator:
             self.shift = block[:, :SHIFT_COLUMNS].astype(np.float64).mean(axis=1)
             padded = _gram.padded_rows(self.n_rows)
             self._blocks = np.zeros((padded, padded), dtype=np.float64)
-            self._buffer = np.zeros((padded, _gram.KC), dtype=np.float64)
             self._pairs = _gram.block_pairs(self.n_rows)
-        assert self._blocks is not None and self._buffer is not None and self._pairs
+        assert self._blocks is not None and self._pairs
         _gram.accumulate(block, self.n_features, self.shift, self.sums, self._blocks,
-                         self._buffer, self._pairs)
+                         self._pairs)
         self.n_features += block.shape[1]
 
     def covariance(self) -> NDArray[np.float64]:
