@@ -160,3 +160,34 @@ def test_matrices_outside_float32_safe_range_go_to_float64() -> None:
         perms = np.stack([rng.permutation(20) for _ in range(3)])
         expected = [literal.two_vs_two(w_scaled, literal.permuted(i_scaled, p)) for p in perms]
         assert engine.permuted_accuracy(i_scaled, perms).tolist() == expected
+
+
+def test_single_matrix_staging_symmetric_or_not() -> None:
+    """One matrix is staged in one pass into reused buffers; the transpose is only
+    written when the matrix is not bitwise symmetric (a -0.0 mirrored by 0.0 counts as
+    asymmetric). Alternating symmetric and asymmetric inputs on one engine (stale
+    buffers) gives the float64 engine's and the literal's accuracies every time."""
+    rng = np.random.default_rng(11)
+    k = 37  # not a multiple of the 16 x 16 tiles or of the 8 lanes
+    w_mat = emergence.similarity_matrix(rng.standard_normal((k, 12)))
+    sym = emergence.similarity_matrix(rng.standard_normal((k, 9)))
+    asym = sym.copy()
+    asym[30, 2] = np.nextafter(asym[30, 2], 2.0)  # one ulp, in the last row tile
+    signed = sym.copy()
+    signed[4, 9] = signed[9, 4] = 0.0
+    signed[9, 4] = -0.0
+    skew = rng.standard_normal((k, k))
+    out, out_t = np.zeros((k, 40)), np.zeros((k, 40))
+    out32 = np.zeros((k, k), dtype=np.float32)
+    for m, symmetric in ((sym, True), (asym, False), (signed, False), (skew, False)):
+        safe, is_sym = _kernels.stage_one(m, m.view(np.int64), out, out_t, out32)
+        assert safe and is_sym == symmetric
+        assert np.array_equal(out[:, :k], m) and not out[:, k:].any()
+        assert np.array_equal(out32, m.astype(np.float32))
+        if not symmetric:
+            assert np.array_equal(out_t[:, :k], m.T)
+    engine = emergence.TwoVsTwo(w_mat)
+    for m in (sym, skew, sym, asym, signed, skew.T.copy(), sym):
+        expected = float(engine.outcomes(m).sum()) / engine.n_pairs
+        got = engine.accuracy(m)
+        assert got.shape == () and float(got) == expected == literal.two_vs_two(w_mat, m)

@@ -82,6 +82,37 @@ def float32_safe(m: NDArray[np.float64]) -> bool:
     return bad == 0
 
 
+@njit(cache=True, error_model="numpy")
+def stage_one(m, bits, out, out_t, out32) -> tuple:  # pragma: no cover - compiled
+    """Copy one k x k image matrix into the zero-padded ``out`` (k x kp) and ``out32``
+    (k x k, float32) in one pass; return ``(float32_safe(m), symmetric)``. ``symmetric``
+    compares bit patterns (``bits`` is ``m`` viewed as int64), so when it is true the
+    transpose is bit-identical to ``m`` and ``out`` serves as both; otherwise the
+    transpose is written to ``out_t``."""
+    k = m.shape[0]
+    bad = 0
+    for a in range(k):
+        for b in range(k):
+            v = m[a, b]
+            out[a, b] = v
+            out32[a, b] = np.float32(v)
+            x = abs(v)
+            bad += (x != 0.0) & ((x < 2.0**-60) | (x > 2.0**50))
+    symmetric = True
+    for a0 in range(0, k, 16):  # 16 x 16 tiles against their mirror: both stay in L1
+        for b0 in range(a0, k, 16):
+            for a in range(a0, min(a0 + 16, k)):
+                for b in range(b0, min(b0 + 16, k)):
+                    symmetric &= bits[a, b] == bits[b, a]
+        if not symmetric:
+            break
+    if not symmetric:
+        for a in range(k):
+            for b in range(k):
+                out_t[a, b] = m[b, a]
+    return bad == 0, symmetric
+
+
 def cross_product_error(k: int) -> float:
     """``e`` such that ``|fl32(x . y) - x . y| <= e ||x|| ||y||`` for float64 x, y of length k."""
     if k * _U32 >= 0.5:
