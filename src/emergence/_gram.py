@@ -64,41 +64,10 @@ def _convert(flat, rs, n, i0, c0, width, shift, out):  # pragma: no cover - comp
 
 
 @njit(inline="always", fastmath=_FAST)
-def _block4(r0, r1, r2, r3, q0, q1, q2, q3, width):  # pragma: no cover - compiled
-    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
-    a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
-    for k in range(width):
-        x0 = r0[k]
-        x1 = r1[k]
-        x2 = r2[k]
-        x3 = r3[k]
-        y0 = q0[k]
-        y1 = q1[k]
-        y2 = q2[k]
-        y3 = q3[k]
-        a00 += x0 * y0
-        a01 += x0 * y1
-        a02 += x0 * y2
-        a03 += x0 * y3
-        a10 += x1 * y0
-        a11 += x1 * y1
-        a12 += x1 * y2
-        a13 += x1 * y3
-        a20 += x2 * y0
-        a21 += x2 * y1
-        a22 += x2 * y2
-        a23 += x2 * y3
-        a30 += x3 * y0
-        a31 += x3 * y1
-        a32 += x3 * y2
-        a33 += x3 * y3
-    return (a00, a01, a02, a03, a10, a11, a12, a13,
-            a20, a21, a22, a23, a30, a31, a32, a33)
-
-
-@njit(inline="always", fastmath=_FAST)
 def _mixed4(r0, r1, r2, r3, q0, q1, q2, q3, s0, s1, s2, s3, width):  # pragma: no cover
-    """Like _block4, the second four rows given raw (float32 or float64) with shifts."""
+    """The 4 x 4 register block: sums over k of r_a[k] * (q_b[k] - s_b), the first four
+    rows already float64 and shifted, the second four raw (float32 or float64) and
+    shifted here (shifts of 0.0 for rows already shifted: the subtraction is exact)."""
     a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
     a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
     for k in range(width):
@@ -166,7 +135,8 @@ def _chunk(flat, rs, n, f, column, shift, sums, gram, bi, bj, threads):  # pragm
                                 shift[j0], shift[j0 + 1], shift[j0 + 2], shift[j0 + 3], width)
                 else:  # the last block, with padding rows
                     _convert(flat, rs, n, j0, start, width, shift, yb)
-                    r = _block4(xb[0], xb[1], xb[2], xb[3], yb[0], yb[1], yb[2], yb[3], width)
+                    r = _mixed4(xb[0], xb[1], xb[2], xb[3], yb[0], yb[1], yb[2], yb[3],
+                                0.0, 0.0, 0.0, 0.0, width)
                 for a in range(4):
                     for b in range(4):
                         gram[i0 + a, j0 + b] += r[a * 4 + b]

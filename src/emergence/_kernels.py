@@ -69,6 +69,13 @@ def padded_size(k: int) -> int:
     return -(-k // LANES) * LANES
 
 
+@njit(inline="always", error_model="numpy")
+def _float32_unsafe(v: float) -> bool:  # pragma: no cover - compiled
+    """Neither 0 nor of magnitude in [2^-60, 2^50] (see float32_safe)."""
+    a = abs(v)
+    return (a != 0.0) & ((a < 2.0**-60) | (a > 2.0**50))
+
+
 @njit(cache=True, error_model="numpy")
 def float32_safe(m: NDArray[np.float64]) -> bool:
     """Whether every entry is 0 or has magnitude in [2^-60, 2^50]: then float32 rounding
@@ -77,8 +84,7 @@ def float32_safe(m: NDArray[np.float64]) -> bool:
     flat = m.reshape(-1)
     bad = 0
     for i in range(flat.size):
-        a = abs(flat[i])
-        bad += (a != 0.0) & ((a < 2.0**-60) | (a > 2.0**50))
+        bad += _float32_unsafe(flat[i])
     return bad == 0
 
 
@@ -96,8 +102,7 @@ def stage_one(m, bits, out, out_t, out32) -> tuple:  # pragma: no cover - compil
             v = m[a, b]
             out[a, b] = v
             out32[a, b] = np.float32(v)
-            x = abs(v)
-            bad += (x != 0.0) & ((x < 2.0**-60) | (x > 2.0**50))
+            bad += _float32_unsafe(v)
     symmetric = True
     for a0 in range(0, k, 16):  # 16 x 16 tiles against their mirror: both stay in L1
         for b0 in range(a0, k, 16):
