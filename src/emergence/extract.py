@@ -32,6 +32,7 @@ import importlib.metadata
 import json
 import math
 import os
+import platform
 import queue
 import shutil
 import sys
@@ -91,6 +92,8 @@ _RESERVED_ATTRS = frozenset(
         "torch_version",
         "timm_version",
         "numpy_version",
+        "torch_threads",
+        "cpu_capability",
     }
 )
 
@@ -625,6 +628,7 @@ def extract_statistics(
     image_meta: Mapping[str, Sequence[Any]] | None = None,
     progress: bool = True,
     num_workers: int = 0,
+    threads: int | None = None,
 ) -> ExtractionSummary:
     """Run the images through the model once and write per-layer correlation matrices.
 
@@ -679,6 +683,12 @@ def extract_statistics(
         tqdm progress bars on stderr.
     num_workers : int, default 0
         ``torch.utils.data.DataLoader`` workers for image decoding.
+    threads : int, optional
+        torch intra-op threads for the run (restored afterwards); default: leave torch's
+        setting. On the CPU, oneDNN's convolutions give different last bits at different
+        thread counts (the statistics after them do not), so a fixed count makes the
+        activations reproducible whatever CPUs a scheduler grants. Recorded with the CPU's
+        instruction set and the torch version in the root attributes.
 
     Returns
     -------
@@ -724,8 +734,13 @@ def extract_statistics(
     spill: _Spill | None = None
     block = _block_columns(chunk_features)
     capture: _Capture | None = None
+    saved_threads = torch.get_num_threads()
     t0 = time.perf_counter()
     try:
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
         net.to(dev).eval()
         capture = _Capture(net, layers)
         top_index = np.zeros((n, TOP_K), dtype=np.int64)
@@ -859,6 +874,7 @@ def extract_statistics(
         if spill_dir is not None:
             shutil.rmtree(spill_dir, ignore_errors=True)
         net.to(home)
+        torch.set_num_threads(saved_threads)
 
 
 def _write_root(
@@ -894,6 +910,9 @@ def _write_root(
     h5.attrs["torch_version"] = str(torch.__version__)
     h5.attrs["timm_version"] = str(timm.__version__)
     h5.attrs["numpy_version"] = str(np.__version__)
+    # What the forward pass's last bits depend on besides the inputs (see `threads`).
+    h5.attrs["torch_threads"] = torch.get_num_threads()
+    h5.attrs["cpu_capability"] = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
     h5.create_dataset("images/path", data=np.array(paths, dtype=object), dtype=_STR)
 
 

@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 from emergence.device import resolve_device
+from emergence.rsa import centred_norm
 from emergence.two_vs_two import TwoVsTwo
 
 __all__ = [
@@ -129,9 +130,9 @@ def permutation_null(
     w_ut = _rsa_transform(w, rsa_method)[iu]
     w_centred = np.zeros((k, k))
     w_centred[iu] = w_ut - w_ut.mean()
-    w_norm = float(np.linalg.norm(w_centred[iu]))
+    w_norm = centred_norm(w_ut)[1]
     rsa_mats = [_rsa_transform(m, rsa_method) for m in mats]
-    rsa_norms = [float(np.linalg.norm(m[iu] - m[iu].mean())) for m in rsa_mats]
+    rsa_norms = [centred_norm(m[iu])[1] for m in rsa_mats]
 
     n = max(stop - start, 0)
     acc = np.empty((n, len(mats)), dtype=np.float64)

@@ -3,10 +3,16 @@
 RSA correlates the two similarity matrices directly: the correlation between the
 off-diagonal upper triangles of ``W`` and ``I`` (Pearson by default, as in the
 paper's description; Spearman on request).
+
+Every reduction here is numpy's pairwise summation of elementwise products, never a
+BLAS dot product: OpenBLAS splits long dot products across its threads, so
+``scipy.stats.pearsonr`` (and ``np.linalg.norm``) give different last bits at different
+thread counts. These sums give the same bits for any thread count.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -15,7 +21,7 @@ from scipy import stats
 
 from emergence.similarity import similarity_matrix
 
-__all__ = ["rsa", "rsa_from_similarity", "upper_triangle"]
+__all__ = ["centred_norm", "pearson_r", "rsa", "rsa_from_similarity", "upper_triangle"]
 
 Method = Literal["pearson", "spearman"]
 
@@ -28,6 +34,19 @@ def upper_triangle(m: ArrayLike) -> np.ndarray:
     return arr[np.triu_indices(arr.shape[0], k=1)]
 
 
+def centred_norm(v: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(v - mean(v), ||v - mean(v)||)``, summed without BLAS (thread-count independent)."""
+    centred = v - v.mean()
+    return centred, math.sqrt(float(np.sum(centred * centred)))
+
+
+def pearson_r(u: np.ndarray, v: np.ndarray) -> float:
+    """Pearson's r of two 1-d float64 vectors, the same bits for any thread count."""
+    cu, nu = centred_norm(u)
+    cv, nv = centred_norm(v)
+    return float(np.clip(np.sum(cu * cv) / (nu * nv), -1.0, 1.0))
+
+
 def rsa_from_similarity(
     word_similarity: ArrayLike, image_similarity: ArrayLike, method: Method = "pearson"
 ) -> float:
@@ -36,9 +55,9 @@ def rsa_from_similarity(
     if w.shape != i.shape:
         raise ValueError(f"similarity matrices differ in size: {w.shape} vs {i.shape}")
     if method == "pearson":
-        return float(stats.pearsonr(w, i).statistic)
+        return pearson_r(w, i)
     if method == "spearman":
-        return float(stats.spearmanr(w, i).statistic)
+        return pearson_r(stats.rankdata(w), stats.rankdata(i))
     raise ValueError(f"unknown RSA method {method!r}; use 'pearson' or 'spearman'")
 
 

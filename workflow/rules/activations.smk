@@ -15,7 +15,7 @@ rule activations:
         seed=config["seed"],
     conda:
         "../../envs/extraction.yaml"
-    threads: 2
+    threads: config["extraction"]["threads"]  # the forward pass uses exactly this many (see schema)
     resources:
         gpu=lambda wc: int(config["extraction"]["device"] == "cuda"),
     benchmark:

@@ -21,6 +21,7 @@ summary = extract_statistics(
     batch_size=ext["batch_size"], device=ext["device"], preprocess=preprocess,
     keep_raw_max_features=ext["keep_raw_max_features"],
     ram_budget_bytes=ext["ram_budget_mb"] << 20,
+    threads=ext["threads"],
     attrs={"network": smk.wildcards.network, "group": smk.wildcards.group},
     image_meta={"wnid": [r.wnid for r in rows], "concept": [r.concept for r in rows]},
 )
