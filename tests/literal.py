@@ -64,20 +64,35 @@ def permuted(m: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return np.array([[m[perm[i], perm[j]] for j in range(k)] for i in range(k)])
 
 
-def one_vs_two(w_mat: np.ndarray, i_mat: np.ndarray, predicted: list[int]) -> list[bool]:
-    """Section 3.3: for each misclassified image, is it closer to w_true than to w_pred?"""
+# Not in the paper: a test over fewer than 3 reference concepts is not counted (over 2
+# points every correlation is +-1; over 0 or 1 it is undefined).
+MIN_REFERENCE = 3
+
+
+def one_vs_two(w_mat: np.ndarray, i_mat: np.ndarray, predicted: list[int]) -> list[bool | None]:
+    """Section 3.3: for each misclassified image, is it closer to w_true than to w_pred?
+
+    None for a test that is not counted: a reference set of fewer than MIN_REFERENCE
+    concepts, or an undefined (NaN) correlation.
+    """
     k = len(predicted)
     correct = [c for c in range(k) if predicted[c] == c]
-    outcomes = []
+    outcomes: list[bool | None] = []
     for m in range(k):
         p = predicted[m]
         if p < 0 or p == m:
             continue
         ref = [c for c in correct if c not in (m, p)]
+        if len(ref) < MIN_REFERENCE:
+            outcomes.append(None)
+            continue
         i_m = [i_mat[m, c] for c in ref]
         w_true = [w_mat[m, c] for c in ref]
         w_pred = [w_mat[p, c] for c in ref]
-        outcomes.append(
-            bool(pearson(i_m, w_true) - pearson(i_m, w_pred) > TIE)
-        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r_true, r_pred = pearson(i_m, w_true), pearson(i_m, w_pred)
+        if np.isnan(r_true) or np.isnan(r_pred):
+            outcomes.append(None)
+            continue
+        outcomes.append(bool(r_true - r_pred > TIE))
     return outcomes

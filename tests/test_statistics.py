@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 import emergence
+from emergence.one_vs_two import MIN_REFERENCE
 from emergence.permutation import batch_ranges, permutations, shard_range
 from tests import literal
 
@@ -20,11 +21,11 @@ def planted(k: int, p: int, q: int, signal: float, seed: int) -> tuple[np.ndarra
     return x, y
 
 
-CASES = [  # (k, p, q, signal, seed): 24 cases, k from 4 to 200, chance to strong signal
+CASES = [  # (k, p, q, signal, seed): 24 cases, k from 5 (MIN_CONCEPTS) to 200, chance to strong
     (k, p, q, s, seed)
     for seed, (k, p, q, s) in enumerate(
         [
-            (4, 5, 7, 1.0), (5, 3, 9, 0.0), (6, 10, 4, 2.0), (7, 20, 20, 0.5),
+            (5, 5, 7, 1.0), (5, 3, 9, 0.0), (6, 10, 4, 2.0), (7, 20, 20, 0.5),
             (8, 6, 30, 1.0), (10, 50, 12, 0.2), (12, 15, 15, 3.0), (16, 40, 8, 0.0),
             (20, 30, 30, 0.7), (25, 64, 16, 1.5), (30, 12, 100, 0.3), (40, 50, 50, 1.0),
             (50, 300, 20, 0.1), (60, 25, 80, 0.8), (75, 100, 100, 0.4), (90, 64, 64, 2.0),
@@ -80,7 +81,7 @@ def test_two_vs_two_extremes_and_ties() -> None:
 def test_two_vs_two_input_errors() -> None:
     with pytest.raises(ValueError, match="same number of rows"):
         emergence.two_vs_two(np.zeros((5, 3)), np.zeros((6, 3)))
-    with pytest.raises(ValueError, match="at least 4"):
+    with pytest.raises(ValueError, match="at least 5"):
         emergence.two_vs_two_from_similarity(np.eye(3), np.eye(3))
 
 
@@ -148,19 +149,65 @@ def test_one_vs_two_matches_literal() -> None:
         predicted = np.arange(k)
         wrong = rng.choice(k, size=k // 3, replace=False)
         predicted[wrong] = rng.integers(-1, k, size=wrong.size)
-        res = emergence.one_vs_two(w_mat, i_mat, predicted, n_permutations=30, seed=2,
-                                   batch_size=7)
-        expected = literal.one_vs_two(w_mat, i_mat, predicted.tolist())
-        assert res.passed.tolist() == expected
-        assert res.n_tests == len(expected)
-        for idx in range(30):
-            perm = np.random.default_rng([2, idx]).permutation(k)
-            null_outcomes = literal.one_vs_two(literal.permuted(w_mat, perm), i_mat,
-                                               predicted.tolist())
-            assert res.null[idx] == pytest.approx(np.mean(null_outcomes), abs=0)
-        n_pass = sum(expected)
-        assert res.binomial_p == pytest.approx(
-            stats.binomtest(n_pass, len(expected), 0.5, alternative="greater").pvalue)
+        _check_one_vs_two_against_literal(w_mat, i_mat, predicted)
+
+
+def _check_one_vs_two_against_literal(w_mat: np.ndarray, i_mat: np.ndarray,
+                                      predicted: np.ndarray, n_perm: int = 30) -> None:
+    """Outcomes, skips, null and binomial p of one_vs_two equal the literal reference's."""
+    k = len(predicted)
+    res = emergence.one_vs_two(w_mat, i_mat, predicted, n_permutations=n_perm, seed=2,
+                               batch_size=7)
+    expected = literal.one_vs_two(w_mat, i_mat, predicted.tolist())
+    counted = [e is not None for e in expected]
+    assert res.counted.tolist() == counted
+    assert res.passed.tolist() == [bool(e) for e in expected]
+    assert res.n_tests == sum(counted) and res.n_skipped == len(expected) - sum(counted)
+    assert [bool(r) for r in res.reason] == [not c for c in counted]
+    if not any(counted):
+        assert np.isnan(res.accuracy) and np.isnan(res.binomial_p)
+        assert np.isnan(res.permutation_p) and res.null.size == 0
+        return
+    for idx in range(n_perm):
+        perm = np.random.default_rng([2, idx]).permutation(k)
+        null_outcomes = literal.one_vs_two(literal.permuted(w_mat, perm), i_mat,
+                                           predicted.tolist())
+        assert res.null[idx] == pytest.approx(
+            np.mean([o for o in null_outcomes if o is not None]), abs=0)
+    n_pass = sum(bool(e) for e in expected)
+    assert res.accuracy == n_pass / sum(counted)
+    assert res.binomial_p == pytest.approx(
+        stats.binomtest(n_pass, sum(counted), 0.5, alternative="greater").pvalue)
+
+
+@pytest.mark.parametrize("n_correct", [1, 2, 3, 4])
+def test_one_vs_two_skips_small_reference_sets_like_literal(n_correct: int) -> None:
+    """Few correctly classified images: reference sets of 0-2 concepts are skipped (not
+    failed), the rest counted; with 1 correct of 40 nothing is counted and the accuracy
+    is NaN (it used to be 0.0 with binomial p 1.0). n_correct = 4: nothing skipped."""
+    rng = np.random.default_rng(40 + n_correct)
+    k = 40
+    x, y = planted(k, 30, 40, 1.0, 200 + n_correct)
+    w_mat, i_mat = literal.corr_matrix(x), literal.corr_matrix(y)
+    correct = rng.choice(k, size=n_correct, replace=False)
+    predicted = rng.choice(correct, size=k)  # every other image classified as a correct one
+    predicted[correct] = correct
+    predicted[rng.choice(np.setdiff1d(np.arange(k), correct), size=5, replace=False)] = \
+        rng.integers(0, k, size=5)  # some into incorrectly classified concepts
+    predicted[predicted == np.arange(k)] = -1
+    predicted[correct] = correct
+    _check_one_vs_two_against_literal(w_mat, i_mat, predicted)
+    res = emergence.one_vs_two(w_mat, i_mat, predicted, n_permutations=5)
+    # R = the correct concepts minus the predicted one: under 3 when n_correct <= 3.
+    assert (res.n_skipped > 0) == (n_correct <= MIN_REFERENCE)
+    assert (res.n_reference[res.counted] >= MIN_REFERENCE).all()
+    for n_ref, reason in zip(res.n_reference[~res.counted], np.array(res.reason)[~res.counted],
+                             strict=True):
+        assert n_ref < MIN_REFERENCE and reason == f"reference set of {n_ref} concepts < 3"
+    assert not res.passed[~res.counted].any() and np.isnan(res.r_true[~res.counted]).all()
+    if n_correct == 1:
+        assert res.n_tests == 0 and np.isnan(res.accuracy) and np.isnan(res.binomial_p)
+        assert res.n_skipped == k - 1 - (predicted < 0).sum()
 
 
 def test_one_vs_two_without_misclassifications() -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "count_passes",
     "cross_product_error",
     "float32_safe",
+    "invalid_permutation",
     "pair_statistics",
     "padded_size",
     "permute_padded",
@@ -71,16 +72,17 @@ def padded_size(k: int) -> int:
 
 @njit(inline="always", error_model="numpy")
 def _float32_unsafe(v: float) -> bool:  # pragma: no cover - compiled
-    """Neither 0 nor of magnitude in [2^-60, 2^50] (see float32_safe)."""
+    """Neither 0 nor of magnitude in [2^-60, 2^50] (see float32_safe); NaN is unsafe."""
     a = abs(v)
-    return (a != 0.0) & ((a < 2.0**-60) | (a > 2.0**50))
+    return (a != 0.0) & ((a < 2.0**-60) | (a > 2.0**50) | (a != a))
 
 
 @njit(cache=True, error_model="numpy")
 def float32_safe(m: NDArray[np.float64]) -> bool:
     """Whether every entry is 0 or has magnitude in [2^-60, 2^50]: then float32 rounding
     of the entries is relative, their products are normal numbers, and sums of up to
-    2^23 of them cannot overflow, so :func:`cross_product_error` bounds the error."""
+    2^23 of them cannot overflow, so :func:`cross_product_error` bounds the error.
+    NaN and infinite entries are not safe (the bound does not hold for them)."""
     flat = m.reshape(-1)
     bad = 0
     for i in range(flat.size):
@@ -116,6 +118,23 @@ def stage_one(m, bits, out, out_t, out32) -> tuple:  # pragma: no cover - compil
             for b in range(k):
                 out_t[a, b] = m[b, a]
     return bad == 0, symmetric
+
+
+@njit(cache=True, error_model="numpy")
+def invalid_permutation(perms: NDArray[np.int64], k: int) -> tuple[int, int]:
+    """``(row, column)`` of the first entry of ``perms`` (B x k) that makes its row not a
+    permutation of ``0 .. k-1`` (out of range, or seen before in the row); ``(-1, -1)``
+    when every row is one. One pass, O(B k): the kernels index with these values
+    unchecked, so this runs before them."""
+    seen = np.zeros(k, dtype=np.int64)  # row b + 1 where value v was last seen
+    for b in range(perms.shape[0]):
+        stamp = b + 1
+        for i in range(perms.shape[1]):
+            v = perms[b, i]
+            if v < 0 or v >= k or seen[v] == stamp:
+                return b, i
+            seen[v] = stamp
+    return -1, -1
 
 
 def cross_product_error(k: int) -> float:

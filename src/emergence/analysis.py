@@ -3,13 +3,19 @@
 These functions read the activation statistics files (one per group), restrict the
 image x image correlations to the kept concepts in matrix order, and produce rows
 for the TSV outputs. Each function handles all layers and all groups at once.
+
+A layer of a group whose image matrix has NaN entries (a concept whose activations
+are constant there, e.g. a uniform grey image at the pixel layer) cannot be scored:
+its 2 vs 2 accuracy, RSA, null, p-values and 1 vs 2 accuracy are NaN, each table row
+says why in its ``reason`` column (empty when scored), and a warning goes to the log.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
@@ -17,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emergence.io import atomic_h5
-from emergence.one_vs_two import one_vs_two
+from emergence.one_vs_two import MIN_REFERENCE, one_vs_two
 from emergence.permutation import family_wise_p_values, p_values, permutation_null
 from emergence.rsa import rsa_from_similarity
 from emergence.two_vs_two import TwoVsTwo
@@ -33,7 +39,10 @@ __all__ = [
     "one_vs_two_rows",
     "score_rows",
     "significance_rows",
+    "undefined_reason",
 ]
+
+_log = logging.getLogger(__name__)
 
 
 def _strings(ds: h5py.Dataset) -> list[str]:
@@ -54,6 +63,8 @@ class GroupSimilarities:
     predicted: NDArray[np.int64]  # top-1 class as kept-concept index, -1 outside the set
     predicted_wnid: list[str]
     image_path: list[str]
+    wnids: list[str] = field(default_factory=list)  # kept concepts, matrix order
+    concepts: list[str] = field(default_factory=list)  # their words, when known
 
 
 def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
@@ -74,24 +85,64 @@ def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
         top5 = f["predictions/top5_wnid"][()]
         top1 = [(t.decode() if isinstance(t, bytes) else str(t)) for t in top5[rows, 0]]
         paths = _strings(f["images/path"])
+        words = _strings(f["images/concept"]) if "images/concept" in f else []
         model = str(f.attrs.get("model", ""))
     index = {w: i for i, w in enumerate(kept_wnids)}
     predicted = np.array([index.get(w, -1) for w in top1], dtype=np.int64)
     return GroupSimilarities(network, model, group, layers, modules, n_features, sims, predicted,
-                             top1, [paths[r] for r in rows])
+                             top1, [paths[r] for r in rows], list(kept_wnids),
+                             [words[r] for r in rows] if words else [])
+
+
+def undefined_reason(g: GroupSimilarities, layer: int) -> str:
+    """Why layer ``layer`` of group ``g`` cannot be scored, or "" when it can.
+
+    It cannot when its image matrix has NaN or infinite entries; the culprits named are
+    the concepts whose self-correlation is undefined (constant activations), else those
+    with any undefined correlation.
+    """
+    m = g.similarity[layer]
+    if np.isfinite(m).all():
+        return ""
+    bad = np.flatnonzero(~np.isfinite(np.diag(m)))
+    what = "constant activations"
+    if bad.size == 0:
+        bad = np.flatnonzero(~np.isfinite(m).all(axis=1))
+        what = "non-finite correlations"
+
+    def name(c: int) -> str:
+        wnid = g.wnids[c] if c < len(g.wnids) else f"concept #{c}"
+        word = g.concepts[c] if c < len(g.concepts) else ""
+        return f"{wnid} ({word})" if word and word != wnid else wnid
+
+    names = ", ".join(name(int(c)) for c in bad[:5])
+    more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+    return f"{what} for concept(s) {names}{more}: correlation undefined"
+
+
+def _warn_undefined(g: GroupSimilarities, what: str) -> list[str]:
+    """Each layer's :func:`undefined_reason`, with a warning logged for the undefined ones."""
+    reasons = [undefined_reason(g, j) for j in range(len(g.layers))]
+    for layer, reason in zip(g.layers, reasons, strict=True):
+        if reason:
+            _log.warning("%s, group %s, layer %s: %s; %s", g.network, g.group, layer, reason,
+                         what)
+    return reasons
 
 
 SCORE_COLUMNS = ["network", "model", "word_model", "group", "layer", "layer_index", "module",
-                 "n_features", "k", "n_pairs", "two_vs_two", "rsa", "rsa_method"]
+                 "n_features", "k", "n_pairs", "two_vs_two", "rsa", "rsa_method", "reason"]
 
 
 def score_rows(word_model: str, w_mat: NDArray[np.float64], groups: Sequence[GroupSimilarities],
                rsa_method: str = "pearson") -> list[dict[str, Any]]:
-    """2 vs 2 accuracy and RSA for every layer of every group."""
+    """2 vs 2 accuracy and RSA for every layer of every group (NaN, with the reason, for a
+    layer that cannot be scored: see :func:`undefined_reason`)."""
     engine = TwoVsTwo(w_mat)
     rows = []
     for g in groups:
         accuracy = engine.accuracy(g.similarity)
+        reasons = _warn_undefined(g, "2 vs 2 and RSA are nan")
         for j, layer in enumerate(g.layers):
             rows.append({
                 "network": g.network, "model": g.model, "word_model": word_model,
@@ -99,7 +150,7 @@ def score_rows(word_model: str, w_mat: NDArray[np.float64], groups: Sequence[Gro
                 "n_features": g.n_features[j], "k": engine.k, "n_pairs": engine.n_pairs,
                 "two_vs_two": float(accuracy[j]),
                 "rsa": rsa_from_similarity(w_mat, g.similarity[j], rsa_method),  # type: ignore[arg-type]
-                "rsa_method": rsa_method,
+                "rsa_method": rsa_method, "reason": reasons[j],
             })
     return rows
 
@@ -115,6 +166,7 @@ def null_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArray[np.
              "rsa_method": rsa_method, "layer_names": first.layers, "k": w_mat.shape[0]}
     with atomic_h5(path, attrs) as f:
         for g in groups:
+            _warn_undefined(g, "its permutation null is nan")
             null = permutation_null(w_mat, list(g.similarity), seed=seed, start=start, stop=stop,
                                     batch_size=batch_size, rsa_method=rsa_method, device=device,
                                     progress=progress)
@@ -149,7 +201,7 @@ def read_nulls(
 SIGNIFICANCE_COLUMNS = [
     "network", "model", "word_model", "group", "layer", "layer_index", "module", "k",
     "two_vs_two", "p_value", "p_value_fwe", "null_mean", "null_sd", "rsa", "rsa_p_value",
-    "n_permutations", "significant",
+    "n_permutations", "significant", "reason",
 ]
 
 
@@ -161,6 +213,11 @@ def significance_rows(score_table: Sequence[Mapping[str, str]],
     ``p_value``: per layer, +1-corrected. ``p_value_fwe``: max over layers (family-wise).
     The ``mean`` rows compare the mean accuracy over groups to the mean of the groups'
     nulls under the same permutation index.
+
+    A layer that cannot be scored (NaN accuracy: its score row's ``reason``) has NaN
+    p-values, null mean and sd, is not significant and carries the reason; the ``mean``
+    row of a layer is NaN when any group is (its reason names the groups). The
+    family-wise maximum runs over the layers that can be scored.
     """
     groups = list(dict.fromkeys(r["group"] for r in score_table))
     layers = list(dict.fromkeys(r["layer"] for r in score_table))
@@ -169,6 +226,9 @@ def significance_rows(score_table: Sequence[Mapping[str, str]],
     cell = {(r["group"], r["layer"]): r for r in score_table}
     obs = {g: np.array([float(cell[g, lay]["two_vs_two"]) for lay in layers]) for g in groups}
     obs_rsa = {g: np.array([float(cell[g, lay]["rsa"]) for lay in layers]) for g in groups}
+    why = {g: [cell[g, lay].get("reason", "") or "" for lay in layers] for g in groups}
+    why["mean"] = ["; ".join(f"group {g}: {why[g][j]}" for g in groups if why[g][j])
+                   for j in range(len(layers))]
     n_perm = min((nulls[g]["two_vs_two"].shape[0] for g in groups), default=0) if nulls else 0
     series: list[tuple[str, NDArray[np.float64], NDArray[np.float64],
                        NDArray[np.float64] | None, NDArray[np.float64] | None]] = []
@@ -195,43 +255,69 @@ def significance_rows(score_table: Sequence[Mapping[str, str]],
                 "p_value": float(p[j]), "p_value_fwe": float(p_fwe[j]),
                 "null_mean": float(mu[j]), "null_sd": float(sd[j]), "rsa": float(rsa_obs[j]),
                 "rsa_p_value": float(rsa_p[j]), "n_permutations": n_perm,
-                "significant": bool(p[j] < alpha) if n_perm else False,
+                "significant": bool(p[j] < alpha) if n_perm else False, "reason": why[g][j],
             })
     return rows
 
 
 ONE_VS_TWO_COLUMNS = ["network", "model", "word_model", "group", "layer", "layer_index",
-                      "module", "k", "n_correct", "n_tests", "n_passed", "accuracy",
-                      "binomial_p", "permutation_p", "n_permutations"]
+                      "module", "k", "n_correct", "n_tests", "n_skipped", "min_reference",
+                      "n_passed", "accuracy", "binomial_p", "permutation_p", "n_permutations",
+                      "reason"]
 ONE_VS_TWO_TEST_COLUMNS = ["network", "word_model", "group", "layer", "layer_index", "image",
                            "true_wnid", "predicted_wnid", "n_reference", "r_true",
-                           "r_predicted", "passed"]
+                           "r_predicted", "passed", "reason"]
+
+
+def _no_test_reason(n_skipped: int, reasons: Sequence[str]) -> str:
+    """Why a 1 vs 2 row has no counted test."""
+    if not n_skipped:
+        return "no image misclassified into another concept of the set"
+    return f"no test counted: {n_skipped} skipped ({'; '.join(sorted(set(reasons)))})"
 
 
 def one_vs_two_rows(word_model: str, w_mat: NDArray[np.float64], wnids: Sequence[str],
                     groups: Sequence[GroupSimilarities], *, n_permutations: int, seed: int,
                     batch_size: int = 64) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """1 vs 2 summary rows (per group and layer, plus the pooled 'all' group) and test rows."""
+    """1 vs 2 summary rows (per group and layer, plus the pooled 'all' group) and test rows.
+
+    Skipped tests (reference set under ``MIN_REFERENCE`` concepts, undefined correlation,
+    or a layer that cannot be scored) are listed in the test rows with ``passed`` false
+    and their ``reason``, and counted in ``n_skipped``, not in ``n_tests``; a row without
+    counted tests has NaN accuracy and p-values and says why in ``reason``.
+    ``n_permutations = 0``: ``permutation_p`` is NaN (not tested).
+    """
     summary: list[dict[str, Any]] = []
     tests: list[dict[str, Any]] = []
     from scipy import stats
 
+    layer_reasons = [_warn_undefined(g, "its 1 vs 2 tests are skipped") for g in groups]
     for j in range(len(groups[0].layers)):
-        pooled_pass, pooled_n = 0, 0
+        pooled_pass, pooled_n, pooled_skipped = 0, 0, 0
         pooled_null = np.zeros(n_permutations, dtype=np.int64)  # passes per permutation
-        for g in groups:
+        pooled_why: list[str] = []
+        for g, g_reasons in zip(groups, layer_reasons, strict=True):
             res = one_vs_two(w_mat, g.similarity[j], g.predicted,
                              n_permutations=n_permutations, seed=seed, batch_size=batch_size)
             n_correct = int((g.predicted == np.arange(len(wnids))).sum())
+            undefined = g_reasons[j]
+            test_reasons = [undefined if r and undefined else r for r in res.reason] \
+                or [""] * res.image.size
+            reason = ""
+            if not res.n_tests:
+                reason = undefined or _no_test_reason(res.n_skipped, test_reasons)
+                pooled_why.append(f"group {g.group}: {reason}")
             summary.append({
                 "network": g.network, "model": g.model, "word_model": word_model,
                 "group": g.group, "layer": g.layers[j], "layer_index": j,
                 "module": g.modules[j], "k": len(wnids), "n_correct": n_correct,
-                "n_tests": res.n_tests, "n_passed": int(res.passed.sum()),
+                "n_tests": res.n_tests, "n_skipped": res.n_skipped,
+                "min_reference": MIN_REFERENCE, "n_passed": res.n_passed,
                 "accuracy": res.accuracy, "binomial_p": res.binomial_p,
                 "permutation_p": res.permutation_p, "n_permutations": n_permutations,
+                "reason": reason,
             })
-            for t in range(res.n_tests):
+            for t in range(res.image.size):
                 tests.append({
                     "network": g.network, "word_model": word_model, "group": g.group,
                     "layer": g.layers[j], "layer_index": j,
@@ -239,10 +325,12 @@ def one_vs_two_rows(word_model: str, w_mat: NDArray[np.float64], wnids: Sequence
                     "predicted_wnid": wnids[res.predicted[t]],
                     "n_reference": int(res.n_reference[t]), "r_true": float(res.r_true[t]),
                     "r_predicted": float(res.r_predicted[t]), "passed": bool(res.passed[t]),
+                    "reason": test_reasons[t],
                 })
-            pooled_pass += int(res.passed.sum())
+            pooled_pass += res.n_passed
             pooled_n += res.n_tests
-            if res.n_tests:
+            pooled_skipped += res.n_skipped
+            if res.n_tests and n_permutations:
                 pooled_null += np.rint(res.null * res.n_tests).astype(np.int64)
         g0 = groups[0]
         acc = pooled_pass / pooled_n if pooled_n else float("nan")
@@ -257,8 +345,10 @@ def one_vs_two_rows(word_model: str, w_mat: NDArray[np.float64], wnids: Sequence
             "network": g0.network, "model": g0.model, "word_model": word_model, "group": "all",
             "layer": g0.layers[j], "layer_index": j, "module": g0.modules[j], "k": len(wnids),
             "n_correct": sum(int((g.predicted == np.arange(len(wnids))).sum()) for g in groups),
-            "n_tests": pooled_n, "n_passed": pooled_pass, "accuracy": acc, "binomial_p": binom,
+            "n_tests": pooled_n, "n_skipped": pooled_skipped, "min_reference": MIN_REFERENCE,
+            "n_passed": pooled_pass, "accuracy": acc, "binomial_p": binom,
             "permutation_p": perm_p, "n_permutations": n_permutations,
+            "reason": "" if pooled_n else "; ".join(pooled_why),
         })
     return summary, tests
 

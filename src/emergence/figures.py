@@ -7,10 +7,13 @@
 * Overview: every network on a relative-depth axis (the README's main figure).
 
 Filled markers: permutation p < alpha (mean over groups). Hollow: not significant.
+Layers that could not be scored (NaN, with a ``reason`` in the tables) have no point:
+the line breaks there.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 
@@ -43,18 +46,22 @@ def _mean_rows(rows: Rows) -> list[Mapping[str, str]]:
     return sorted(out, key=lambda r: int(r["layer_index"]))
 
 
+def _markers(xs: Sequence[float], ys: Sequence[float], sig: Sequence[bool],
+             want: bool) -> tuple[list[float], list[float]]:
+    """The points whose significance is ``want``, NaN values (layers not scored) left out."""
+    kept = [(a, b) for a, b, s in zip(xs, ys, sig, strict=True) if s == want and math.isfinite(b)]
+    return [a for a, _ in kept], [b for _, b in kept]
+
+
 def _line(ax: plt.Axes, rows: Rows, label: str, alpha: float, x: Sequence[float] | None = None,
           **style: object) -> None:
     mean = _mean_rows(rows)
     xs = list(x) if x is not None else list(range(len(mean)))
     ys = [float(r["two_vs_two"]) for r in mean]
-    (line,) = ax.plot(xs, ys, label=label, **style)  # type: ignore[arg-type]
-    sig = [float(r["p_value"]) < alpha for r in mean]
-    ax.scatter([a for a, s in zip(xs, sig, strict=True) if s],
-               [b for b, s in zip(ys, sig, strict=True) if s], color=line.get_color(), zorder=3,
-               s=22)
-    ax.scatter([a for a, s in zip(xs, sig, strict=True) if not s],
-               [b for b, s in zip(ys, sig, strict=True) if not s], facecolors="white",
+    (line,) = ax.plot(xs, ys, label=label, **style)  # type: ignore[arg-type]  # NaN: a gap
+    sig = [float(r["p_value"]) < alpha for r in mean]  # NaN p: not significant
+    ax.scatter(*_markers(xs, ys, sig, True), color=line.get_color(), zorder=3, s=22)
+    ax.scatter(*_markers(xs, ys, sig, False), facecolors="white",
                edgecolors=line.get_color(), zorder=3, s=22)
 
 
@@ -110,8 +117,7 @@ def plot_one_vs_two(rows: Rows, label: str, word_model: str, alpha: float,
     ys = [float(r["accuracy"]) for r in pooled]
     ax.plot(xs, ys, color="C3", label="1 vs 2 accuracy")
     sig = [float(r["permutation_p"]) < alpha for r in pooled]
-    ax.scatter([x for x, s in zip(xs, sig, strict=True) if s],
-               [y for y, s in zip(ys, sig, strict=True) if s], color="black", zorder=3,
+    ax.scatter(*_markers(xs, ys, sig, True), color="black", zorder=3,
                label=f"p < {alpha:g} (permutation)")
     ax.set_xticks(list(xs))
     ax.set_xticklabels([r["layer"] for r in pooled], rotation=60 if len(pooled) > 8 else 0,

@@ -15,6 +15,14 @@ the fraction passed; chance is 0.5. Significance: a one-sided binomial test agai
 0.5, and a permutation test that shuffles the concepts of the word space
 (``W -> W[q][:, q]``, the same seeded permutations as the 2 vs 2 test) and reruns.
 
+Tests that cannot be counted are *skipped*, not failed: a test whose reference set has
+fewer than :data:`MIN_REFERENCE` concepts (a correlation over 2 points is +-1, over 0 or
+1 undefined), a test whose observed correlation is undefined (constant over R), and every
+test of an image matrix with NaN or infinite entries (a concept with constant
+activations). Skipped tests are reported with their reason and enter neither the
+accuracy nor the binomial and permutation tests; with no counted test the accuracy and
+both p-values are NaN, as is the permutation p-value with ``n_permutations = 0``.
+
 All tests of a group are evaluated at once with masked sums; permutations are
 batched.
 """
@@ -30,7 +38,11 @@ from scipy import stats
 from emergence.permutation import batch_ranges, permutations
 from emergence.two_vs_two import TIE_TOLERANCE
 
-__all__ = ["OneVsTwo", "misclassified_tests", "one_vs_two"]
+__all__ = ["MIN_REFERENCE", "OneVsTwo", "misclassified_tests", "one_vs_two"]
+
+MIN_REFERENCE = 3
+"""Fewest concepts in a test's reference set R for the test to count: with 2 the
+correlations are +-1 (the outcome is a coin flip on signs), with 0 or 1 undefined."""
 
 
 def misclassified_tests(predicted: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -64,23 +76,41 @@ def _masked_corr(
 class OneVsTwo:
     """Results of the 1 vs 2 test in one group and one layer."""
 
-    image: NDArray[np.int64]  # concept index of each misclassified image
+    image: NDArray[np.int64]  # concept index of each misclassified image (skipped too)
     predicted: NDArray[np.int64]  # concept index it was classified as
     n_reference: NDArray[np.int64]  # size of its reference set R
-    r_true: NDArray[np.float64]  # corr(i_m, w_true)
-    r_predicted: NDArray[np.float64]  # corr(i_m, w_pred)
-    passed: NDArray[np.bool_]
-    binomial_p: float
-    null: NDArray[np.float64]  # permutation null of the accuracy
-    permutation_p: float
+    r_true: NDArray[np.float64]  # corr(i_m, w_true); NaN when skipped
+    r_predicted: NDArray[np.float64]  # corr(i_m, w_pred); NaN when skipped
+    passed: NDArray[np.bool_]  # False when skipped
+    binomial_p: float  # NaN without counted tests
+    null: NDArray[np.float64]  # permutation null of the accuracy over the counted tests
+    permutation_p: float  # NaN without counted tests or permutations
+    reason: tuple[str, ...] = ()  # per test: why it was skipped, "" when counted
+
+    @property
+    def counted(self) -> NDArray[np.bool_]:
+        """Which tests count (not skipped)."""
+        return np.array([not r for r in self.reason], dtype=bool) if self.reason \
+            else np.ones(self.image.size, dtype=bool)
 
     @property
     def n_tests(self) -> int:
-        return int(self.image.size)
+        """Counted tests (skipped ones excluded)."""
+        return int(self.counted.sum())
+
+    @property
+    def n_skipped(self) -> int:
+        return int(self.image.size) - self.n_tests
+
+    @property
+    def n_passed(self) -> int:
+        return int(self.passed.sum())
 
     @property
     def accuracy(self) -> float:
-        return float(self.passed.mean()) if self.passed.size else float("nan")
+        """Fraction of the counted tests passed; NaN without counted tests."""
+        n = self.n_tests
+        return self.n_passed / n if n else float("nan")
 
 
 def _statistics(
@@ -122,21 +152,52 @@ def one_vs_two(
         k x k correlation between the group's images, row ``c`` = the image of concept ``c``.
     predicted:
         Length-k concept index predicted for each image (-1: outside the concept set).
+
+    ``W`` must be finite (ValueError otherwise). Tests are skipped, with a reason, when
+    their reference set has fewer than :data:`MIN_REFERENCE` concepts, when an observed
+    correlation is undefined, or (all of them) when ``I`` has NaN or infinite entries.
+    ``n_permutations = 0`` gives ``permutation_p`` NaN (not tested).
     """
     w = np.asarray(word_similarity, dtype=np.float64)
     i_mat = np.asarray(image_similarity, dtype=np.float64)
     k = w.shape[0]
     if w.shape != (k, k) or i_mat.shape != (k, k):
         raise ValueError(f"W and I must both be k x k; got {w.shape} and {i_mat.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError("word similarity W has non-finite entries (a constant embedding row?)")
+    if n_permutations < 0:
+        raise ValueError(f"n_permutations must be >= 0, got {n_permutations}")
     pred = np.asarray(predicted, dtype=np.int64)
     if pred.shape != (k,):
         raise ValueError(f"predicted must have one entry per concept ({k}), got {pred.shape}")
+    if ((pred < -1) | (pred >= k)).any():
+        raise ValueError(f"predicted concept indices must be in -1..{k - 1}, got "
+                         f"{pred[(pred < -1) | (pred >= k)][:5].tolist()}")
     correct = pred == np.arange(k)
-    m, p = misclassified_tests(pred)
-    mask = np.repeat(correct[None, :], m.size, axis=0)
-    mask[np.arange(m.size), p] = False  # t is not correct by construction; drop p
-    r_true, r_pred = _statistics(w, i_mat, m, p, mask, None)
-    passed = r_true - r_pred > TIE_TOLERANCE
+    m_all, p_all = misclassified_tests(pred)
+    mask_all = np.repeat(correct[None, :], m_all.size, axis=0)
+    mask_all[np.arange(m_all.size), p_all] = False  # t is not correct by construction; drop p
+    n_ref = mask_all.sum(axis=1)
+    reason = [""] * m_all.size
+    image_finite = bool(np.isfinite(i_mat).all())
+    for t in range(m_all.size):
+        if not image_finite:
+            reason[t] = "image correlations undefined (constant activations)"
+        elif n_ref[t] < MIN_REFERENCE:
+            reason[t] = f"reference set of {n_ref[t]} concepts < {MIN_REFERENCE}"
+    r_true = np.full(m_all.size, np.nan)
+    r_pred = np.full(m_all.size, np.nan)
+    ok = np.array([not r for r in reason], dtype=bool)
+    if ok.any():
+        r_true[ok], r_pred[ok] = _statistics(w, i_mat, m_all[ok], p_all[ok], mask_all[ok], None)
+        for t in np.flatnonzero(ok & (np.isnan(r_true) | np.isnan(r_pred))):
+            reason[t] = "correlation undefined (constant over the reference set)"
+            r_true[t] = r_pred[t] = np.nan
+        ok = np.array([not r for r in reason], dtype=bool)
+    passed = np.zeros(m_all.size, dtype=bool)
+    passed[ok] = r_true[ok] - r_pred[ok] > TIE_TOLERANCE
+    # The tests that count, and their permutation null.
+    m, p, mask = m_all[ok], p_all[ok], mask_all[ok]
     n_pass = int(passed.sum())
     binom_p = (
         float(stats.binomtest(n_pass, m.size, 0.5, alternative="greater").pvalue)
@@ -148,8 +209,10 @@ def one_vs_two(
             rt, rp = _statistics(w, i_mat, m, p, mask, permutations(seed, lo, hi, k))
             null[lo:hi] = (rt - rp > TIE_TOLERANCE).mean(axis=1)
     accuracy = n_pass / m.size if m.size else float("nan")
-    perm_p = float((1 + (null >= accuracy).sum()) / (1 + null.size)) if m.size else float("nan")
+    perm_p = (float((1 + (null >= accuracy).sum()) / (1 + null.size))
+              if m.size and n_permutations else float("nan"))
     return OneVsTwo(
-        image=m, predicted=p, n_reference=mask.sum(axis=1), r_true=r_true, r_predicted=r_pred,
+        image=m_all, predicted=p_all, n_reference=n_ref, r_true=r_true, r_predicted=r_pred,
         passed=passed, binomial_p=binom_p, null=null, permutation_p=perm_p,
+        reason=tuple(reason),
     )

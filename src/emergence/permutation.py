@@ -13,6 +13,12 @@ Reproducibility contract
   permutation's value never depends on how the range was cut into shards: the
   aggregate is bit-identical for any number of shards.
 * p-values use the +1 correction: ``p = (1 + #{null >= observed}) / (1 + n)``.
+
+Undefined layers
+----------------
+An image matrix with NaN entries (a concept with constant activations in that layer)
+cannot be scored: its null column is NaN, and so are its p-values. The family-wise
+correction takes the maximum over the layers that can be scored only.
 """
 
 from __future__ import annotations
@@ -111,18 +117,20 @@ def permutation_null(
     Returns
     -------
     dict with ``"two_vs_two"`` and ``"rsa"``: arrays (stop - start) x n_layers, and
-    ``"index"``: the permutation indices.
+    ``"index"``: the permutation indices. A layer whose ``I`` has NaN or infinite entries
+    (it cannot be scored) gets a NaN column in both.
     """
     dev = resolve_device(device)
     engine = TwoVsTwo(word_similarity, device=dev)
     k = engine.k
     w = np.asarray(word_similarity, dtype=np.float64)
     mats = [np.ascontiguousarray(m, dtype=np.float64) for m in image_similarities]
-    for m in mats:
+    for j, m in enumerate(mats):
         if m.shape != (k, k):
             raise ValueError(f"every image similarity must be {k} x {k}, got {m.shape}")
-        if not np.array_equal(m, m.T):
-            raise ValueError("image similarity matrices must be symmetric")
+        if not np.array_equal(m, m.T, equal_nan=True):
+            raise ValueError(f"image similarity matrices must be symmetric (layer {j} is not)")
+    scored = [bool(np.isfinite(m).all()) for m in mats]
     # RSA under permutation: the upper triangle of I[p][:, p] holds the same values as
     # I's (I is symmetric), so its mean and norm are invariant; only the dot product
     # with the centred word triangle changes.
@@ -131,7 +139,8 @@ def permutation_null(
     w_centred = np.zeros((k, k))
     w_centred[iu] = w_ut - w_ut.mean()
     w_norm = centred_norm(w_ut)[1]
-    rsa_mats = [_rsa_transform(m, rsa_method) for m in mats]
+    rsa_mats = [_rsa_transform(m, rsa_method) if ok else m for m, ok in zip(mats, scored,
+                                                                            strict=True)]
     rsa_norms = [centred_norm(m[iu])[1] for m in rsa_mats]
 
     n = max(stop - start, 0)
@@ -145,6 +154,9 @@ def permutation_null(
     for lo, hi in batch_ranges(start, stop, batch_size):
         perms = permutations(seed, lo, hi, k)
         for j, (m, r) in enumerate(zip(mats, rsa_mats, strict=True)):
+            if not scored[j]:  # undefined correlations: no null
+                acc[lo - start : hi - start, j] = rsa_null[lo - start : hi - start, j] = np.nan
+                continue
             acc[lo - start : hi - start, j] = engine.permuted_accuracy(m, perms)
             rsa_null[lo - start : hi - start, j] = _upper_dot(w_centred, r, perms, dev) / (
                 w_norm * rsa_norms[j])
@@ -167,23 +179,44 @@ def _upper_dot(w: NDArray[np.float64], m: NDArray[np.float64], perms: NDArray[np
     return (mt * torch.as_tensor(w, device=dev)).sum(dim=(1, 2)).cpu().numpy()
 
 
+def _undefined(obs: NDArray[np.float64], nul: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Columns that cannot be tested: NaN observed value or a NaN in the null."""
+    if obs.ndim != 1 or nul.ndim != 2 or nul.shape[1] != obs.shape[0]:
+        raise ValueError(f"observed must be (L,) and null (n, L); got {obs.shape} and "
+                         f"{nul.shape}")
+    return np.isnan(obs) | np.isnan(nul).any(axis=0)
+
+
 def p_values(observed: ArrayLike, null: ArrayLike) -> NDArray[np.float64]:
     """One-sided permutation p-values with the +1 correction, per column.
 
-    ``observed`` has shape (L,), ``null`` (n, L).
+    ``observed`` has shape (L,), ``null`` (n, L). A column whose observed value is NaN,
+    or whose null holds a NaN, is not tested: its p-value is NaN.
     """
     obs = np.asarray(observed, dtype=np.float64)
     nul = np.asarray(null, dtype=np.float64)
-    return (1.0 + (nul >= obs[None, :]).sum(axis=0)) / (1.0 + nul.shape[0])
+    undefined = _undefined(obs, nul)
+    with np.errstate(invalid="ignore"):
+        p = (1.0 + (nul >= obs[None, :]).sum(axis=0)) / (1.0 + nul.shape[0])
+    p[undefined] = np.nan
+    return p
 
 
 def family_wise_p_values(observed: ArrayLike, null: ArrayLike) -> NDArray[np.float64]:
     """Max-statistic p-values controlling the family-wise error over layers (columns).
 
     Each permutation contributes the maximum of its null values over all layers, which
-    is valid because the same permutation was applied to every layer.
+    is valid because the same permutation was applied to every layer. Columns that
+    cannot be tested (NaN observed value or NaN null, see :func:`p_values`) get NaN and
+    are left out of the maximum: the family is the layers that can be scored.
     """
     obs = np.asarray(observed, dtype=np.float64)
     nul = np.asarray(null, dtype=np.float64)
-    peak = nul.max(axis=1)
-    return (1.0 + (peak[:, None] >= obs[None, :]).sum(axis=0)) / (1.0 + nul.shape[0])
+    undefined = _undefined(obs, nul)
+    p = np.full(obs.shape, np.nan)
+    if undefined.all():
+        return p
+    peak = nul[:, ~undefined].max(axis=1)
+    p[~undefined] = (1.0 + (peak[:, None] >= obs[None, ~undefined]).sum(axis=0)) / (
+        1.0 + nul.shape[0])
+    return p

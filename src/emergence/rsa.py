@@ -50,10 +50,18 @@ def pearson_r(u: np.ndarray, v: np.ndarray) -> float:
 def rsa_from_similarity(
     word_similarity: ArrayLike, image_similarity: ArrayLike, method: Method = "pearson"
 ) -> float:
-    """Correlation between the upper triangles of two k x k similarity matrices."""
+    """Correlation between the upper triangles of two k x k similarity matrices.
+
+    NaN when either matrix has a NaN or infinite entry (a constant row: the correlation
+    is undefined), as for the 2 vs 2 accuracy.
+    """
     w, i = upper_triangle(word_similarity), upper_triangle(image_similarity)
     if w.shape != i.shape:
         raise ValueError(f"similarity matrices differ in size: {w.shape} vs {i.shape}")
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"unknown RSA method {method!r}; use 'pearson' or 'spearman'")
+    if not (np.isfinite(w).all() and np.isfinite(i).all()):
+        return float("nan")
     if method == "pearson":
         return pearson_r(w, i)
     if method == "spearman":

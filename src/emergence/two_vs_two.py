@@ -20,6 +20,13 @@ null) are one batched matmul. On CUDA everything is float64 torch; on the CPU a 
 numba kernel computes ``C`` in float32 and certifies each pair's decision against the
 float64 one, recomputing the few it cannot certify in float64 (:mod:`emergence._kernels`),
 so both give the float64 counts.
+
+Undefined inputs. ``W`` is fixed for an engine and must be finite (a constant word
+vector is an error, raised at construction). An image matrix ``I`` with any NaN or
+infinite entry (a concept whose activations are constant in that layer has an undefined
+correlation with every other) cannot be scored: its accuracy is NaN, on every path
+(one matrix, a batch, permutations, CPU or CUDA), never a count in which the undefined
+pairs silently fail. At least :data:`MIN_CONCEPTS` concepts are required.
 """
 
 from __future__ import annotations
@@ -33,11 +40,24 @@ from numpy.typing import ArrayLike, NDArray
 from emergence.device import resolve_device
 from emergence.similarity import similarity_matrix
 
-__all__ = ["TIE_TOLERANCE", "TwoVsTwo", "pair_indices", "two_vs_two", "two_vs_two_from_similarity"]
+__all__ = [
+    "MIN_CONCEPTS",
+    "TIE_TOLERANCE",
+    "TwoVsTwo",
+    "check_permutations",
+    "pair_indices",
+    "two_vs_two",
+    "two_vs_two_from_similarity",
+]
 
 
 TIE_TOLERANCE = 1e-12
 """Differences of summed correlations at or below this are ties (and ties fail)."""
+
+MIN_CONCEPTS = 5
+"""Fewest concepts the 2 vs 2 test accepts: each held-out correlation is then over k - 2 >= 3
+entries. At k = 4 every reduced correlation is over 2 entries, hence +-1, and the score is
+meaningless."""
 
 
 def pair_indices(k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -46,13 +66,46 @@ def pair_indices(k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     return a.astype(np.int64), b.astype(np.int64)
 
 
-def _check_square(name: str, m: NDArray[np.float64]) -> None:
+def _check_shape(name: str, m: NDArray[np.float64]) -> None:
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"{name} must be a square k x k similarity matrix, got shape {m.shape}")
-    if m.shape[0] < 4:
-        raise ValueError(f"the 2 vs 2 test needs at least 4 concepts, got k={m.shape[0]}")
+    if m.shape[0] < MIN_CONCEPTS:
+        raise ValueError(f"the 2 vs 2 test needs at least {MIN_CONCEPTS} concepts (each "
+                         "correlation then has k - 2 >= 3 entries; at k = 4 every reduced "
+                         f"correlation is +-1); got k={m.shape[0]}")
+
+
+def _check_square(name: str, m: NDArray[np.float64]) -> None:
+    _check_shape(name, m)
     if not np.all(np.isfinite(m)):
         raise ValueError(f"{name} has non-finite entries (a constant embedding row?)")
+
+
+def check_permutations(perms: ArrayLike, k: int) -> NDArray[np.int64]:
+    """``perms`` as a contiguous (B, k) int64 array, after checking that every row is a
+    permutation of ``0 .. k-1``; a one-line ValueError naming the first bad row otherwise.
+
+    The kernels index with these values unchecked (an index >= k reads outside the
+    matrix), so every entry point that takes permutations calls this first. One O(B k)
+    pass (:func:`emergence._kernels.invalid_permutation`).
+    """
+    arr = np.asarray(perms)
+    if arr.ndim != 2 or arr.shape[1] != k:
+        raise ValueError(f"permutations must be a (B, {k}) array, one permutation of the "
+                         f"{k} concepts per row; got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"permutations must be integers, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    from emergence import _kernels
+
+    row, col = _kernels.invalid_permutation(arr, k)
+    if row >= 0:
+        v = int(arr[row, col])
+        why = (f"index {v} is outside 0..{k - 1}" if not 0 <= v < k
+               else f"index {v} appears twice")
+        raise ValueError(f"permutation row {row} is not a permutation of 0..{k - 1}: {why} "
+                         f"(column {col})")
+    return arr
 
 
 @dataclass
@@ -66,7 +119,8 @@ class TwoVsTwo:
     Parameters
     ----------
     word_similarity:
-        ``W``, k x k (need not be symmetric; rows are what is compared).
+        ``W``, k x k with k >= :data:`MIN_CONCEPTS`, finite (need not be symmetric; rows
+        are what is compared). Raises ValueError otherwise.
     device:
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
     """
@@ -75,7 +129,7 @@ class TwoVsTwo:
     device: str | torch.device = "cpu"
 
     def __post_init__(self) -> None:
-        w = np.asarray(self.word_similarity, dtype=np.float64)
+        w = np.ascontiguousarray(self.word_similarity, dtype=np.float64)  # views: kernels
         _check_square("word similarity W", w)
         self.k = w.shape[0]
         self.n = float(self.k - 2)
@@ -112,7 +166,9 @@ class TwoVsTwo:
     def outcomes(self, image_similarity: ArrayLike | torch.Tensor) -> torch.Tensor:
         """Pass/fail of every pair: bool tensor (..., C(k,2)) for I of shape (..., k, k).
 
-        The float64 torch engine (any device), pairs in :func:`pair_indices` order.
+        The float64 torch engine (any device), pairs in :func:`pair_indices` order. A pair
+        whose correlations are undefined (NaN entries in I) fails here; :meth:`accuracy`
+        reports such a matrix as NaN.
         """
         i_mat = torch.as_tensor(image_similarity, dtype=torch.float64, device=self._device)
         if i_mat.shape[-2:] != (self.k, self.k):
@@ -156,17 +212,24 @@ class TwoVsTwo:
         """Accuracy after shuffling the image space by each permutation (B x k) -> (B,).
 
         ``I_p = I[p][:, p]``. On the CPU this runs the certified float32 numba kernel
-        (:mod:`emergence._kernels`); on CUDA the batched float64 torch engine.
+        (:mod:`emergence._kernels`); on CUDA the batched float64 torch engine. Every row of
+        ``perms`` must be a permutation of ``0 .. k-1`` (:func:`check_permutations`, a
+        ValueError otherwise). An I with non-finite entries gives NaN for every permutation.
         """
-        perms = np.ascontiguousarray(perms, dtype=np.int64)
-        if self._device.type != "cpu":
-            i_mat = torch.as_tensor(np.asarray(image_similarity, dtype=np.float64),
-                                    device=self._device)
-            p = torch.from_numpy(perms).to(self._device)
-            return self.accuracy(i_mat[p[:, :, None], p[:, None, :]])
-        kernels = self._cpu_kernels()
+        perms = check_permutations(perms, self.k)
         i_mat = np.ascontiguousarray(image_similarity, dtype=np.float64)
-        if not self._certifiable(i_mat):
+        if i_mat.shape != (self.k, self.k):
+            raise ValueError(f"image similarity must be ({self.k}, {self.k}), got {i_mat.shape}")
+        if self._device.type != "cpu":
+            if not np.isfinite(i_mat).all():
+                return np.full(len(perms), np.nan)
+            p = torch.from_numpy(perms).to(self._device)
+            return self.accuracy(torch.from_numpy(i_mat).to(self._device)[p[:, :, None],
+                                                                          p[:, None, :]])
+        kernels = self._cpu_kernels()
+        if not self._certifiable(i_mat):  # NaN/inf entries are not certifiable
+            if not np.isfinite(i_mat).all():
+                return np.full(len(perms), np.nan)
             p = torch.from_numpy(perms)
             return self._float64_accuracy(torch.from_numpy(i_mat)[p[:, :, None], p[:, None, :]])
         images, images32 = kernels.permute_padded(i_mat, perms, self._kp)
@@ -180,7 +243,8 @@ class TwoVsTwo:
         """2 vs 2 accuracy for I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,).
 
         On the CPU: the certified float32 kernel (:mod:`emergence._kernels`), whose counts
-        are those of the float64 computation; on CUDA: the float64 torch engine.
+        are those of the float64 computation; on CUDA: the float64 torch engine. A matrix
+        with any NaN or infinite entry has accuracy NaN (its correlations are undefined).
         """
         if self._device.type != "cpu":
             return self._float64_accuracy(image_similarity)
@@ -196,11 +260,17 @@ class TwoVsTwo:
             images, images_t = self._single
             safe, symmetric = kernels.stage_one(m, m.view(np.int64), images[0], images_t[0],
                                                 self._single32)
-            if not (safe and self._w_safe):
+            if not (safe and self._w_safe):  # includes NaN/inf entries: NaN there
                 return self._float64_accuracy(i_mat)
             counts = self._cpu_counts(images, images if symmetric else images_t,
                                       self._single32)
             return (counts / self.n_pairs).reshape(())
+        finite = np.isfinite(i_mat).all(axis=(1, 2))
+        if not finite.all():  # undefined matrices are NaN; the others scored as usual
+            out = np.full(len(i_mat), np.nan)
+            if finite.any():
+                out[finite] = self.accuracy(i_mat[finite])
+            return out
         if not self._certifiable(i_mat):
             return self._float64_accuracy(i_mat)
         images = np.zeros((len(i_mat), self.k, self._kp))
@@ -211,8 +281,12 @@ class TwoVsTwo:
         return counts / self.n_pairs
 
     def _float64_accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
-        passed = self.outcomes(image_similarity)
-        return (passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs).cpu().numpy()
+        """The float64 torch engine's accuracy; NaN for a matrix with non-finite entries."""
+        i_mat = torch.as_tensor(image_similarity, dtype=torch.float64, device=self._device)
+        passed = self.outcomes(i_mat)
+        acc = passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs
+        finite = torch.isfinite(i_mat).all(dim=-1).all(dim=-1)
+        return torch.where(finite, acc, torch.full_like(acc, float("nan"))).cpu().numpy()
 
     def _certifiable(self, i_mat: NDArray[np.float64]) -> bool:
         """Whether the float32 kernel's error bound applies (entries in float32's safe range)."""
@@ -273,9 +347,13 @@ class _float32_matmul_in_full_precision:
 
 
 def two_vs_two_from_similarity(word_similarity: ArrayLike, image_similarity: ArrayLike) -> float:
-    """2 vs 2 accuracy between two k x k similarity matrices (rows aligned by concept)."""
+    """2 vs 2 accuracy between two k x k similarity matrices (rows aligned by concept).
+
+    ``W`` must be finite (ValueError otherwise); an ``I`` with NaN or infinite entries
+    cannot be scored and gives NaN. Both need k >= :data:`MIN_CONCEPTS`.
+    """
     i_mat = np.asarray(image_similarity, dtype=np.float64)
-    _check_square("image similarity I", i_mat)
+    _check_shape("image similarity I", i_mat)
     return float(TwoVsTwo(word_similarity).accuracy(i_mat))
 
 

@@ -21,4 +21,6 @@ summary, tests = one_vs_two_rows(smk.wildcards.word_model, w_mat, wnids, groups,
                                  n_permutations=smk.params.n_permutations, seed=smk.params.seed)
 write_tsv(smk.output.summary, summary, ONE_VS_TWO_COLUMNS)
 write_tsv(smk.output.tests, tests, ONE_VS_TWO_TEST_COLUMNS)
-log.info("%d tests over %d layers", len(tests), len(groups[0].layers))
+skipped = sum(bool(t["reason"]) for t in tests)
+log.info("%d tests over %d layers (%d skipped: see their reason)", len(tests),
+         len(groups[0].layers), skipped)

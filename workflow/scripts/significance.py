@@ -10,3 +10,6 @@ scores = read_tsv(smk.input.scores)
 nulls = read_nulls(list(smk.input.shards)) if smk.input.shards else {}
 rows = significance_rows(scores, nulls, smk.params.alpha)
 write_tsv(smk.output[0], rows, SIGNIFICANCE_COLUMNS)
+for r in rows:
+    if r["reason"]:
+        log.warning("group %s, layer %s not tested (nan): %s", r["group"], r["layer"], r["reason"])
