@@ -5,8 +5,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import signal
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -16,6 +20,7 @@ import torch
 from PIL import Image
 
 import emergence.extract as extract
+import emergence.io
 from emergence.extract import (
     PEARSON_STATISTIC,
     extract_statistics,
@@ -24,6 +29,7 @@ from emergence.extract import (
     resolve_device,
 )
 from emergence.models import LayerSpec, LoadedModel, load_model, resolve_layers
+from emergence.runner import start
 from emergence.similarity import correlation_from_moments
 
 N_IMAGES = 7
@@ -151,14 +157,14 @@ def test_correlations_match_corrcoef_in_ram_and_spilled(
     sizes = {name: a.nbytes for name, a in acts.items()}
     small = sorted(sizes, key=sizes.get)[:3]  # type: ignore[arg-type]
     spill_dirs: list[str] = []
-    real_mkdtemp = extract.tempfile.mkdtemp
+    real_mkdtemp = emergence.io.tempfile.mkdtemp
 
     def recording_mkdtemp(*args: object, **kwargs: object) -> str:
         path = real_mkdtemp(*args, **kwargs)  # type: ignore[call-overload]
         spill_dirs.append(path)
         return path
 
-    monkeypatch.setattr(extract.tempfile, "mkdtemp", recording_mkdtemp)
+    monkeypatch.setattr(emergence.io.tempfile, "mkdtemp", recording_mkdtemp)
     budgets = {"ram": 1 << 30, "mixed": sum(sizes[n] for n in small), "disk": 0}
     results = {}
     for label, budget in budgets.items():
@@ -185,7 +191,7 @@ def test_correlations_match_corrcoef_in_ram_and_spilled(
             )
     assert len(spill_dirs) == 2
     assert all(
-        Path(d).parent == tmp_path / lbl
+        Path(d).parent == tmp_path / lbl and Path(d).name.startswith(".stats.h5.spill-")
         for d, lbl in zip(spill_dirs, ["mixed", "disk"], strict=True)
     )
     # RAM and disk stores hold the same float32 numbers: bit-identical statistics.
@@ -363,8 +369,10 @@ def test_spill_write_failure_is_one_actionable_error(
 
     monkeypatch.setattr(extract.os, "pwrite", full)
     out = tmp_path / "stats.h5"
-    with pytest.raises(OSError, match=r"spilling activations to .*\.spill-.*No space left on "
-                                      r"device; free disk space there or raise ram_budget_bytes"):
+    with pytest.raises(OSError, match=r"spilling activations to .*/\.stats\.h5\.spill-.*No space "
+                                      r"left on device; free disk space there or raise "
+                                      r"extraction\.ram_budget_mb in the config "
+                                      r"\(ram_budget_bytes\)$"):
         extract_statistics(loaded, images, layers, out, batch_size=2, ram_budget_bytes=0,
                            progress=False)
     assert list(tmp_path.iterdir()) == []  # no output, no tmp, no spill directory
@@ -485,7 +493,7 @@ def test_failure_leaves_nothing_behind(
     out.write_bytes(b"previous result")
 
     def boom(*args: object, **kwargs: object) -> None:
-        assert (tmp_path / "stats.h5.tmp").exists()  # failing mid-write
+        assert (tmp_path / f".stats.h5.tmp-{os.getpid()}").exists()  # failing mid-write
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr(extract, "_write_predictions", boom)
@@ -496,12 +504,84 @@ def test_failure_leaves_nothing_behind(
     monkeypatch.undo()
 
     missing = [*images[:4], str(tmp_path / "missing.png"), *images[4:]]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path}/missing.png: image file not found$"):
         extract_statistics(
             loaded, missing, layers, tmp_path / "new.h5", batch_size=2, progress=False
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.h5"]
     assert no_hooks(loaded.model)
+
+    # A truncated JPEG (issue #11): PIL's message did not name the file.
+    data = Path(images[1]).read_bytes()
+    cut = tmp_path / "images" / "cut.jpg"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError) as info:
+        extract_statistics(loaded, [*images[:5], str(cut)], layers, tmp_path / "new.h5",
+                           batch_size=2, ram_budget_bytes=0, progress=False)
+    text = str(info.value)
+    assert text.startswith(f"{cut}: cannot read image (")  # PIL: "Truncated File Read"
+    assert "\n" not in text
+    assert text.endswith("); replace or remove the file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "stats.h5"]
+    assert no_hooks(loaded.model)
+
+
+KILLED_EXTRACTION = """
+import time
+import emergence.extract as extract
+import emergence.io
+from emergence.models import load_model, resolve_layers
+
+def stuck(*args, **kwargs):  # called with the output's temporary and the spill files open
+    print("ready", flush=True)
+    time.sleep(600)
+
+extract._write_predictions = stuck
+model = load_model({spec!r}, seed=0)
+extract.extract_statistics(model, {images!r}, resolve_layers(model), {out!r}, batch_size=3,
+                           ram_budget_bytes=0, progress=False)
+"""
+
+
+def test_kill_9_mid_extraction_then_rerun(
+    loaded: LoadedModel,
+    layers: list[LayerSpec],
+    images: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue #11 item 9: a killed extraction left a corrupt temporary HDF5 file and its
+    spill directory; the rerun's runner.start removes them, the result is bit-identical."""
+    out = tmp_path / "acts" / "stats.h5"
+    script = KILLED_EXTRACTION.format(spec=SPEC, images=images, out=str(out))
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [src, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", \
+            proc.communicate(timeout=60)[1][-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = sorted(p.name for p in out.parent.iterdir())
+    assert len(left) == 2 and left[0].startswith(".stats.h5.spill-")  # the defect
+    assert left[1] == f".stats.h5.tmp-{proc.pid}"
+
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    start(SimpleNamespace(output=[str(out)], threads=torch.get_num_threads(),
+                          rule="activations", wildcards={}))
+    assert list(out.parent.iterdir()) == []
+    kwargs = {"batch_size": 3, "ram_budget_bytes": 0, "progress": False}
+    extract_statistics(loaded, images, layers, out, **kwargs)  # type: ignore[arg-type]
+    extract_statistics(loaded, images, layers, tmp_path / "reference.h5", **kwargs)  # type: ignore[arg-type]
+    assert sorted(out.parent.iterdir()) == [out]
+    assert_identical(read_all(out), read_all(tmp_path / "reference.h5"))
 
 
 def test_argument_errors(loaded: LoadedModel, layers: list[LayerSpec], images: list[str]) -> None:
@@ -513,6 +593,8 @@ def test_argument_errors(loaded: LoadedModel, layers: list[LayerSpec], images: l
         extract_statistics(loaded, images, layers, "x.h5", image_meta={"path": images})
     with pytest.raises(ValueError, match="no images"):
         extract_statistics(loaded, [], layers, "x.h5")
+    with pytest.raises(ValueError, match=r"^layer name 'a/b': use letters, digits"):
+        extract_statistics(loaded, images, [LayerSpec("a/b", "bn1")], "x.h5")
     with pytest.raises(ValueError, match="preprocess"):
         make_transform(loaded.data_config, "squash")  # type: ignore[arg-type]
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

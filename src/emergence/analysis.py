@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 
-from emergence.io import atomic_h5
+from emergence.io import atomic_h5, open_h5
 from emergence.one_vs_two import MIN_REFERENCE, one_vs_two
 from emergence.permutation import family_wise_p_values, p_values, permutation_null
 from emergence.rsa import rsa_from_similarity
@@ -70,7 +70,7 @@ class GroupSimilarities:
 def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
                network: str, group: str) -> GroupSimilarities:
     """Read one activations file and restrict it to ``kept_wnids`` (in that order)."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path, "activations file") as f:
         wnids = _strings(f["images/wnid"])
         row_of = {w: i for i, w in enumerate(wnids)}
         missing = [w for w in kept_wnids if w not in row_of]
@@ -183,11 +183,11 @@ def read_nulls(
     parts: dict[str, dict[str, list[NDArray[np.float64]]]] = {}
     starts: list[tuple[int, str | os.PathLike[str]]] = []
     for p in paths:
-        with h5py.File(p, "r") as f:
+        with open_h5(p, "permutation shard") as f:
             starts.append((int(f.attrs["start"]), p))
     expected = 0
     for start, p in sorted(starts, key=lambda t: t[0]):
-        with h5py.File(p, "r") as f:
+        with open_h5(p, "permutation shard") as f:
             if start != expected:
                 raise ValueError(f"{p}: shard starts at permutation {start}, expected {expected}")
             expected = int(f.attrs["stop"])

@@ -17,18 +17,21 @@ every image-space matrix ``I``.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import h5py
 import numpy as np
 
 from emergence.images import ManifestRow, candidates
-from emergence.io import atomic_h5, read_tsv, str_dataset, write_tsv
+from emergence.io import atomic_h5, open_h5, read_tsv, str_dataset, write_tsv
 from emergence.similarity import similarity_matrix
 
-__all__ = ["CONCEPT_COLUMNS", "COVERAGE_COLUMNS", "read_word_matrix", "select_concepts",
-           "write_word_matrix"]
+__all__ = ["CONCEPT_COLUMNS", "COVERAGE_COLUMNS", "MIN_CONCEPTS", "check_enough_concepts",
+           "read_word_matrix", "read_word_vectors", "select_concepts", "write_word_matrix"]
+
+#: Fewest kept concepts a word model needs (the 2 vs 2 test needs 4 concepts).
+MIN_CONCEPTS = 4
 
 COVERAGE_COLUMNS = ["word_model", "wnid", "concept", "found", "lemma", "token", "how", "reason"]
 CONCEPT_COLUMNS = ["word_model", "index", "wnid", "concept", "kept", "reason", "lemma", "token",
@@ -78,6 +81,23 @@ def select_concepts(
     return rows
 
 
+def check_enough_concepts(rows: Sequence[Mapping[str, Any]], word_model: str,
+                          reasons_file: str | os.PathLike[str]) -> None:
+    """Stop with one line when fewer than :data:`MIN_CONCEPTS` of ``rows`` (from
+    :func:`select_concepts`) are kept: how many of how many candidates, why the others
+    were dropped (counted by reason), and the file with the reason per concept."""
+    kept = sum(bool(r["kept"]) for r in rows)
+    if kept >= MIN_CONCEPTS:
+        return
+    why = Counter(part.split(":")[0].strip() for r in rows if not r["kept"]
+                  for part in str(r["reason"]).split("; ") if part)
+    dropped = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
+    raise ValueError(f"word model {word_model}: only {kept} of {len(rows)} candidate concepts "
+                     f"kept, the 2 vs 2 test needs at least {MIN_CONCEPTS} "
+                     f"(dropped: {dropped or 'none'}); the reason per concept is in "
+                     f"{os.fspath(reasons_file)}")
+
+
 def write_concepts(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
     write_tsv(path, rows, CONCEPT_COLUMNS)
 
@@ -92,16 +112,25 @@ def write_word_matrix(
     path: str | os.PathLike[str], word_model: str, spec: Mapping[str, Any],
     vector_wnids: Sequence[str], vectors: np.ndarray, kept: Sequence[tuple[str, str]],
 ) -> np.ndarray:
-    """Compute ``W`` over the kept concepts and store it with its description."""
+    """Compute ``W`` over the kept concepts and store it with its description.
+
+    Fewer than :data:`MIN_CONCEPTS` kept concepts, or a kept concept whose vector has
+    non-finite values or is constant, raise one line naming the word model (and the
+    concepts).
+    """
     row_of = {w: i for i, w in enumerate(vector_wnids)}
     missing = [w for w, _ in kept if w not in row_of]
     if missing:
         raise ValueError(f"word model {word_model} has no vector for kept concept(s) {missing}")
-    if len(kept) < 4:
-        raise ValueError(f"only {len(kept)} concepts kept for word model {word_model}; "
-                         "the 2 vs 2 test needs at least 4 (see the concepts TSV for reasons)")
+    if len(kept) < MIN_CONCEPTS:
+        raise ValueError(f"word model {word_model}: only {len(kept)} concepts kept, the 2 vs 2 "
+                         f"test needs at least {MIN_CONCEPTS}")
     x = vectors[[row_of[w] for w, _ in kept]]
-    w_mat = similarity_matrix(x)
+    try:
+        w_mat = similarity_matrix(x, labels=[f"{c!r} ({w})" for w, c in kept])
+    except ValueError as exc:
+        raise ValueError(f"word model {word_model}: the vector of {exc}; fix or remove it in "
+                         "the word model's vectors") from exc
     attrs = {"what": "W: Pearson correlation between the word vectors of the kept concepts",
              "word_model": word_model, "spec": repr(dict(spec)), "k": len(kept),
              "dimension": int(vectors.shape[1])}
@@ -112,8 +141,15 @@ def write_word_matrix(
     return w_mat
 
 
+def read_word_vectors(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
+    """(wnids, vectors) from a word-vectors file (the ``word_vectors`` rule's output)."""
+    with open_h5(path, "word-vectors file") as f:
+        wnids = [s.decode() if isinstance(s, bytes) else s for s in f["wnid"][()]]
+        return wnids, f["vectors"][()]
+
+
 def read_word_matrix(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray, dict[str, Any]]:
     """(wnids, W, attrs) from a word-matrix file."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path, "word-matrix file") as f:
         wnids = [s.decode() if isinstance(s, bytes) else s for s in f["wnid"][()]]
         return wnids, f["similarity"][()], dict(f.attrs)

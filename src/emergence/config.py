@@ -21,6 +21,29 @@ def _where(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
+def _branch_errors(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """The sub-errors of a oneOf/anyOf error worth reporting.
+
+    When the branches are told apart by ``properties.type.const`` (word models), only
+    the branch of the entry's ``type``; an unknown ``type`` is reported as such, with
+    the types the schema knows (instead of a random branch's "'path' is required").
+    """
+    branches = error.validator_value if error.validator in ("oneOf", "anyOf") else []
+    types = [b.get("properties", {}).get("type", {}).get("const") for b in branches
+             if isinstance(b, Mapping)]
+    instance = error.instance
+    if not types or None in types or not isinstance(instance, Mapping) \
+            or "type" not in instance:
+        return list(error.context)
+    if instance["type"] not in types:
+        where = f"{_where(error)}.type" if error.absolute_path else "type"
+        raise ConfigError(f"config key '{where}': unknown type {instance['type']!r}; "
+                          f"use one of {', '.join(types)}")
+    chosen = types.index(instance["type"])
+    return [e for e in error.context if e.relative_schema_path[0] == chosen] \
+        or list(error.context)
+
+
 def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str]) -> None:
     """Validate ``config`` against the JSON schema; raise :class:`ConfigError` in one line."""
     schema = yaml.safe_load(Path(schema_path).read_text())
@@ -28,10 +51,13 @@ def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str])
     errors = list(validator.iter_errors(config))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
-        # For oneOf (word model types) the most specific sub-error is the useful one.
+        # For oneOf (word model types) the most specific sub-error is the useful one,
+        # from the branch the entry's `type` selects.
         while best.context:
-            best = jsonschema.exceptions.best_match(best.context)
+            best = jsonschema.exceptions.best_match(_branch_errors(best))
         msg = best.message.replace("\n", " ")
+        if best.validator == "pattern" and "description" in best.schema:
+            msg += f" ({best.schema['description']})"
         raise ConfigError(f"config key '{_where(best)}': {msg}")
     _check_semantics(config)
 

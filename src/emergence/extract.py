@@ -12,7 +12,13 @@ is read back in column blocks (disk: one block ahead, in a thread) into a
 :class:`~emergence.similarity.PearsonAccumulator` (float64 sums and Gram matrix from a
 fused numba kernel; torch on the device for device stores).
 
-HDF5 layout (written to ``<out>.tmp`` and renamed into place)::
+Temporaries follow :mod:`emergence.io`'s one scheme: the HDF5 file is written to
+``.<out name>.tmp-<pid>`` beside it and renamed into place; disk row stores live in
+``.<out name>.spill-<random>/`` beside it. Both are removed when the call ends, also on
+an error; what a killed process leaves is removed when the job is rerun
+(:func:`emergence.runner.start`).
+
+HDF5 layout::
 
     /                      attrs: caller's attrs + model, weights, input_size, ...
     images/path            (N,) utf-8
@@ -34,9 +40,7 @@ import math
 import os
 import platform
 import queue
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -58,7 +62,8 @@ from tqdm.auto import tqdm
 
 from emergence._gram import KC
 from emergence.device import resolve_device
-from emergence.models import LayerSpec, LoadedModel
+from emergence.io import atomic_path, scratch_dir
+from emergence.models import LayerSpec, LoadedModel, check_layer_name
 from emergence.similarity import SHIFT_COLUMNS, PearsonAccumulator
 
 __all__ = [
@@ -118,7 +123,28 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     -------
     PIL.Image.Image
         A loaded (file closed) image in mode ``"RGB"``.
+
+    Raises
+    ------
+    FileNotFoundError, OSError
+        One line naming the file: missing, not an image, truncated or corrupt.
+        Truncated files are never padded silently (PIL's ``LOAD_TRUNCATED_IMAGES``
+        is not used).
     """
+    try:
+        return _load_image(path)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{os.fspath(path)}: image file not found") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise OSError(f"{os.fspath(path)}: not an image file PIL can read; "
+                      "replace or remove the file") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise OSError(f"{os.fspath(path)}: cannot read image ({detail}); "
+                      "replace or remove the file") from exc
+
+
+def _load_image(path: str | os.PathLike[str]) -> Image.Image:
     with Image.open(path) as img:
         img.load()
         if img.mode == "P":
@@ -379,7 +405,8 @@ class _Spill:
             except OSError as err:
                 self._error = OSError(err.errno, f"spilling activations to {path}: "
                                                  f"{err.strerror}; free disk space there "
-                                                 "or raise ram_budget_bytes")
+                                                 "or raise extraction.ram_budget_mb in the "
+                                                 "config (ram_budget_bytes)")
             finally:
                 self._free.put(buf)
 
@@ -643,7 +670,8 @@ def extract_statistics(
         From :func:`emergence.models.resolve_layers`.
     out_path : path
         HDF5 file to write (parent directories are created). Written atomically:
-        ``<out_path>.tmp`` then :func:`os.replace`; nothing is left on error.
+        ``.<name>.tmp-<pid>`` beside it, then renamed (:func:`emergence.io.atomic_path`);
+        nothing is left on error.
     batch_size : int, default 32
         Images per forward pass. Reruns with the same batch size and device are
         bit-identical; different batch sizes agree to float32 rounding (CPU/GPU
@@ -660,7 +688,8 @@ def extract_statistics(
         and of the device path's float64 chunks.
     ram_budget_bytes : int, default 64 MiB
         Total bytes of row stores kept in RAM (smallest layers first); the others are
-        files in a temporary directory next to ``out_path``, removed afterwards. Disk
+        files in a scratch directory ``.<name>.spill-<random>/`` next to ``out_path``
+        (:func:`emergence.io.scratch_dir`), removed afterwards. Disk
         stores are written from reused staging buffers with ``O_DIRECT`` by a
         background thread, so they cost the forward pass little on a fast disk, while
         fresh RAM costs page faults (VGG16, 166 images, 2-core VM: 41-42 s with disk
@@ -702,6 +731,8 @@ def extract_statistics(
     if batch_size < 1 or chunk_features < 1:
         raise ValueError("batch_size and chunk_features must be positive")
     names = [spec.name for spec in layers]
+    for name in names:
+        check_layer_name(name)
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate layer names in {names}")
     extra_attrs = dict(attrs or {})
@@ -715,7 +746,6 @@ def extract_statistics(
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     dev = resolve_device(device)
     net = model.model
     n = len(paths)
@@ -730,7 +760,7 @@ def extract_statistics(
     summary = ExtractionSummary(path=out, n_images=n)
     first_param = next(net.parameters(), None)
     home = first_param.device if first_param is not None else torch.device("cpu")
-    spill_dir: str | None = None
+    scratch = contextlib.ExitStack()
     spill: _Spill | None = None
     block = _block_columns(chunk_features)
     capture: _Capture | None = None
@@ -782,10 +812,8 @@ def extract_statistics(
                             capture.stores[name] = np.empty(shape, dtype=np.float32)
                             continue
                         if spill is None:
-                            spill_dir = tempfile.mkdtemp(
-                                prefix=f".{out.name}.spill-", dir=out.parent
-                            )
-                            spill = _Spill(spill_dir, min(batch_size, n) * block * 4)
+                            spill_dir = scratch.enter_context(scratch_dir(out))
+                            spill = _Spill(str(spill_dir), min(batch_size, n) * block * 4)
                         capture.stores[name] = _DiskRows(  # type: ignore[assignment]
                             spill, f"{len(summary.spilled)}.f32", shape, block
                         )
@@ -810,7 +838,7 @@ def extract_statistics(
         t1 = time.perf_counter()
         summary.seconds_forward = t1 - t0
 
-        with h5py.File(tmp, "w") as h5:
+        with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
             _write_root(
                 h5,
                 model,
@@ -854,13 +882,8 @@ def extract_statistics(
                     group.create_dataset("activations", data=raw)
                 if isinstance(store, _DiskRows):
                     store.release()  # its file is deleted while the next layers compute
-        os.replace(tmp, out)
         summary.seconds_statistics = time.perf_counter() - t1
         return summary
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
     finally:
         if capture is not None:
             capture.remove()
@@ -871,8 +894,7 @@ def extract_statistics(
                 if isinstance(store, _DiskRows):
                     store.close()
             capture.stores.clear()
-        if spill_dir is not None:
-            shutil.rmtree(spill_dir, ignore_errors=True)
+        scratch.close()  # the spill directory
         net.to(home)
         torch.set_num_threads(saved_threads)
 

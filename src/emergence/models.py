@@ -50,6 +50,7 @@ __all__ = [
     "LoadedModel",
     "ModelAdapter",
     "WeightsUnavailableError",
+    "check_layer_name",
     "default_layers",
     "get_adapter",
     "load_model",
@@ -69,6 +70,10 @@ MODEL_SPEC_KEYS = frozenset({"model", "pretrained", "checkpoint", "remap", "inpu
 LayerEntry = str | Mapping[str, str]
 
 StateDict = dict[str, torch.Tensor]
+
+#: What a layer name may consist of: it becomes an HDF5 group (``layers/<name>``) and a
+#: TSV value, so no ``/`` (which would nest groups), no spaces; and not ``.`` or ``..``.
+LAYER_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -362,12 +367,31 @@ def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     return resolved
 
 
-def _read_state_dict(path: Path) -> StateDict:
-    if path.suffix == ".safetensors":
-        import safetensors.torch
+def _load_error(exc: BaseException) -> str:
+    """The informative line of a torch/safetensors load error (torch's weights-only
+    failures are a page of advice, with the cause after 'WeightsUnpickler error:')."""
+    text = str(exc)
+    _, marker, cause = text.partition("WeightsUnpickler error:")
+    lines = [ln.strip() for ln in (cause if marker else text).splitlines() if ln.strip()]
+    line = lines[0] if lines else ("the file is empty or cut short"
+                                   if isinstance(exc, EOFError) else "")
+    if len(line) > 100 and ". " in line:  # torch's zip errors go on with advice
+        line = line[: line.index(". ") + 1]
+    return f"{type(exc).__name__}: {line}".rstrip(": ")
 
-        return dict(safetensors.torch.load_file(str(path), device="cpu"))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+
+def _read_state_dict(path: Path) -> StateDict:
+    """The tensors of a checkpoint file; one line naming the file if it is not one."""
+    try:
+        if path.suffix == ".safetensors":
+            import safetensors.torch
+
+            return dict(safetensors.torch.load_file(str(path), device="cpu"))
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever the reader raises: not a checkpoint
+        kind = "safetensors file" if path.suffix == ".safetensors" else "PyTorch checkpoint"
+        raise ValueError(f"{path}: not a {kind} ({_load_error(exc)}); "
+                         "check the file or re-download it") from exc
     if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
         for wrapper in ("state_dict", "model"):
             inner = obj.get(wrapper)
@@ -375,7 +399,8 @@ def _read_state_dict(path: Path) -> StateDict:
                 obj = inner
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
+        raise ValueError(f"{path}: not a state dict of tensors (found {type(obj).__name__}); "
+                         "save model.state_dict()")
     return dict(obj)
 
 
@@ -580,6 +605,17 @@ def _glob(pattern: str, names: Sequence[str]) -> list[str]:
     return [n for n in names if _match_parts(parts, n.split("."))]
 
 
+def check_layer_name(name: str, context: str = "") -> None:
+    """Raise ``ValueError`` (one line) unless ``name`` is letters, digits, ``_ . -`` only.
+
+    Layer names become HDF5 groups (``layers/<name>``: a ``/`` would silently nest
+    them) and TSV values; ``.`` and ``..`` are refused as well.
+    """
+    if not isinstance(name, str) or not LAYER_NAME.fullmatch(name) or set(name) == {"."}:
+        raise ValueError(f"layer name {name!r}{context}: use letters, digits, '_', '.' and '-' "
+                         "only (it becomes an HDF5 group name); set the layer's 'name'")
+
+
 def resolve_layers(
     model: nn.Module | LoadedModel, layers: Sequence[LayerEntry] | None = None
 ) -> list[LayerSpec]:
@@ -609,7 +645,8 @@ def resolve_layers(
     ------
     ValueError
         Unknown module (with close matches), a glob matching nothing, a malformed
-        entry, or duplicate names.
+        entry, a name that is not letters, digits, ``_ . -`` (:func:`check_layer_name`),
+        or duplicate names.
     """
     net = model.model if isinstance(model, LoadedModel) else model
     if layers is None:
@@ -654,6 +691,8 @@ def resolve_layers(
             found.append(LayerSpec(layer_name, match))
     seen: dict[str, LayerSpec] = {}
     for spec in found:
+        check_layer_name(spec.name, f" (module {spec.module!r} in {label})" if spec.module
+                         else f" (the input of {label})")
         if spec.name in seen:
             raise ValueError(
                 f"duplicate layer name {spec.name!r} ({seen[spec.name].module!r} and "

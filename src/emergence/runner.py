@@ -1,21 +1,37 @@
-"""Helpers for the workflow's thin rule scripts: logging and thread setup."""
+"""Helpers for the workflow's thin rule scripts: logging, thread setup, stale temporaries."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from typing import Any
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TextIO
+
+from emergence.io import remove_stale_temporaries
 
 __all__ = ["start"]
 
 
 def start(smk: Any) -> logging.Logger:
-    """Send this job's stderr (progress bars, warnings) to its log file; pin thread counts."""
+    """Set up a rule's job; every rule script calls it first.
+
+    * Sends the job's stderr (progress bars, warnings, the traceback) to its log file;
+      an error that ends the job is also one line on the job's own stderr, which
+      Snakemake shows above its "Error in rule" block (see :func:`_report_to`).
+    * Pins thread counts to the job's ``threads``.
+    * Deletes the temporaries a killed earlier run of this job left beside its outputs
+      (``.<name>.tmp-<pid>``, ``.<name>.spill-*``: see :mod:`emergence.io`); Snakemake
+      never runs two jobs for one output at once, so they are stale. Each is logged.
+    """
     if getattr(smk, "log", None):
+        job_stderr = os.fdopen(os.dup(2), "w", buffering=1)  # Snakemake's (or SLURM's)
         fh = open(smk.log[0], "w", buffering=1)  # noqa: SIM115 - lives as long as the job
         sys.stderr = fh
         os.dup2(fh.fileno(), 2)
+        sys.excepthook = _report_to(job_stderr, smk)
     threads = max(int(getattr(smk, "threads", 1) or 1), 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
@@ -29,4 +45,23 @@ def start(smk: Any) -> logging.Logger:
     log = logging.getLogger(f"emergence.{getattr(smk, 'rule', 'job')}")
     log.info("rule %s, wildcards %s", getattr(smk, "rule", "?"), dict(smk.wildcards.items())
              if hasattr(smk, "wildcards") else {})
+    for stale in remove_stale_temporaries(getattr(smk, "output", None) or []):
+        log.info("removed %s, left by an earlier run of this job that did not finish", stale)
     return log
+
+
+def _report_to(stream: TextIO, smk: Any) -> Callable[..., None]:
+    """An excepthook: the traceback to ``sys.stderr`` (the job's log), and one line
+    ``<rule> (<wildcards>): <Error>: <message> (traceback: <log>)`` to ``stream``."""
+
+    def hook(exc_type: type[BaseException], exc: BaseException,
+             tb: TracebackType | None) -> None:
+        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+        sys.stderr.flush()
+        wildcards = ", ".join(f"{k}={v}" for k, v in dict(smk.wildcards.items()).items()) \
+            if hasattr(smk, "wildcards") else ""
+        where = f"{getattr(smk, 'rule', 'job')}" + (f" ({wildcards})" if wildcards else "")
+        message = " ".join(f"{exc_type.__name__}: {exc}".split())
+        print(f"{where}: {message} (traceback: {smk.log[0]})", file=stream, flush=True)
+
+    return hook

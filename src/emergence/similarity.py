@@ -9,6 +9,8 @@ O(k^2) float64 state, so memory does not grow with the layer's size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -121,22 +123,39 @@ def correlation_from_moments(cov: NDArray[np.float64]) -> NDArray[np.float64]:
     return corr
 
 
-def similarity_matrix(x: ArrayLike, chunk_features: int = 1 << 16) -> NDArray[np.float64]:
+def similarity_matrix(x: ArrayLike, chunk_features: int = 1 << 16,
+                      labels: Sequence[str] | None = None) -> NDArray[np.float64]:
     """k x k Pearson correlation between the rows of ``x`` (k concepts x p features).
 
-    This is the paper's ``W`` (word space) or ``I`` (image space). Raises if a row
-    is constant, since its correlation with anything is undefined.
+    This is the paper's ``W`` (word space) or ``I`` (image space). Raises
+    ``ValueError`` if a row has non-finite values (nan, inf) or is constant, since its
+    correlation with anything is undefined; the message names the rows by ``labels``
+    (e.g. ``"n02084071 (dog)"``), by index if none are given.
     """
     arr = np.asarray(x)
     if arr.ndim != 2:
         raise ValueError(f"similarity_matrix expects a 2-d array (k x p), got shape {arr.shape}")
     if arr.shape[1] < 2:
         raise ValueError(f"similarity_matrix needs at least 2 features per row, got {arr.shape[1]}")
+    if labels is not None and len(labels) != arr.shape[0]:
+        raise ValueError(f"{len(labels)} labels for {arr.shape[0]} rows")
+
+    def named(rows: NDArray[np.intp]) -> str:
+        if labels is None:
+            return f"rows {rows.tolist()}"
+        shown = ", ".join(str(labels[i]) for i in rows[:5])
+        return shown + (f" (+{rows.size - 5} more)" if rows.size > 5 else "")
+
+    nonfinite = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if nonfinite.size:
+        raise ValueError(f"{named(nonfinite)}: non-finite values (nan or inf): "
+                         "the correlation is undefined")
     acc = PearsonAccumulator(arr.shape[0])
     for start in range(0, arr.shape[1], chunk_features):
         acc.update(arr[:, start : start + chunk_features])
     corr = acc.correlation()
     if np.isnan(corr).any():
         bad = np.flatnonzero(np.isnan(np.diag(corr)))
-        raise ValueError(f"rows {bad.tolist()} are constant: their correlation is undefined")
+        raise ValueError(f"{named(bad)}: constant (all values equal): "
+                         "the correlation is undefined")
     return corr

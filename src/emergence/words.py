@@ -635,10 +635,47 @@ def embed_concepts(
     Returns
     -------
     CoverageResult
+
+    Raises
+    ------
+    ValueError
+        One line naming the vector file (or model) and the concepts, if a found
+        concept's vector has non-finite values (nan, inf) or is constant.
     """
     if not isinstance(spec, WordModelSpec):
         spec = WordModelSpec.from_config(spec)
-    return spec.embed(list(concepts))
+    result = spec.embed(list(concepts))
+    _check_vectors(result, str(getattr(spec, "path", None) or getattr(spec, "model", spec.type)))
+    return result
+
+
+def _check_vectors(result: CoverageResult, source: str) -> None:
+    """One line naming ``source`` and the concepts whose vectors have non-finite values
+    or are constant: their correlation with the other concepts (``W``) is undefined."""
+    if not len(result.vectors):
+        return
+    finite = np.isfinite(result.vectors).all(axis=1)
+    constant = finite & (np.ptp(np.where(finite[:, None], result.vectors, 0.0), axis=1) == 0)
+    if finite.all() and not constant.any():
+        return
+    record = {r["wnid"]: r for r in result.records}
+
+    def named(rows: NDArray[np.intp]) -> str:
+        items = []
+        for i in rows[:5]:
+            r = record.get(result.wnids[i], {})
+            token = f", token {r['token']!r}" if r.get("token") else ""
+            items.append(f"{r.get('concept', '?')!r} ({result.wnids[i]}{token})")
+        return ", ".join(items) + (f" (+{rows.size - 5} more)" if rows.size > 5 else "")
+
+    problems = []
+    if not finite.all():
+        problems.append(f"non-finite values (nan or inf; values beyond +-3.4e38 overflow "
+                        f"float32 to inf) in the vector of {named(np.flatnonzero(~finite))}")
+    if constant.any():
+        problems.append(f"a constant vector (all values equal, correlation undefined) for "
+                        f"{named(np.flatnonzero(constant))}")
+    raise ValueError(f"{source}: {'; '.join(problems)}; fix or remove these vectors")
 
 
 def resolve_sentence_transformer_dir(model: str | os.PathLike[str]) -> Path:

@@ -1,7 +1,13 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
-import h5py
 
-from emergence.concepts import kept_concepts, select_concepts, write_concepts, write_word_matrix
+from emergence.concepts import (
+    check_enough_concepts,
+    kept_concepts,
+    read_word_vectors,
+    select_concepts,
+    write_concepts,
+    write_word_matrix,
+)
 from emergence.images import read_manifest
 from emergence.io import read_tsv
 from emergence.runner import start
@@ -15,9 +21,8 @@ rows = select_concepts(read_manifest(smk.input.manifest), smk.params.groups, wm,
                        smk.params.intersect)
 kept = [(r["wnid"], r["concept"]) for r in rows if r["kept"]]
 log.info("%s: %d of %d concepts kept", wm, len(kept), len(rows))
-with h5py.File(smk.input.vectors, "r") as f:
-    wnids = [w.decode() for w in f["wnid"][()]]
-    vectors = f["vectors"][()]
+check_enough_concepts(rows, wm, smk.input[f"coverage_{wm}"])
+wnids, vectors = read_word_vectors(smk.input.vectors)
 write_word_matrix(smk.output.matrix, wm, smk.params.spec, wnids, vectors, kept)
 write_concepts(smk.output.concepts, rows)
 assert kept_concepts(smk.output.concepts) == kept
