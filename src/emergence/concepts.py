@@ -26,12 +26,10 @@ import numpy as np
 from emergence.images import ManifestRow, candidates
 from emergence.io import atomic_h5, open_h5, read_tsv, str_dataset, write_tsv
 from emergence.similarity import similarity_matrix
+from emergence.two_vs_two import MIN_CONCEPTS  # fewest kept concepts: the 2 vs 2 minimum
 
 __all__ = ["CONCEPT_COLUMNS", "COVERAGE_COLUMNS", "MIN_CONCEPTS", "check_enough_concepts",
            "read_word_matrix", "read_word_vectors", "select_concepts", "write_word_matrix"]
-
-#: Fewest kept concepts a word model needs (the 2 vs 2 test needs 4 concepts).
-MIN_CONCEPTS = 4
 
 COVERAGE_COLUMNS = ["word_model", "wnid", "concept", "found", "lemma", "token", "how", "reason"]
 CONCEPT_COLUMNS = ["word_model", "index", "wnid", "concept", "kept", "reason", "lemma", "token",
