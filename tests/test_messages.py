@@ -278,8 +278,9 @@ def test_too_few_concepts_points_to_the_coverage_file(tmp_path: Path) -> None:
         f"word model w2v: only 3 of 6 candidate concepts kept, the 2 vs 2 test needs at least "
         f"{MIN_CONCEPTS} (dropped: 2 not in w2v, 1 no image in group 2); the reason per concept "
         f"is in {coverage_tsv}")
-    rows[3]["kept"] = True
-    check_enough_concepts(rows, "w2v", coverage_tsv)  # four are enough
+    for row in rows[3:5]:
+        row["kept"] = True
+    check_enough_concepts(rows, "w2v", coverage_tsv)  # five (MIN_CONCEPTS) are enough
 
     with pytest.raises(ValueError) as info:
         write_word_matrix(tmp_path / "w.h5", "w2v", {}, ["a", "b", "c"], np.eye(3),
