@@ -252,6 +252,14 @@ def test_second_run_gives_byte_identical_tsvs(demo_run: tuple[Path, dict],
          "config key 'figures.word_model': unknown word model 'glove'"),
         (lambda c: c["word_models"]["w2v"].update(format="csv"),
          "config key 'word_models.w2v.format'"),
+        (lambda c: c.update(results=""), "config key 'results': '' should be non-empty"),
+        (lambda c: c.update(results="  "), "config key 'results': '  '"),
+        (lambda c: c["networks"]["lite0-untrained"].update(control_for="lite0-untrained"),
+         "config key 'networks.lite0-untrained.control_for': a network cannot be its own "
+         "control"),
+        (lambda c: c["networks"]["lite0"].update(control_for="lite0-untrained"),
+         "config key 'networks.lite0.control_for': 'lite0-untrained' is itself a control "
+         "(of 'lite0'); name a trained network"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, edit, message: str) -> None:
