@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,8 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+
+from emergence.device import cuda_available, visible_cuda_devices
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
@@ -226,6 +230,55 @@ def test_rerun_a_new_network_only_runs_its_jobs(demo_run: tuple[Path, dict]) -> 
 
 
 @pytest.mark.slow
+def test_rerun_master_seed_touches_no_forward_pass(demo_run: tuple[Path, dict]) -> None:
+    """The master seed drives permutations and 1 vs 2 only (the emoji images and the
+    untrained control's init do not read it): no extraction reruns."""
+    tmp, cfg = demo_run
+    new = copy.deepcopy(cfg)
+    new["seed"] = cfg["seed"] + 1
+    assert planned(tmp, new) == {
+        "permutations": 12, "significance": 4, "one_vs_two": 4, "fig1_word_models": 2,
+        "fig2_layers": 1, "fig4_one_vs_two": 2, "overview": 1, **AGGREGATES}
+
+
+@pytest.mark.slow
+def test_images_rerun_only_for_keys_of_their_source(demo_run: tuple[Path, dict]) -> None:
+    """ImageNet-only keys (and the master seed) do not rerun the emoji images."""
+    tmp, cfg = demo_run
+    new = copy.deepcopy(cfg)
+    new["images"].update(images_per_concept=3, max_concepts=40)
+    assert planned(tmp, new) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("missing", "rule"), [
+    (["two_vs_two/lite0/w2v/significance.tsv"], "significance"),
+    (["two_vs_two/lite0/w2v/significance.tsv", "two_vs_two/lite0/w2v/null/shard-1-of-3.h5"],
+     "permutations"),
+    (["two_vs_two/lite0-untrained/minilm-word/scores.tsv"], "two_vs_two"),
+    (["one_vs_two/lite0/w2v_tests.tsv"], "one_vs_two"),
+    (["concepts/w2v.tsv"], "word_matrix"),
+])
+def test_a_missing_per_network_output_is_planned(demo_run: tuple[Path, dict], tmp_path: Path,
+                                                 missing: list[str], rule: str) -> None:
+    """The default target lists every per-network output: a deleted one (after a failed job,
+    say) is made again, not "Nothing to be done" while the summaries exist."""
+    tmp, cfg = demo_run
+    res = tmp / "results"
+    for name in missing:  # set aside (mtimes kept) and put back whatever happens
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(res / name, tmp_path / name)
+    try:
+        plan = planned(tmp, cfg)
+    finally:
+        for name in missing:
+            shutil.move(tmp_path / name, res / name)
+    assert plan.get(rule) == 1, plan
+    assert "activations" not in plan
+    assert planned(tmp, cfg) == {}
+
+
+@pytest.mark.slow
 def test_second_run_gives_byte_identical_tsvs(demo_run: tuple[Path, dict],
                                               tmp_path: Path) -> None:
     tmp, cfg = demo_run
@@ -254,6 +307,14 @@ def test_second_run_gives_byte_identical_tsvs(demo_run: tuple[Path, dict],
          "config key 'figures.word_model': unknown word model 'glove'"),
         (lambda c: c["word_models"]["w2v"].update(format="csv"),
          "config key 'word_models.w2v.format'"),
+        (lambda c: c.update(results=""), "config key 'results': '' should be non-empty"),
+        (lambda c: c.update(results="  "), "config key 'results': '  '"),
+        (lambda c: c["networks"]["lite0-untrained"].update(control_for="lite0-untrained"),
+         "config key 'networks.lite0-untrained.control_for': a network cannot be its own "
+         "control"),
+        (lambda c: c["networks"]["lite0"].update(control_for="lite0-untrained"),
+         "config key 'networks.lite0.control_for': 'lite0-untrained' is itself a control "
+         "(of 'lite0'); name a trained network"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, edit, message: str) -> None:
@@ -264,3 +325,31 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, edit, message: st
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def planned_gpus(tmp: Path, cfg: dict, *args: str) -> dict[str, set[int]]:
+    """{rule: the `gpu` resource values of its planned jobs} from `snakemake -n`."""
+    proc = run_snakemake(tmp, cfg, "-n", *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found: dict[str, set[int]] = {}
+    for rule, resources in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$",
+                                      proc.stdout + proc.stderr, re.MULTILINE):
+        gpu = re.search(r"\bgpu=(\d+)", resources)
+        found.setdefault(rule, set()).add(int(gpu.group(1)) if gpu else 0)
+    return found
+
+
+@pytest.mark.parametrize(("device", "args", "gpus"), [
+    # a local run offers one gpu per visible device (none here): no two jobs share one
+    ("cuda", [], min(1, visible_cuda_devices())),
+    ("cuda", ["--resources", "gpu=3"], 1),  # the user's --resources gpu=N stands
+    ("auto", ["--resources", "gpu=3"], int(cuda_available())),  # decided where the DAG is
+])
+def test_gpu_jobs_declare_their_gpu(tmp_path: Path, device: str, args: list[str],
+                                    gpus: int) -> None:
+    cfg = small_config(tmp_path)
+    cfg["extraction"]["device"] = device
+    cfg["permutations"]["device"] = device
+    found = planned_gpus(tmp_path, cfg, *args)
+    assert found["activations"] == {gpus} and found["permutations"] == {gpus}
+    assert found["two_vs_two"] == {0}

@@ -77,6 +77,13 @@ def _check_semantics(config: Mapping[str, Any]) -> None:
         if ctrl is not None and ctrl not in networks:
             raise ConfigError(f"config key 'networks.{name}.control_for': unknown network "
                               f"'{ctrl}' (networks: {', '.join(networks)})")
+        if ctrl == name:
+            raise ConfigError(f"config key 'networks.{name}.control_for': a network cannot be "
+                              "its own control")
+        if ctrl is not None and networks[ctrl].get("control_for") is not None:
+            raise ConfigError(f"config key 'networks.{name}.control_for': '{ctrl}' is itself "
+                              f"a control (of '{networks[ctrl]['control_for']}'); name a "
+                              "trained network")
         for key in (name,):
             if not key.replace("-", "").replace("_", "").isalnum():
                 raise ConfigError(f"config key 'networks.{key}': names may use letters, digits, "

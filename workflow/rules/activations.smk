@@ -12,12 +12,11 @@ rule activations:
     params:
         spec=network_params,
         extraction=config["extraction"],
-        seed=config["seed"],
     conda:
         "../../envs/extraction.yaml"
     threads: config["extraction"]["threads"]  # the forward pass uses exactly this many (see schema)
     resources:
-        gpu=lambda wc: int(config["extraction"]["device"] == "cuda"),
+        gpu=int(uses_cuda(config["extraction"]["device"])),
     benchmark:
         f"{R}/benchmarks/activations/{{network}}/{{group}}.tsv"
     script:

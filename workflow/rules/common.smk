@@ -12,6 +12,7 @@ from emergence.config import (
     group_names,
     primary_word_model,
 )
+from emergence.device import gpu_slots, uses_cuda
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 if not SCHEMA.exists():  # Snakefile moved into workflow/
@@ -34,6 +35,14 @@ TRAINED = [n for n in NETWORKS if n not in CONTROLS]
 N_SHARDS = config["permutations"]["shards"]
 FORMATS = config["figures"]["formats"]
 
+# GPUs. A job whose device is `cuda`, or `auto` where CUDA is available here, asks for gpu=1
+# (the rules' `resources:`). A local run offers as many as there are visible devices, so no
+# two jobs share one (`--resources gpu=N` overrides; cluster runs leave it to the scheduler).
+_gpus = gpu_slots(workflow.global_resources, local=workflow.resource_settings.nodes is None)
+if _gpus is not None:
+    workflow.global_resources["gpu"] = _gpus
+
+
 
 wildcard_constraints:
     network="|".join(map(re.escape, NETWORKS)),
@@ -48,6 +57,20 @@ def network_params(wildcards):
     for key in ("label", "control_for"):  # presentation only: no rerun of extraction
         spec.pop(key, None)
     return spec
+
+
+# The image keys each source reads (the schema fills in defaults for all of them).
+IMAGE_KEYS = {
+    "emoji": ("source", "styles", "render_size"),  # the concept table is an input
+    "imagenet": ("source", "path", "labels", "url", "sha256", "images_per_concept",
+                 "max_concepts"),
+}
+
+
+def image_params():
+    """The slice of `images` the images rule of this source reads (and nothing else)."""
+    keys = IMAGE_KEYS["emoji" if config["images"]["source"] == "emoji" else "imagenet"]
+    return {k: config["images"][k] for k in keys if k in config["images"]}
 
 
 def word_model_params(wildcards):
@@ -89,7 +112,16 @@ def labels(*names):
 
 
 def all_outputs():
+    """Every output a finished run has, so that a missing one (a failed job, a deleted file)
+    is made again even while the summaries that were built from it still exist."""
     out = [f"{R}/summary/two_vs_two.tsv", f"{R}/summary/one_vs_two.tsv"]
+    out += [f"{R}/concepts/{wm}.tsv" for wm in WORD_MODELS]
+    for net in NETWORKS:
+        for wm in WORD_MODELS:
+            out += [f"{R}/two_vs_two/{net}/{wm}/scores.tsv",
+                    f"{R}/two_vs_two/{net}/{wm}/significance.tsv",
+                    f"{R}/one_vs_two/{net}/{wm}.tsv",
+                    f"{R}/one_vs_two/{net}/{wm}_tests.tsv"]
     out += figure_paths("overview")
     for net in NETWORKS:
         out += figure_paths(f"fig1_word_models_{net}")

@@ -11,7 +11,7 @@ if config["images"]["source"] == "emoji":
         log:
             f"{R}/logs/images.log",
         params:
-            images=config["images"],
+            images=image_params(),
         conda:
             "../../envs/extraction.yaml"
         benchmark:
@@ -30,7 +30,7 @@ else:
         log:
             f"{R}/logs/images.log",
         params:
-            images=config["images"],
+            images=image_params(),
             seed=config["seed"],
         conda:
             "../../envs/extraction.yaml"

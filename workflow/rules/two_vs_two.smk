@@ -38,7 +38,7 @@ rule permutations:
         "../../envs/statistics.yaml"
     threads: 1
     resources:
-        gpu=lambda wc: int(config["permutations"]["device"] == "cuda"),
+        gpu=int(uses_cuda(config["permutations"]["device"])),
     benchmark:
         f"{R}/benchmarks/permutations/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
     script:

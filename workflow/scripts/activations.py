@@ -1,5 +1,6 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
+from emergence.device import job_device
 from emergence.extract import extract_statistics
 from emergence.images import group_rows, read_manifest
 from emergence.models import load_model, resolve_layers
@@ -18,7 +19,8 @@ layers = resolve_layers(model, layer_entries)
 log.info("%s: %d layers, %d images", smk.wildcards.network, len(layers), len(rows))
 summary = extract_statistics(
     model, [r.path for r in rows], layers, smk.output[0],
-    batch_size=ext["batch_size"], device=ext["device"], preprocess=preprocess,
+    batch_size=ext["batch_size"], device=job_device(ext["device"], smk.resources.get("gpu", 0)),
+    preprocess=preprocess,
     keep_raw_max_features=ext["keep_raw_max_features"],
     ram_budget_bytes=ext["ram_budget_mb"] << 20,
     threads=ext["threads"],

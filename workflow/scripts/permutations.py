@@ -2,6 +2,7 @@ import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.analysis import load_group, null_shard
 from emergence.concepts import read_word_matrix
+from emergence.device import job_device
 from emergence.permutation import shard_range
 from emergence.runner import start
 
@@ -16,4 +17,5 @@ start_i, stop_i = shard_range(perm["n"], perm["shards"], int(smk.wildcards.shard
 log.info("permutations %d..%d of %d", start_i, stop_i - 1, perm["n"])
 null_shard(smk.output[0], smk.wildcards.word_model, w_mat, groups, seed=smk.params.seed,
            start=start_i, stop=stop_i, batch_size=perm["batch_size"],
-           rsa_method=smk.params.rsa_method, device=perm["device"])
+           rsa_method=smk.params.rsa_method,
+           device=job_device(perm["device"], smk.resources.get("gpu", 0)))
