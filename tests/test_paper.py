@@ -23,7 +23,7 @@ from gensim.models import KeyedVectors
 from PIL import Image
 
 from emergence.imagenet import imagenet_classes
-from tests.test_workflow import error_lines
+from tests.conftest import error_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_workflow import ROOT, small_config
+from tests.conftest import ROOT, small_config
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("EMERGENCE_SLURM_TEST") != "1" or shutil.which("sbatch") is None,

@@ -1,0 +1,83 @@
+"""Shared test helpers: the reduced demo config and its one end-to-end run per session."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+N_CONCEPTS = 12
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without blank lines and Snakemake's notice that it applied profiles/default."""
+    return [ln for ln in stderr.splitlines()
+            if ln.strip() and not ln.startswith("Using workflow specific profile")]
+
+
+def small_config(tmp: Path) -> dict:
+    """A reduced demo: 12 emoji concepts, 64 px, lite0 (real weights) + untrained control,
+    MiniLM and a word2vec text file written here that lacks one concept."""
+    with open(ROOT / "config" / "config.yaml") as fh:
+        cfg = yaml.safe_load(fh)
+    lines = (ROOT / "config" / "demo_concepts.tsv").read_text().splitlines()
+    (tmp / "concepts.tsv").write_text("\n".join(lines[: N_CONCEPTS + 1]) + "\n")
+    words = [ln.split("\t")[1] for ln in lines[1 : N_CONCEPTS + 1]]
+    rng = np.random.default_rng(0)
+    kept_words = words[1:]  # the first concept is missing from the vector file
+    with open(tmp / "vectors.txt", "w") as fh:
+        fh.write(f"{len(kept_words)} 20\n")
+        for w in kept_words:
+            fh.write(w + " " + " ".join(f"{v:.5f}" for v in rng.standard_normal(20)) + "\n")
+    lite0 = dict(cfg["networks"]["lite0"], input_size=64)
+    control = dict(cfg["networks"]["lite0-untrained"], input_size=64)
+    return {
+        "seed": 7,
+        "results": str(tmp / "results"),
+        "images": {"source": "emoji", "concepts": str(tmp / "concepts.tsv"),
+                   "styles": ["twemoji", "openmoji"], "render_size": 64},
+        "networks": {"lite0": lite0, "lite0-untrained": control},
+        "word_models": {
+            "minilm-word": cfg["word_models"]["minilm-word"],
+            "w2v": {"type": "keyedvectors", "path": str(tmp / "vectors.txt"),
+                    "format": "word2vec-text"},
+        },
+        # Each word model keeps the concepts it covers (the paper's intersection rule is
+        # exercised by tests/test_paper.py), so adding a word model leaves the others alone.
+        "concepts": {"intersect_word_models": False},
+        "extraction": {"batch_size": 8, "device": "cpu"},
+        "permutations": {"n": 40, "shards": 3, "batch_size": 8},
+        "one_vs_two": {"n_permutations": 20},
+        "figures": {"word_model": "minilm-word"},
+    }
+
+
+def run_snakemake(tmp: Path, cfg: dict, *args: str) -> subprocess.CompletedProcess[str]:
+    cfg_path = tmp / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp), "--configfile", str(cfg_path), *args],
+        capture_output=True, text=True, timeout=1800,
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The reduced demo run once per session (--cores 2); tests read its results."""
+    tmp = tmp_path_factory.mktemp("workflow")
+    cfg = small_config(tmp)
+    proc = run_snakemake(tmp, cfg, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp, cfg
