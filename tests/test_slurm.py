@@ -1,7 +1,8 @@
-"""`snakemake --profile slurm` on a real SLURM cluster gives the same TSVs as a local run.
+"""SLURM: requests fitted to the partition (unit tests), and `snakemake --profile slurm`, typed
+verbatim, on a real one-node cluster gives the same TSVs as a local run.
 
-Needs a running cluster with accounting (CI starts one with .ci/slurm/up.sh and sets
-EMERGENCE_SLURM_TEST=1); skipped otherwise.
+The cluster test needs a running cluster with accounting (CI starts one with
+.ci/slurm/up.sh and sets EMERGENCE_SLURM_TEST=1); it is skipped otherwise.
 """
 
 from __future__ import annotations
@@ -15,15 +16,83 @@ from pathlib import Path
 import pytest
 import yaml
 
+from emergence.slurm import (
+    Partition,
+    Request,
+    SlurmFitError,
+    default_partition,
+    parse_partition,
+    plan,
+    query_partition,
+)
 from tests.conftest import ROOT, small_config
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("EMERGENCE_SLURM_TEST") != "1" or shutil.which("sbatch") is None,
-    reason="needs a SLURM cluster (CI: .ci/slurm/up.sh and EMERGENCE_SLURM_TEST=1)",
-)
+ON_CLUSTER = os.environ.get("EMERGENCE_SLURM_TEST") == "1" and shutil.which("sbatch") is not None
+needs_cluster = pytest.mark.skipif(
+    not ON_CLUSTER, reason="needs a SLURM cluster (CI: .ci/slurm/up.sh and EMERGENCE_SLURM_TEST=1)")
 
-# The same thread counts in both runs, so the extraction is bit-identical.
-THREADS = ["--set-threads", "activations=2", "word_vectors=1"]
+SMALL = Partition("debug", cpus=2, mem_mb=23081, gpus=0)
+
+
+def test_default_partition() -> None:
+    assert default_partition("debug*\nbig\n") == "debug"
+    assert default_partition("gpu\nbatch*") == "batch"
+    assert default_partition("gpu\nbatch") is None
+
+
+def test_parse_partition_takes_the_biggest_node_within_the_partition_limits() -> None:
+    nodes = "2|23081|(null)\n8|64000|gpu:a100:2(S:0-1)\n4|32000|gpu:1,tmpdisk:100\n"
+    assert parse_partition("p", nodes) == Partition("p", 8, 64000, 2)
+    limits = "PartitionName=p MaxCPUsPerNode=6 MaxMemPerNode=UNLIMITED State=UP"
+    assert parse_partition("p", nodes, limits) == Partition("p", 6, 64000, 2)
+    with pytest.raises(SlurmFitError, match="SLURM partition 'p' has no nodes"):
+        parse_partition("p", "\n")
+
+
+def test_query_partition_asks_sinfo_for_the_default_partition() -> None:
+    calls: list[list[str]] = []
+    answers = {"%P": "debug*\n", "%c|%m|%G": "2|23081|(null)\n"}
+
+    def run(args: list[str]) -> str:
+        calls.append(args)
+        if args[0] == "scontrol":
+            raise SlurmFitError("no scontrol")
+        return answers[args[-1]]
+
+    assert query_partition(None, run) == SMALL
+    assert calls[1] == ["sinfo", "-h", "-N", "-p", "debug", "-o", "%c|%m|%G"]
+
+
+def test_plan_caps_threads_at_the_cpus_of_a_node() -> None:
+    reqs = [Request("activations", 4, mem_mb=8000), Request("activations", 4, mem_mb=8000),
+            Request("word_vectors", 2, mem_mb=8000), Request("permutations", 1)]
+    cap, notes = plan(reqs, lambda name: SMALL)
+    assert cap == 2
+    assert notes == ["threads of rule activations capped at 2 (asked for 4; CPUs per node: "
+                     "'debug' 2)"]
+    assert plan(reqs[2:], lambda name: SMALL) == (None, [])  # everything fits: no cap
+    assert plan(reqs, lambda name: SMALL, max_threads=1)[0] == 1  # --max-threads stands
+
+
+def test_plan_stops_on_memory_or_gpus_no_node_has() -> None:
+    with pytest.raises(SlurmFitError, match=(
+            r"^rule activations asks for mem_mb=32000, but a node of SLURM partition 'debug' "
+            r"offers at most 23081 MB: lower it \(--set-resources activations:mem_mb=N\)")):
+        plan([Request("activations", 4, mem_mb=32000)], lambda name: SMALL)
+    with pytest.raises(SlurmFitError, match="mem_mb_per_cpu=16000 x 2 threads"):
+        plan([Request("activations", 4, mem_mb_per_cpu=16000)], lambda name: SMALL)
+    with pytest.raises(SlurmFitError, match="asks for mem_mb=100000000, but"):
+        plan([Request("images", 1, mem_mb=1e8)], lambda name: SMALL)
+    with pytest.raises(SlurmFitError, match="asks for mem_mb=23081.5, but"):
+        plan([Request("images", 1, mem_mb=23081.5)], lambda name: SMALL)
+    with pytest.raises(SlurmFitError, match=(
+            r"^rule permutations asks for gpu=1, but a node of SLURM partition 'debug' "
+            r"offers 0: choose a GPU partition")):
+        plan([Request("permutations", 1, gpus=1)], lambda name: SMALL)
+    big = {"gpu": Partition("gpu", 16, 128000, 4), None: SMALL}
+    cap, _ = plan([Request("permutations", 1, gpus=1, partition="gpu"),
+                   Request("activations", 4)], big.__getitem__)
+    assert cap == 2  # one cap for all jobs: the smallest node over the partitions in use
 
 
 def run(workdir: Path, cfg: dict, *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +100,7 @@ def run(workdir: Path, cfg: dict, *args: str) -> subprocess.CompletedProcess[str
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-         "--directory", str(workdir), "--configfile", str(path), *THREADS, *args],
+         "--directory", str(workdir), "--configfile", str(path), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=3000,
     )
 
@@ -41,8 +110,12 @@ def tsvs(results: Path) -> dict[str, bytes]:
             if "benchmarks" not in p.parts and "logs" not in p.parts}
 
 
+@needs_cluster
 @pytest.mark.slow
-def test_slurm_profile_matches_local_run(tmp_path: Path) -> None:
+def test_slurm_profile_verbatim_matches_local_run(tmp_path: Path) -> None:
+    """`snakemake --profile slurm` with the workflow profile's threads (activations: 4) on a
+    cluster of 2-CPU nodes: the requests are capped to what a node has, and every TSV is
+    byte-identical to a local `--cores 2` run's (which also gives activations 2 threads)."""
     local, cluster = tmp_path / "local", tmp_path / "slurm"
     local.mkdir()
     cluster.mkdir()
@@ -57,11 +130,27 @@ def test_slurm_profile_matches_local_run(tmp_path: Path) -> None:
     proc = run(cluster, cfg, "--profile", "slurm")
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "slurm" in proc.stderr.lower()
+    assert "semantic-emergence: threads of rule activations capped at 2 (asked for 4" in (
+        proc.stderr), proc.stderr[-3000:]
 
     a, b = tsvs(local / "results"), tsvs(cluster / "results")
     assert len(a) > 10 and a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
-    # Every job went through SLURM and is in its accounting database.
-    acct = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobName,State", "-S", "now-1hour"],
-                          capture_output=True, text=True, check=True).stdout
+    # Every job went through SLURM and is in its accounting database, with the capped CPUs.
+    acct = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobName,State,AllocCPUS",
+                           "-S", "now-1hour"], capture_output=True, text=True, check=True).stdout
     assert acct.count("COMPLETED") >= 10
+    assert {int(line.split("|")[2]) for line in acct.splitlines() if "COMPLETED" in line} <= {1, 2}
+
+
+@needs_cluster
+def test_slurm_memory_no_node_has_stops_with_one_line(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path)
+    proc = run(tmp_path, cfg, "--profile", "slurm", "--set-resources",
+               "images:mem_mb=100000000")
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("semantic-emergence:")]
+    assert len(lines) == 1 and lines[0].startswith(
+        "semantic-emergence: rule images asks for mem_mb=100000000, but a node of SLURM "
+        "partition 'debug' offers at most "), proc.stderr[-3000:]
+    assert not (tmp_path / "results" / "images").exists()

@@ -13,6 +13,7 @@ from emergence.config import (
     primary_word_model,
 )
 from emergence.device import gpu_slots, uses_cuda
+from emergence.slurm import Request, SlurmFitError, plan
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 if not SCHEMA.exists():  # Snakefile moved into workflow/
@@ -42,6 +43,35 @@ _gpus = gpu_slots(workflow.global_resources, local=workflow.resource_settings.no
 if _gpus is not None:
     workflow.global_resources["gpu"] = _gpus
 
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def fit_to_slurm():
+    """Before the first submission: cap threads at the CPUs a node of each job's partition
+    offers, or stop with one line for memory or GPUs no node has (see emergence.slurm).
+    The cap (--max-threads) is passed on to every job, so the job uses what it was given."""
+    requests = [
+        Request(job.rule.name, job.threads, _number(job.resources.get("mem_mb")),
+                _number(job.resources.get("mem_mb_per_cpu")),
+                int(_number(job.resources.get("gpu")) or 0),
+                job.resources.get("slurm_partition") or None)
+        for job in workflow.dag.needrun_jobs() if not job.is_local
+    ]
+    try:
+        cap, notes = plan(requests, max_threads=workflow.resource_settings.max_threads)
+    except SlurmFitError as err:
+        sys.exit(f"semantic-emergence: {err}")
+    if cap is not None:
+        workflow.resource_settings.max_threads = cap
+    for note in notes:
+        print(f"semantic-emergence: {note}", file=sys.stderr)
+
+
+onstart:
+    if getattr(workflow.executor_plugin, "name", None) == "slurm":
+        fit_to_slurm()
 
 
 wildcard_constraints:
