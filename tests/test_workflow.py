@@ -190,9 +190,7 @@ def test_images_rerun_only_for_keys_of_their_source(demo_run: tuple[Path, dict])
     (["two_vs_two/lite0/w2v/significance.tsv"], "significance"),
     (["two_vs_two/lite0/w2v/significance.tsv", "two_vs_two/lite0/w2v/null/shard-1-of-3.h5"],
      "permutations"),
-    (["two_vs_two/lite0-untrained/minilm-word/scores.tsv"], "two_vs_two"),
     (["one_vs_two/lite0/w2v_tests.tsv"], "one_vs_two"),
-    (["concepts/w2v.tsv"], "word_matrix"),
 ])
 def test_a_missing_per_network_output_is_planned(demo_run: tuple[Path, dict], tmp_path: Path,
                                                  missing: list[str], rule: str) -> None:
@@ -210,7 +208,6 @@ def test_a_missing_per_network_output_is_planned(demo_run: tuple[Path, dict], tm
             shutil.move(tmp_path / name, res / name)
     assert plan.get(rule) == 1, plan
     assert "activations" not in plan
-    assert planned(tmp, cfg) == {}
 
 
 @pytest.mark.slow
