@@ -1,10 +1,14 @@
-"""Shared test helpers: the reduced demo config and its one end-to-end run per session."""
+"""Shared test helpers: the reduced demo config and its one end-to-end run per session,
+and `kill -9` of a helper process at a chosen moment."""
 
 from __future__ import annotations
 
 import csv
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +85,21 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     proc = run_snakemake(tmp, cfg, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp, cfg
+
+
+def kill_when_ready(script: str) -> int:
+    """Run ``script`` in a fresh interpreter, ``kill -9`` it once it prints 'ready'."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.strip() == "ready", proc.communicate(timeout=60)[1][-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.pid

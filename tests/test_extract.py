@@ -5,10 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import signal
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,6 +28,7 @@ from emergence.extract import (
 from emergence.models import LayerSpec, LoadedModel, load_model, resolve_layers
 from emergence.runner import start
 from emergence.similarity import correlation_from_moments
+from tests.conftest import kill_when_ready
 
 N_IMAGES = 7
 SPEC = {"model": "test_efficientnet", "pretrained": False, "input_size": 64}
@@ -555,23 +553,10 @@ def test_kill_9_mid_extraction_then_rerun(
     spill directory; the rerun's runner.start removes them, the result is bit-identical."""
     out = tmp_path / "acts" / "stats.h5"
     script = KILLED_EXTRACTION.format(spec=SPEC, images=images, out=str(out))
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [src, *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", \
-            proc.communicate(timeout=60)[1][-3000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    pid = kill_when_ready(script)
     left = sorted(p.name for p in out.parent.iterdir())
     assert len(left) == 2 and left[0].startswith(".stats.h5.spill-")  # the defect
-    assert left[1] == f".stats.h5.tmp-{proc.pid}"
+    assert left[1] == f".stats.h5.tmp-{pid}"
 
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     start(SimpleNamespace(output=[str(out)], threads=torch.get_num_threads(),

@@ -11,10 +11,8 @@ import copy
 import logging
 import os
 import pickle
-import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 
@@ -42,6 +40,7 @@ from emergence.models import load_model, resolve_layers
 from emergence.runner import start
 from emergence.similarity import similarity_matrix
 from emergence.words import embed_concepts
+from tests.conftest import kill_when_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -399,24 +398,6 @@ w_mat, groups = small_groups()
 analysis.null_shard({out!r}, "w2v", w_mat, groups, seed=3, start=0, stop=8, batch_size=4,
                     rsa_method="pearson", device="cpu", progress=False)
 """
-
-
-def kill_when_ready(script: str) -> int:
-    """Run ``script`` in a fresh interpreter, ``kill -9`` it once it prints 'ready'."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert line.strip() == "ready", proc.communicate(timeout=60)[1][-3000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.pid
 
 
 def test_kill_9_mid_permutation_then_rerun(tmp_path: Path, caplog: pytest.LogCaptureFixture,
