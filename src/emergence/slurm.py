@@ -4,8 +4,8 @@ A job that asks for more CPUs than any node of its partition has is never starte
 keeps it pending (reason ``PartitionConfig``) and Snakemake waits without a word. Before the
 first job is submitted, :func:`plan` compares every job's request with its partition
 (queried with ``sinfo`` and ``scontrol``): threads are capped at the most CPUs a node offers
-(a job may use fewer threads: the results of this workflow do not depend on the thread
-count beyond the extraction's last bits, see the README); memory and GPUs cannot be lowered
+(a job may run on fewer CPUs: no result of this workflow depends on them, since the forward
+pass always runs ``extraction.threads`` threads, see the README); memory and GPUs cannot be lowered
 safely, so a request no node can meet stops the run with one line naming the rule, the
 request and what the partition offers.
 """
