@@ -22,64 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from PIL import Image
 
 from emergence.imagenet import imagenet_classes
-from tests.conftest import ROOT, error_lines, read_tsv, run_snakemake
-
-N_CLASSES = 8
-GREY = 3  # this class's images are one uniform grey: its `pixels` row is constant
-
-
-def write_study(root: Path) -> dict:
-    classes = imagenet_classes()[:N_CLASSES]
-    rng = np.random.default_rng(0)
-    for c, (wnid, _) in enumerate(classes):
-        folder = root / "images" / wnid
-        folder.mkdir(parents=True)
-        for j in range(2):
-            if c == GREY:
-                pixels = np.full((24, 24, 3), 128, dtype=np.uint8)
-            else:
-                pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / f"{wnid}_{j}.JPEG", quality=95)
-    with open(root / "vectors.txt", "w") as fh:
-        fh.write(f"{N_CLASSES} 16\n")
-        for _, concept in classes:
-            vec = rng.standard_normal(16)
-            fh.write(concept.replace(" ", "_") + " " + " ".join(f"{v:.6f}" for v in vec) + "\n")
-    demo = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    net = demo["networks"]["lite0-untrained"]
-    net = {k: v for k, v in net.items() if k not in ("label", "control_for")}
-    return {
-        "seed": 11,
-        "results": "results",  # relative paths: a copy of the study is the same study
-        "images": {"source": "imagenet-folders", "path": "images",
-                   "images_per_concept": 2},
-        "networks": {"lite": dict(net, input_size=32)},
-        "word_models": {"w2v": {"type": "keyedvectors", "path": "vectors.txt",
-                                "format": "word2vec-text"}},
-        # each word model on its own: a word model added later leaves w2v's branch alone
-        "concepts": {"intersect_word_models": False},
-        "extraction": {"batch_size": 8, "device": "cpu", "threads": 1},
-        "permutations": {"n": 16, "shards": 2, "batch_size": 8},
-        "one_vs_two": {"n_permutations": 8},
-    }
+from tests.conftest import GREY, N_CLASSES, error_lines, read_tsv, run_snakemake
 
 
 def leftovers(results: Path) -> list[str]:
     return sorted(str(p.relative_to(results)) for p in results.rglob("*")
                   if ".tmp" in p.name or ".spill-" in p.name)
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("study")
-    cfg = write_study(root)
-    proc = run_snakemake(root, cfg, "--cores", "2")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return root, cfg
 
 
 @pytest.mark.slow
