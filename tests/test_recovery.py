@@ -1,5 +1,9 @@
 """`kill -9` in the middle of a job, then a rerun: no temporary file survives, and the
-results are byte-identical to an uninterrupted run's."""
+results are byte-identical to an uninterrupted run's.
+
+The interrupted runs use --cores 1 and the reference (the reduced demo, tests/conftest.py)
+--cores 2, so this is also the demo's check that the scores and p-values do not depend on
+the cores given."""
 
 from __future__ import annotations
 
