@@ -153,8 +153,8 @@ def bench_extraction(rows: list[dict], n_images: int, groups: int) -> None:
 import os, resource, tempfile, time, json
 import numpy as np, torch
 from PIL import Image
-from emergence.models import load_model, resolve_layers
-from emergence.extract import extract_statistics, make_transform, load_image
+from emergence.sources.models import load_model, resolve_layers
+from emergence.extraction.extract import extract_statistics, make_transform, load_image
 tmp = tempfile.mkdtemp()
 rng = np.random.default_rng(0)
 paths = []

@@ -21,8 +21,8 @@ import pytest
 import emergence
 from emergence import analysis, figures
 from emergence.io import read_tsv, write_tsv
-from emergence.permutation import permutations
-from emergence.two_vs_two import MIN_CONCEPTS, TwoVsTwo, check_permutations
+from emergence.stats.permutation import permutations
+from emergence.stats.two_vs_two import MIN_CONCEPTS, TwoVsTwo, check_permutations
 from tests import literal
 
 
@@ -92,7 +92,7 @@ def test_constant_row_is_nan_on_every_engine_path() -> None:
 
 
 def test_float32_safe_rejects_nan_and_inf() -> None:
-    from emergence import _kernels
+    from emergence.stats import _kernels
 
     for bad in (np.nan, np.inf, -np.inf):
         m = np.eye(6)

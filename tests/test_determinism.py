@@ -40,7 +40,7 @@ STATISTICS = """
 import hashlib
 import numpy as np
 import emergence
-from emergence.permutation import permutation_null
+from emergence.stats.permutation import permutation_null
 
 rng = np.random.default_rng(0)
 k = 120
@@ -79,8 +79,8 @@ def test_statistics_are_the_same_bits_at_any_thread_count() -> None:
 EXTRACT = """
 import hashlib, sys
 import h5py
-from emergence.extract import extract_statistics
-from emergence.models import load_model, resolve_layers
+from emergence.extraction.extract import extract_statistics
+from emergence.sources.models import load_model, resolve_layers
 
 model = load_model({"model": "tf_efficientnet_lite0", "pretrained": False,
                     "input_size": 64}, seed=0)

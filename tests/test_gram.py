@@ -1,4 +1,4 @@
-"""The fused Pearson-statistics kernel (emergence._gram) against a literal exact sum."""
+"""The fused Pearson-statistics kernel (emergence.stats._gram) against a literal exact sum."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from emergence import _gram
-from emergence.similarity import SHIFT_COLUMNS, PearsonAccumulator
+from emergence.stats import _gram
+from emergence.stats.similarity import SHIFT_COLUMNS, PearsonAccumulator
 
 U64 = 2.0**-53
 

@@ -1,4 +1,4 @@
-"""Tests for :mod:`emergence.imagenet`: classes, listings, sampling, ImageNetV2 download."""
+"""Tests for :mod:`emergence.sources.imagenet`: classes, listings, sampling, ImageNetV2 download."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from emergence.imagenet import (
+from emergence.sources.imagenet import (
     DEFAULT_FOLDER,
     DEFAULT_SHA256,
     DEFAULT_URL,
@@ -25,7 +25,7 @@ from emergence.imagenet import (
     list_images,
     sample_groups,
 )
-from emergence.images import read_manifest
+from emergence.sources.images import read_manifest
 
 CLASSES = imagenet_classes()
 # three classes: index 0 (tench), 1 (goldfish), 2 (great white shark)
@@ -212,7 +212,7 @@ def test_v2_layout(tmp_path: Path) -> None:
 def test_fixture_modes_load(tmp_path: Path) -> None:
     """Greyscale and CMYK JPEGs in the listings come out as RGB downstream."""
     pytest.importorskip("torch")
-    from emergence.extract import load_image
+    from emergence.extraction.extract import load_image
 
     for mode in ("L", "CMYK"):
         img = load_image(_jpeg(tmp_path / f"{mode}.JPEG", mode, 50))

@@ -1,4 +1,4 @@
-"""The certified float32 kernel of the 2 vs 2 test (emergence._kernels).
+"""The certified float32 kernel of the 2 vs 2 test (emergence.stats._kernels).
 
 Its claim: every pair's decision equals the float64 one, because the float32 error of
 each pair's statistic is provably within the bound it computes, and pairs inside the
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import emergence
-from emergence import _kernels
-from emergence.two_vs_two import TIE_TOLERANCE
+from emergence.stats import _kernels
+from emergence.stats.two_vs_two import TIE_TOLERANCE
 from tests import literal
 
 

@@ -33,13 +33,13 @@ from emergence.concepts import (
     write_word_matrix,
 )
 from emergence.config import ConfigError, check_config
-from emergence.extract import load_image
-from emergence.images import ManifestRow
+from emergence.extraction.extract import load_image
 from emergence.io import atomic_h5, remove_stale_temporaries, scratch_dir, temporaries_of
-from emergence.models import load_model, resolve_layers
 from emergence.runner import start
-from emergence.similarity import similarity_matrix
-from emergence.words import embed_concepts
+from emergence.sources.images import ManifestRow
+from emergence.sources.models import load_model, resolve_layers
+from emergence.sources.words import embed_concepts
+from emergence.stats.similarity import similarity_matrix
 from tests.conftest import kill_when_ready
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests for emergence.models: weights loading (hub, random, checkpoints, remaps) and layers."""
+"""Tests for emergence.sources.models: weights (hub, random, checkpoints, remaps), layers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import timm
 import torch
 
-from emergence.extract import load_image, make_transform
-from emergence.models import (
+from emergence.extraction.extract import load_image, make_transform
+from emergence.sources.models import (
     LayerSpec,
     default_layers,
     load_model,
@@ -190,7 +190,7 @@ _HUB_SCRIPT = textwrap.dedent(
     """
     import os, pathlib
     import safetensors.torch, timm, torch
-    from emergence.models import WeightsUnavailableError, load_model
+    from emergence.sources.models import WeightsUnavailableError, load_model
 
     spec = {"model": "test_efficientnet", "pretrained": True}
     try:

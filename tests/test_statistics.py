@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 
 import emergence
-from emergence.one_vs_two import MIN_REFERENCE
-from emergence.permutation import batch_ranges, permutations, shard_range
+from emergence.stats.one_vs_two import MIN_REFERENCE
+from emergence.stats.permutation import batch_ranges, permutations, shard_range
 from tests import literal
 
 

@@ -1,4 +1,4 @@
-"""Tests for emergence.words: vector files, concept matching, WordNet tables, encoders."""
+"""Tests for emergence.sources.words: vector files, concept matching, WordNet tables, encoders."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from emergence import words
-from emergence.words import (
+from emergence.sources import words
+from emergence.sources.words import (
     CoverageResult,
     KeyedVectorsSpec,
     Match,

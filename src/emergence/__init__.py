@@ -12,16 +12,16 @@ Public statistics API (all float64, rows aligned by concept):
 * :func:`one_vs_two` -- the 1 vs 2 test for misclassified images.
 """
 
-from emergence.one_vs_two import OneVsTwo, one_vs_two
-from emergence.permutation import (
+from emergence.stats.one_vs_two import OneVsTwo, one_vs_two
+from emergence.stats.permutation import (
     family_wise_p_values,
     p_values,
     permutation,
     permutation_null,
 )
-from emergence.rsa import rsa, rsa_from_similarity
-from emergence.similarity import PearsonAccumulator, similarity_matrix
-from emergence.two_vs_two import TwoVsTwo, two_vs_two, two_vs_two_from_similarity
+from emergence.stats.rsa import rsa, rsa_from_similarity
+from emergence.stats.similarity import PearsonAccumulator, similarity_matrix
+from emergence.stats.two_vs_two import TwoVsTwo, two_vs_two, two_vs_two_from_similarity
 
 __version__ = "0.1.0"
 

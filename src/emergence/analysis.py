@@ -23,10 +23,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emergence.io import atomic_h5, open_h5
-from emergence.one_vs_two import MIN_REFERENCE, one_vs_two
-from emergence.permutation import family_wise_p_values, p_values, permutation_null
-from emergence.rsa import rsa_from_similarity
-from emergence.two_vs_two import TwoVsTwo
+from emergence.stats.one_vs_two import MIN_REFERENCE, one_vs_two
+from emergence.stats.permutation import family_wise_p_values, p_values, permutation_null
+from emergence.stats.rsa import rsa_from_similarity
+from emergence.stats.two_vs_two import TwoVsTwo
 
 __all__ = [
     "GroupSimilarities",

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from emergence.images import ManifestRow, candidates
 from emergence.io import atomic_h5, open_h5, read_tsv, str_dataset, write_tsv
-from emergence.similarity import similarity_matrix
-from emergence.two_vs_two import MIN_CONCEPTS  # fewest kept concepts: the 2 vs 2 minimum
+from emergence.sources.images import ManifestRow, candidates
+from emergence.stats.similarity import similarity_matrix
+from emergence.stats.two_vs_two import MIN_CONCEPTS  # fewest kept concepts: the 2 vs 2 minimum
 
 __all__ = ["CONCEPT_COLUMNS", "COVERAGE_COLUMNS", "MIN_CONCEPTS", "check_enough_concepts",
            "read_word_matrix", "read_word_vectors", "select_concepts", "write_word_matrix"]

@@ -1,10 +1,10 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.device import job_device
-from emergence.extract import extract_statistics
-from emergence.images import group_rows, read_manifest
-from emergence.models import load_model, resolve_layers
+from emergence.extraction.extract import extract_statistics
 from emergence.runner import start
+from emergence.sources.images import group_rows, read_manifest
+from emergence.sources.models import load_model, resolve_layers
 
 smk = snakemake  # noqa: F821
 log = start(smk)

@@ -7,12 +7,12 @@ smk = snakemake  # noqa: F821
 log = start(smk)
 img = smk.params.images
 if img["source"] == "emoji":
-    from emergence.images import build_emoji_images
+    from emergence.sources.images import build_emoji_images
 
     rows = build_emoji_images(smk.input.table, img["styles"], img["render_size"],
                               smk.output.images, smk.output.manifest)
 else:
-    from emergence.imagenet import build_imagenet_manifest
+    from emergence.sources.imagenet import build_imagenet_manifest
 
     rows, skipped = build_imagenet_manifest(img, smk.output.manifest, smk.params.seed)
     write_tsv(smk.output.skipped, [{"wnid": w, "reason": r} for w, r in skipped],

@@ -3,8 +3,8 @@ import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 from emergence.analysis import load_group, null_shard
 from emergence.concepts import read_word_matrix
 from emergence.device import job_device
-from emergence.permutation import shard_range
 from emergence.runner import start
+from emergence.stats.permutation import shard_range
 
 smk = snakemake  # noqa: F821
 log = start(smk)

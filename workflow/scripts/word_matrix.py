@@ -8,9 +8,9 @@ from emergence.concepts import (
     write_concepts,
     write_word_matrix,
 )
-from emergence.images import read_manifest
 from emergence.io import read_tsv
 from emergence.runner import start
+from emergence.sources.images import read_manifest
 
 smk = snakemake  # noqa: F821
 log = start(smk)

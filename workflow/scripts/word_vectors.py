@@ -1,10 +1,10 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.concepts import COVERAGE_COLUMNS
-from emergence.images import candidates, read_manifest
 from emergence.io import atomic_h5, str_dataset, write_tsv
 from emergence.runner import start
-from emergence.words import embed_concepts, gensim_data_path
+from emergence.sources.images import candidates, read_manifest
+from emergence.sources.words import embed_concepts, gensim_data_path
 
 smk = snakemake  # noqa: F821
 log = start(smk)

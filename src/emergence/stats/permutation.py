@@ -31,8 +31,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 from emergence.device import resolve_device
-from emergence.rsa import centred_norm
-from emergence.two_vs_two import TwoVsTwo
+from emergence.stats.rsa import centred_norm
+from emergence.stats.two_vs_two import TwoVsTwo
 
 __all__ = [
     "batch_ranges",
@@ -171,7 +171,7 @@ def _upper_dot(w: NDArray[np.float64], m: NDArray[np.float64], perms: NDArray[np
                dev: torch.device) -> NDArray[np.float64]:
     """sum_{i<j} w[i, j] m[p_i, p_j] per permutation (w is zero on and below the diagonal)."""
     if dev.type == "cpu":
-        from emergence import _kernels
+        from emergence.stats import _kernels
 
         return _kernels.permuted_upper_dot(w, m, perms)
     p = torch.from_numpy(perms).to(dev)

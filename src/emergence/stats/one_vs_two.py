@@ -35,8 +35,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from emergence.permutation import batch_ranges, permutations
-from emergence.two_vs_two import TIE_TOLERANCE
+from emergence.stats.permutation import batch_ranges, permutations
+from emergence.stats.two_vs_two import TIE_TOLERANCE
 
 __all__ = ["MIN_REFERENCE", "OneVsTwo", "misclassified_tests", "one_vs_two"]
 

@@ -1,7 +1,7 @@
 """Loading timm models and naming the layers whose activations are extracted.
 
 Everything model-specific lives here, in small :class:`ModelAdapter` objects
-(default layer lists) and checkpoint key remaps; :mod:`emergence.extract` only
+(default layer lists) and checkpoint key remaps; :mod:`emergence.extraction.extract` only
 sees a :class:`LoadedModel` and a list of :class:`LayerSpec`.
 
 Model spec (one entry of the workflow config)::

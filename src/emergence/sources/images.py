@@ -35,7 +35,7 @@ def build_emoji_images(
     image_dir: str | os.PathLike[str], manifest: str | os.PathLike[str],
 ) -> list[ManifestRow]:
     """Render every concept of the curated emoji table in every style; write the manifest."""
-    from emergence.emoji import load_concept_table, render_emoji
+    from emergence.sources.emoji import load_concept_table, render_emoji
 
     concepts = load_concept_table(table)
     rows: list[ManifestRow] = []

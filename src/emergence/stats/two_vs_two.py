@@ -18,7 +18,7 @@ Pearson correlation needed is a few gathers into row sums, row sums of squares a
 the cross-product matrix ``C = W I^T``. Batches of image matrices (the permutation
 null) are one batched matmul. On CUDA everything is float64 torch; on the CPU a fused
 numba kernel computes ``C`` in float32 and certifies each pair's decision against the
-float64 one, recomputing the few it cannot certify in float64 (:mod:`emergence._kernels`),
+float64 one, recomputing the few it cannot certify in float64 (:mod:`emergence.stats._kernels`),
 so both give the float64 counts.
 
 Undefined inputs. ``W`` is fixed for an engine and must be finite (a constant word
@@ -38,7 +38,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from emergence.device import resolve_device
-from emergence.similarity import similarity_matrix
+from emergence.stats.similarity import similarity_matrix
 
 __all__ = [
     "MIN_CONCEPTS",
@@ -87,7 +87,7 @@ def check_permutations(perms: ArrayLike, k: int) -> NDArray[np.int64]:
 
     The kernels index with these values unchecked (an index >= k reads outside the
     matrix), so every entry point that takes permutations calls this first. One O(B k)
-    pass (:func:`emergence._kernels.invalid_permutation`).
+    pass (:func:`emergence.stats._kernels.invalid_permutation`).
     """
     arr = np.asarray(perms)
     if arr.ndim != 2 or arr.shape[1] != k:
@@ -96,7 +96,7 @@ def check_permutations(perms: ArrayLike, k: int) -> NDArray[np.int64]:
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"permutations must be integers, got dtype {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.int64)
-    from emergence import _kernels
+    from emergence.stats import _kernels
 
     row, col = _kernels.invalid_permutation(arr, k)
     if row >= 0:
@@ -212,7 +212,7 @@ class TwoVsTwo:
         """Accuracy after shuffling the image space by each permutation (B x k) -> (B,).
 
         ``I_p = I[p][:, p]``. On the CPU this runs the certified float32 numba kernel
-        (:mod:`emergence._kernels`); on CUDA the batched float64 torch engine. Every row of
+        (:mod:`emergence.stats._kernels`); on CUDA the batched float64 torch engine. Every row of
         ``perms`` must be a permutation of ``0 .. k-1`` (:func:`check_permutations`, a
         ValueError otherwise). An I with non-finite entries gives NaN for every permutation.
         """
@@ -242,7 +242,7 @@ class TwoVsTwo:
     def accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
         """2 vs 2 accuracy for I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,).
 
-        On the CPU: the certified float32 kernel (:mod:`emergence._kernels`), whose counts
+        On the CPU: the certified float32 kernel (:mod:`emergence.stats._kernels`), whose counts
         are those of the float64 computation; on CUDA: the float64 torch engine. A matrix
         with any NaN or infinite entry has accuracy NaN (its correlations are undefined).
         """
@@ -298,7 +298,7 @@ class TwoVsTwo:
         if not hasattr(self, "_word_stats"):
             import numba
 
-            from emergence import _kernels
+            from emergence.stats import _kernels
 
             self._numba = numba
             self._numba_max_threads = int(numba.config.NUMBA_NUM_THREADS)

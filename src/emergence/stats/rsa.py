@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from emergence.similarity import similarity_matrix
+from emergence.stats.similarity import similarity_matrix
 
 __all__ = ["centred_norm", "pearson_r", "rsa", "rsa_from_similarity", "upper_triangle"]
 

@@ -3,7 +3,7 @@
 The paper (Dharmaretnam & Fyshe 2018) takes 5 ImageNet validation images per concept and
 splits them into 5 groups of one image per concept. This module lists labelled images from
 the usual on-disk layouts, samples them reproducibly and writes the image manifest
-(:func:`emergence.images.write_manifest`).
+(:func:`emergence.sources.images.write_manifest`).
 
 Sources (``images.source`` in the config):
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from emergence.images import ManifestRow, write_manifest
+from emergence.sources.images import ManifestRow, write_manifest
 
 __all__ = [
     "DEFAULT_FOLDER",

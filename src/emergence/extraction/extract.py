@@ -9,7 +9,7 @@ to the output, written column-block by column-block from a small ring of staging
 buffers by a background thread (``O_DIRECT`` where the file system allows it, so the
 spilled gigabytes never pass through the page cache). After the last batch each store
 is read back in column blocks (disk: one block ahead, in a thread) into a
-:class:`~emergence.similarity.PearsonAccumulator` (float64 sums and Gram matrix from a
+:class:`~emergence.stats.similarity.PearsonAccumulator` (float64 sums and Gram matrix from a
 fused numba kernel; torch on the device for device stores).
 
 Temporaries follow :mod:`emergence.io`'s one scheme: the HDF5 file is written to
@@ -60,11 +60,11 @@ from torch import nn
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from emergence._gram import KC
 from emergence.device import resolve_device
 from emergence.io import atomic_path, scratch_dir
-from emergence.models import LayerSpec, LoadedModel, check_layer_name
-from emergence.similarity import SHIFT_COLUMNS, PearsonAccumulator
+from emergence.sources.models import LayerSpec, LoadedModel, check_layer_name
+from emergence.stats._gram import KC
+from emergence.stats.similarity import SHIFT_COLUMNS, PearsonAccumulator
 
 __all__ = [
     "PEARSON_STATISTIC",
@@ -662,12 +662,12 @@ def extract_statistics(
     Parameters
     ----------
     model : LoadedModel
-        From :func:`emergence.models.load_model`; moved to ``device`` for the run and
+        From :func:`emergence.sources.models.load_model`; moved to ``device`` for the run and
         back to its original device afterwards.
     image_paths : sequence of path
         Images, in the row order of every output matrix.
     layers : sequence of LayerSpec
-        From :func:`emergence.models.resolve_layers`.
+        From :func:`emergence.sources.models.resolve_layers`.
     out_path : path
         HDF5 file to write (parent directories are created). Written atomically:
         ``.<name>.tmp-<pid>`` beside it, then renamed (:func:`emergence.io.atomic_path`);

@@ -33,7 +33,7 @@ class PearsonAccumulator:
     maps) would otherwise suffer in ``gram - n * mean mean^T``.
 
     The sums and the Gram matrix are computed by a fused numba kernel
-    (:mod:`emergence._gram`; 2-3x faster than numpy's astype/subtract/``syrk`` on a
+    (:mod:`emergence.stats._gram`; 2-3x faster than numpy's astype/subtract/``syrk`` on a
     VGG16 group's float32 activations, on the CI machine); chunks whose widths are
     multiples of 1,024 columns give bit-identical statistics however the matrix is cut,
     and so do any memory layout and thread count.
@@ -84,7 +84,7 @@ class PearsonAccumulator:
             raise ValueError("statistics from from_moments() cannot be updated")
         if block.dtype not in (np.float32, np.float64):
             block = block.astype(np.float64)
-        from emergence import _gram
+        from emergence.stats import _gram
 
         if self.shift is None:
             self.shift = block[:, :SHIFT_COLUMNS].astype(np.float64).mean(axis=1)

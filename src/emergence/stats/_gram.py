@@ -1,6 +1,6 @@
 """Fused CPU kernel (numba) for the streamed Pearson statistics of CNN activations.
 
-:class:`~emergence.similarity.PearsonAccumulator` needs, for an ``n x F`` block of
+:class:`~emergence.stats.similarity.PearsonAccumulator` needs, for an ``n x F`` block of
 activations (float32 from the network), the row sums and the Gram matrix of the rows
 after a per-row shift, in float64. With numpy that is three passes and a BLAS call per
 chunk (``astype`` copy, subtraction, sum, then ``syrk``); OpenBLAS's ``syrk`` reaches
