@@ -16,7 +16,7 @@ from emergence.device import gpu_slots, uses_cuda
 from emergence.slurm import Request, SlurmFitError, plan
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-if not SCHEMA.exists():  # Snakefile moved into workflow/
+if not SCHEMA.exists():  # run as `snakemake -s workflow/Snakefile`: basedir is workflow/
     SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 
 try:
