@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,33 @@ def _branch_errors(error: jsonschema.ValidationError) -> list[jsonschema.Validat
         or list(error.context)
 
 
-def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str]) -> None:
-    """Validate ``config`` against the JSON schema; raise :class:`ConfigError` in one line."""
+Validator = type[jsonschema.protocols.Validator]
+
+
+def _fill_defaults(cls: Validator) -> Validator:
+    """``cls`` that also writes each missing property's schema ``default`` into the instance
+    while it validates (the jsonschema FAQ recipe, as ``snakemake.utils.validate`` does):
+    validation and defaults in one pass. The schema has no defaults inside ``oneOf``
+    branches, so no branch that fails can leave a default behind."""
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):  # noqa: ANN001, ANN202
+        if validator.is_type(instance, "object"):
+            for name, sub in props.items():
+                if isinstance(sub, Mapping) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(cls, {"properties": properties})
+
+
+def check_config(config: MutableMapping[str, Any], schema_path: str | os.PathLike[str]) -> None:
+    """Validate ``config`` against the JSON schema, fill in the schema's defaults (in place),
+    and run the checks a schema cannot say; raise :class:`ConfigError` in one line.
+
+    This is the one validation path: the workflow calls it once, before the DAG is built."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _fill_defaults(jsonschema.Draft202012Validator)(schema)
     errors = list(validator.iter_errors(config))
     if errors:
         best = jsonschema.exceptions.best_match(errors)

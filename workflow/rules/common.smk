@@ -3,8 +3,6 @@ import re
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from emergence.config import (
     ConfigError,
     check_config,
@@ -20,8 +18,7 @@ if not SCHEMA.exists():  # run as `snakemake -s workflow/Snakefile`: basedir is 
     SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 
 try:
-    check_config(config, SCHEMA)
-    validate(config, schema=str(SCHEMA))  # fills in the schema's defaults
+    check_config(config, SCHEMA)  # the schema, its defaults filled in, and the semantic checks
     check_data_paths(config)
 except ConfigError as err:
     sys.exit(f"semantic-emergence: {err}")
