@@ -153,7 +153,8 @@ def bench_extraction(rows: list[dict], n_images: int, groups: int) -> None:
 import os, resource, tempfile, time, json
 import numpy as np, torch
 from PIL import Image
-from emergence.sources.models import load_model, resolve_layers
+from emergence.sources.layers import resolve_layers
+from emergence.sources.models import NetworkSpec, load_model
 from emergence.extraction.extract import extract_statistics, make_transform, load_image
 tmp = tempfile.mkdtemp()
 rng = np.random.default_rng(0)
@@ -162,8 +163,7 @@ for i in range({n_images}):
     p = os.path.join(tmp, f"{{i}}.jpg")
     Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(p)
     paths.append(p)
-spec = {{"model": "vgg16.tv_in1k", "pretrained": False}}
-m = load_model(spec, seed=0)
+m = load_model(NetworkSpec("vgg16", "vgg16.tv_in1k", pretrained=False))
 import yaml
 cfg = yaml.safe_load(open("config/paper.yaml"))
 layers = resolve_layers(m, cfg["networks"]["vgg16"]["layers"])

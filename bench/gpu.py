@@ -104,7 +104,8 @@ def extraction(rows: list[dict], dev: str, n_images: int, n_cpu: int, size: int)
     from PIL import Image
 
     from emergence.extraction.extract import extract_statistics, load_image, make_transform
-    from emergence.sources.models import load_model, resolve_layers
+    from emergence.sources.layers import resolve_layers
+    from emergence.sources.models import NetworkSpec, load_model
 
     cfg = yaml.safe_load(open(ROOT / "config" / "paper.yaml"))
     tmp = tempfile.mkdtemp()
@@ -119,7 +120,7 @@ def extraction(rows: list[dict], dev: str, n_images: int, n_cpu: int, size: int)
         entry = cfg["networks"][net]
         layer_entries = entry["layers"]
         spec = {key: entry[key] for key in ("model", "input_size") if key in entry}
-        m = load_model({**spec, "pretrained": False}, seed=0)
+        m = load_model(NetworkSpec.from_params({**spec, "pretrained": False}, name=net))
         layers = resolve_layers(m, layer_entries)
         tf = make_transform(m.data_config, "timm")
         corr = {}

@@ -80,10 +80,11 @@ EXTRACT = """
 import hashlib, sys
 import h5py
 from emergence.extraction.extract import extract_statistics
-from emergence.sources.models import load_model, resolve_layers
+from emergence.sources.layers import resolve_layers
+from emergence.sources.models import NetworkSpec, load_model
 
-model = load_model({"model": "tf_efficientnet_lite0", "pretrained": False,
-                    "input_size": 64}, seed=0)
+model = load_model(NetworkSpec("lite0", "tf_efficientnet_lite0", pretrained=False,
+                               input_size=64))
 layers = resolve_layers(model, ["pixels", {"module": "blocks.?", "name": "stage{i}"},
                                 {"module": "classifier", "name": "logits"}])
 paths, out = sys.argv[1].split(","), sys.argv[2]

@@ -26,7 +26,8 @@ from emergence.extraction.extract import (
     resolve_device,
 )
 from emergence.runner import start
-from emergence.sources.models import LayerSpec, LoadedModel, load_model, resolve_layers
+from emergence.sources.layers import LayerSpec, resolve_layers
+from emergence.sources.models import LoadedModel, NetworkSpec, load_model
 from emergence.stats.similarity import correlation_from_moments
 from tests.conftest import kill_when_ready
 
@@ -36,7 +37,7 @@ SPEC = {"model": "test_efficientnet", "pretrained": False, "input_size": 64}
 
 @pytest.fixture(scope="module")
 def loaded() -> LoadedModel:
-    return load_model(SPEC, seed=0)
+    return load_model(NetworkSpec.from_params(SPEC))
 
 
 @pytest.fixture(scope="module")
@@ -529,14 +530,15 @@ KILLED_EXTRACTION = """
 import time
 import emergence.extraction.extract as extract
 import emergence.io
-from emergence.sources.models import load_model, resolve_layers
+from emergence.sources.layers import resolve_layers
+from emergence.sources.models import NetworkSpec, load_model
 
 def stuck(*args, **kwargs):  # called with the output's temporary and the spill files open
     print("ready", flush=True)
     time.sleep(600)
 
 extract._write_predictions = stuck
-model = load_model({spec!r}, seed=0)
+model = load_model(NetworkSpec.from_params({spec!r}))
 extract.extract_statistics(model, {images!r}, resolve_layers(model), {out!r}, batch_size=3,
                            ram_budget_bytes=0, progress=False)
 """

@@ -37,7 +37,8 @@ from emergence.extraction.extract import load_image
 from emergence.io import atomic_h5, remove_stale_temporaries, scratch_dir, temporaries_of
 from emergence.runner import start
 from emergence.sources.images import ManifestRow
-from emergence.sources.models import load_model, resolve_layers
+from emergence.sources.layers import resolve_layers
+from emergence.sources.models import NetworkSpec, load_model
 from emergence.sources.words import embed_concepts
 from emergence.stats.similarity import similarity_matrix
 from tests.conftest import kill_when_ready
@@ -186,11 +187,37 @@ def test_unreadable_checkpoint_names_the_file(tmp_path: Path, name: str, content
     else:
         path.write_bytes(content)
     with pytest.raises(ValueError) as info:
-        load_model({"model": "test_efficientnet", "checkpoint": str(path)})
+        load_model(NetworkSpec("net", "test_efficientnet", checkpoint=str(path)))
     text = one_line(info)
     kind = "safetensors file" if name.endswith(".safetensors") else "PyTorch checkpoint"
     assert text.startswith(f"{path}: not a {kind} ({detail}")
     assert "weights_only" not in text and len(text) < 300
+
+
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [([torch.ones(1)], "list"), (torch.ones(2), "Tensor"),
+     ({"weights": {"w": torch.ones(1)}, "epoch": 3}, "dict"),
+     ({"model": [torch.ones(1)]}, "list")],
+)
+def test_checkpoint_that_is_not_a_state_dict_says_so(tmp_path: Path, content: object,
+                                                     found: str) -> None:
+    path = tmp_path / "weights.pth"
+    torch.save(content, path)
+    with pytest.raises(ValueError) as info:
+        load_model(NetworkSpec("net", "test_efficientnet", checkpoint=str(path)))
+    assert one_line(info) == (f"{path}: not a state dict of tensors (found {found}); "
+                              "save model.state_dict()")
+
+
+def test_training_checkpoint_loads_its_state_dict_not_the_ema(tmp_path: Path) -> None:
+    state = timm_state()
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    path = tmp_path / "train.pth"
+    torch.save({"state_dict": state, "state_dict_ema": ema, "epoch": 9}, path)
+    loaded = load_model(NetworkSpec("net", "test_efficientnet", checkpoint=str(path)))
+    got = loaded.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state.items())
 
 
 def timm_state() -> dict[str, torch.Tensor]:

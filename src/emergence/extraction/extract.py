@@ -62,7 +62,8 @@ from tqdm.auto import tqdm
 
 from emergence.device import resolve_device
 from emergence.io import atomic_path, scratch_dir
-from emergence.sources.models import LayerSpec, LoadedModel, check_layer_name
+from emergence.sources.layers import LayerSpec, check_layer_name
+from emergence.sources.models import LoadedModel
 from emergence.stats._gram import KC
 from emergence.stats.similarity import SHIFT_COLUMNS, PearsonAccumulator
 
@@ -667,7 +668,7 @@ def extract_statistics(
     image_paths : sequence of path
         Images, in the row order of every output matrix.
     layers : sequence of LayerSpec
-        From :func:`emergence.sources.models.resolve_layers`.
+        From :func:`emergence.sources.layers.resolve_layers`.
     out_path : path
         HDF5 file to write (parent directories are created). Written atomically:
         ``.<name>.tmp-<pid>`` beside it, then renamed (:func:`emergence.io.atomic_path`);
