@@ -106,7 +106,8 @@ def test_imagenet_classes() -> None:
     CLASSES.pop()
 
 
-@pytest.mark.parametrize("subset", ["imagenet-1k", "imagenet-12k", "imagenet-22k"])
+@pytest.mark.parametrize("subset", ["imagenet-1k", "imagenet-21k-miil", "imagenet-12k",
+                                    "imagenet-22k", "imagenet-22k-ms", "imagenet-21k-goog"])
 def test_class_wnids_are_timms_label_names(subset: str) -> None:
     import timm.data
 
