@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +17,10 @@ from emergence.sources.emoji import (  # noqa: E402
     load_concept_table,
     render_emoji,
 )
+from emergence.sources.imagenet_info import class_wnids, lemmas_for  # noqa: E402
 
 TABLE = Path(__file__).resolve().parents[1] / "config" / "demo_concepts.tsv"
 HEADER = "wnid\tconcept\temoji\tname\tnote\n"
-
-
-def _timm_info(name: str) -> Path:
-    spec = importlib.util.find_spec("timm")
-    assert spec is not None and spec.submodule_search_locations, "timm is not installed"
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" / name
-
-
-def _imagenet1k() -> list[str]:
-    lines = _timm_info("imagenet_synsets.txt").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip()]
 
 
 # --------------------------------------------------------------------------- the table
@@ -51,7 +40,7 @@ def test_table_size_and_uniqueness(table: list[EmojiConcept]) -> None:
 
 
 def test_table_wnids_are_imagenet1k(table: list[EmojiConcept]) -> None:
-    wnids = set(_imagenet1k())
+    wnids = set(class_wnids())
     assert len(wnids) == 1000
     assert {row.wnid for row in table} <= wnids
 
@@ -70,13 +59,9 @@ def test_table_fields_are_well_formed(table: list[EmojiConcept]) -> None:
 
 def test_table_concepts_come_from_the_synset_lemmas(table: list[EmojiConcept]) -> None:
     """Each concept word appears (as a word or a word-joined compound) in its lemmas."""
-    lemmas = dict(
-        line.split("\t", 1)
-        for line in _timm_info("imagenet_synset_to_lemma.txt").read_text().splitlines()
-        if "\t" in line
-    )
+    lemmas = lemmas_for(row.wnid for row in table)
     for row in table:
-        text = lemmas[row.wnid].lower()
+        text = ", ".join(lemmas[row.wnid]).lower()
         words = set(text.replace(",", " ").replace("-", " ").split())
         joined = {lemma.strip().replace(" ", "") for lemma in text.split(",")}
         assert row.concept in words | joined, (row.wnid, row.concept, lemmas[row.wnid])

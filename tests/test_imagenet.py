@@ -1,4 +1,6 @@
-"""Tests for :mod:`emergence.sources.imagenet`: classes, listings, sampling, ImageNetV2 download."""
+"""Tests for the ImageNet image sources: classes (:mod:`emergence.sources.imagenet_info`),
+label files and listings, sampling, the ImageNetV2 download, and the ``images`` spec
+(:mod:`emergence.sources.image_sources`)."""
 
 from __future__ import annotations
 
@@ -15,19 +17,23 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from emergence.sources.imagenet import (
+from emergence.sources.image_sources import ImageSourceSpec
+from emergence.sources.imagenet import list_images, sample_groups
+from emergence.sources.imagenet_info import class_wnids, imagenet_classes
+from emergence.sources.imagenetv2 import (
     DEFAULT_FOLDER,
     DEFAULT_SHA256,
     DEFAULT_URL,
-    build_imagenet_manifest,
     ensure_imagenetv2,
-    imagenet_classes,
-    list_images,
-    sample_groups,
 )
-from emergence.sources.images import read_manifest
+from emergence.sources.images import ManifestRow, read_manifest
 
 CLASSES = imagenet_classes()
+
+
+def _build(params: dict[str, object], manifest: Path, seed: int
+           ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
+    return ImageSourceSpec.from_params(params).build(manifest, seed=seed)
 # three classes: index 0 (tench), 1 (goldfish), 2 (great white shark)
 WNIDS = [w for w, _ in CLASSES[:3]]
 N_PER_CLASS = 6
@@ -98,6 +104,17 @@ def test_imagenet_classes() -> None:
     CLASSES.append(("x", "y"))  # a copy: the cache is not mutated
     assert len(imagenet_classes()) == 1000
     CLASSES.pop()
+
+
+@pytest.mark.parametrize("subset", ["imagenet-1k", "imagenet-21k-miil", "imagenet-12k",
+                                    "imagenet-22k", "imagenet-22k-ms", "imagenet-21k-goog"])
+def test_class_wnids_are_timms_label_names(subset: str) -> None:
+    import timm.data
+
+    assert list(class_wnids(subset)) == timm.data.ImageNetInfo(subset).label_names()
+    assert class_wnids() == tuple(w for w, _ in CLASSES)
+    with pytest.raises(ValueError, match="unknown ImageNet label set"):
+        class_wnids("imagenet-7k")
 
 
 def test_val_loc_csv(val_folder: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
@@ -274,7 +291,7 @@ def test_build_manifest_val(val_folder: tuple[Path, dict[str, str]], tmp_path: P
     config = {"source": "imagenet-val", "path": str(folder), "labels": str(csv_file),
               "max_concepts": 4}
     manifest = tmp_path / "out" / "manifest.tsv"
-    rows, skipped = build_imagenet_manifest(config, manifest, seed=2018)
+    rows, skipped = _build(config, manifest, seed=2018)
     assert read_manifest(manifest) == rows
     assert len(rows) == 15 and sorted({r.group for r in rows}) == ["1", "2", "3", "4", "5"]
     assert skipped == [(CLASSES[3][0], "0 image(s), 5 needed")]
@@ -282,12 +299,12 @@ def test_build_manifest_val(val_folder: tuple[Path, dict[str, str]], tmp_path: P
         assert labels[Path(r.path).name] == r.wnid
         assert Path(r.path).is_file()
 
-    rows2, _ = build_imagenet_manifest(dict(config, images_per_concept=6), manifest, seed=1)
+    rows2, _ = _build(dict(config, images_per_concept=6), manifest, seed=1)
     assert sorted({r.group for r in rows2}) == [str(j) for j in range(1, 7)]
     with pytest.raises(ValueError, match=r"no concept has 7 images"):
-        build_imagenet_manifest(dict(config, images_per_concept=7), manifest, seed=1)
+        _build(dict(config, images_per_concept=7), manifest, seed=1)
     with pytest.raises(ValueError, match=r"images.path: required"):
-        build_imagenet_manifest({"source": "imagenet-val"}, manifest, seed=1)
+        _build({"source": "imagenet-val"}, manifest, seed=1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -361,7 +378,7 @@ def test_download_verify_extract_reuse(server: _Server, tmp_path: Path) -> None:
 
     # through the manifest builder (cache hit: url/sha256 irrelevant)
     manifest = tmp_path / "manifest.tsv"
-    rows, skipped = build_imagenet_manifest(
+    rows, skipped = _build(
         {"source": "imagenetv2", "path": str(dest), "url": server.url, "sha256": sha,
          "max_concepts": 3}, manifest, seed=3)
     assert server.requests == 1 and skipped == [] and len(rows) == 15
@@ -371,7 +388,7 @@ def test_download_verify_extract_reuse(server: _Server, tmp_path: Path) -> None:
 
 def test_download_via_manifest_builder(server: _Server, tmp_path: Path) -> None:
     sha = hashlib.sha256(server.payload).hexdigest()
-    rows, _ = build_imagenet_manifest(
+    rows, _ = _build(
         {"source": "imagenetv2", "path": str(tmp_path / "c"), "url": server.url,
          "sha256": sha.upper(), "max_concepts": 3, "images_per_concept": 2},
         tmp_path / "m.tsv", seed=3)
@@ -422,3 +439,51 @@ def test_download_bad_archives(tmp_path: Path) -> None:
     finally:
         s.close()
     assert not (tmp_path / "dest").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# The images spec
+
+
+# The slice of `images` each source's rule read before the spec (workflow/rules/common.smk).
+_IMAGE_KEYS = {
+    "emoji": ("source", "styles", "render_size"),
+    "imagenet": ("source", "path", "labels", "url", "sha256", "images_per_concept",
+                 "max_concepts"),
+}
+
+
+@pytest.mark.parametrize("images", [
+    {"source": "emoji", "concepts": "config/demo_concepts.tsv", "styles": ["openmoji"],
+     "render_size": 64, "images_per_concept": 5},
+    {"source": "imagenet-val", "path": "val", "labels": "LOC_val_solution.csv",
+     "styles": ["twemoji", "openmoji"], "render_size": 256, "images_per_concept": 3,
+     "max_concepts": 40},
+    {"source": "imagenetv2", "path": "cache", "images_per_concept": 5,
+     "styles": ["twemoji", "openmoji"], "render_size": 256},
+])
+def test_image_source_spec(images: dict[str, object]) -> None:
+    spec = ImageSourceSpec.from_config(images)
+    keys = _IMAGE_KEYS["emoji" if images["source"] == "emoji" else "imagenet"]
+    params = {k: images[k] for k in keys if k in images}
+    assert spec.params() == params and list(spec.params()) == list(params)
+    assert ImageSourceSpec.from_params(params) == ImageSourceSpec.from_params(spec.params())
+    groups = (images["styles"] if images["source"] == "emoji"
+              else [str(j + 1) for j in range(images["images_per_concept"])])
+    assert spec.group_names() == groups
+
+
+def test_image_source_data_paths(tmp_path: Path) -> None:
+    from emergence.config import ConfigError
+
+    spec = ImageSourceSpec.from_config({"source": "imagenet-val", "path": "val"})
+    with pytest.raises(ConfigError, match=r"config key 'images.path': val does not exist; "
+                       "set it to the folder of the 50,000"):
+        spec.check_data_paths(tmp_path)
+    (tmp_path / "val").mkdir()
+    with pytest.raises(ConfigError, match="config key 'images.labels' is required for source "
+                       "'imagenet-val': set it to LOC_val_solution.csv"):
+        spec.check_data_paths(tmp_path)
+    ImageSourceSpec.from_config({"source": "imagenetv2"}).check_data_paths(tmp_path)
+    with pytest.raises(ValueError, match="images.max_concepts: must be a positive integer"):
+        ImageSourceSpec.from_params({"source": "imagenet-folders", "max_concepts": 0})

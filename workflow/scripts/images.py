@@ -2,19 +2,14 @@ import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.io import write_tsv
 from emergence.runner import start
+from emergence.sources.image_sources import ImageSourceSpec
 
 smk = snakemake  # noqa: F821
 log = start(smk)
-img = smk.params.images
-if img["source"] == "emoji":
-    from emergence.sources.images import build_emoji_images
-
-    rows = build_emoji_images(smk.input.table, img["styles"], img["render_size"],
-                              smk.output.images, smk.output.manifest)
-else:
-    from emergence.sources.imagenet import build_imagenet_manifest
-
-    rows, skipped = build_imagenet_manifest(img, smk.output.manifest, smk.params.seed)
+spec = ImageSourceSpec.from_params(smk.params.images)
+rows, skipped = spec.build(smk.output.manifest, seed=smk.params.get("seed", 0),
+                           image_dir=smk.output.get("images"), table=smk.input.get("table"))
+if "skipped" in smk.output.keys():
     write_tsv(smk.output.skipped, [{"wnid": w, "reason": r} for w, r in skipped],
               ["wnid", "reason"])
     log.info("%d concepts skipped (see %s)", len(skipped), smk.output.skipped)

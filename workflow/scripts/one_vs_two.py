@@ -6,7 +6,7 @@ from emergence.analysis import (
     load_group,
     one_vs_two_rows,
 )
-from emergence.concepts import read_word_matrix
+from emergence.formats.word_matrix import read_word_matrix
 from emergence.io import write_tsv
 from emergence.runner import start
 

@@ -3,11 +3,12 @@ import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 from emergence.concepts import (
     check_enough_concepts,
     kept_concepts,
-    read_word_vectors,
     select_concepts,
+    word_similarity_matrix,
     write_concepts,
-    write_word_matrix,
 )
+from emergence.formats.vectors import read_word_vectors
+from emergence.formats.word_matrix import write_word_matrix
 from emergence.io import read_tsv
 from emergence.runner import start
 from emergence.sources.images import read_manifest
@@ -23,6 +24,7 @@ kept = [(r["wnid"], r["concept"]) for r in rows if r["kept"]]
 log.info("%s: %d of %d concepts kept", wm, len(kept), len(rows))
 check_enough_concepts(rows, wm, smk.input[f"coverage_{wm}"])
 wnids, vectors = read_word_vectors(smk.input.vectors)
-write_word_matrix(smk.output.matrix, wm, smk.params.spec, wnids, vectors, kept)
+w_mat = word_similarity_matrix(wm, wnids, vectors, kept)
+write_word_matrix(smk.output.matrix, wm, smk.params.spec, kept, w_mat, vectors.shape[1])
 write_concepts(smk.output.concepts, rows)
 assert kept_concepts(smk.output.concepts) == kept

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.util
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from PIL import Image, ImageDraw, ImageFont, features
+
+from emergence.sources.imagenet_info import class_index
 
 __all__ = [
     "STYLES",
@@ -332,7 +333,7 @@ def load_concept_table(path: str | PathLike[str]) -> list[EmojiConcept]:
         and line.
     """
     path = Path(path)
-    valid_wnids = _imagenet1k_wnids()
+    valid_wnids = class_index()
     with path.open(newline="", encoding="utf-8") as fh:
         lines = [
             (number, line)
@@ -395,18 +396,3 @@ def load_concept_table(path: str | PathLike[str]) -> list[EmojiConcept]:
             seen[column][value] = number
         rows.append(EmojiConcept(wnid=wnid, concept=concept, emoji=emoji, name=name))
     return rows
-
-
-@functools.cache
-def _imagenet1k_wnids() -> frozenset[str]:
-    """The 1000 ImageNet-1k wnids, from timm's bundled metadata."""
-    # Locate timm without importing it (importing timm imports torch).
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("package 'timm' is not installed; it provides the ImageNet-1k wnids")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    text = (root / "data" / "_info" / "imagenet_synsets.txt").read_text(encoding="utf-8")
-    wnids = frozenset(line.strip() for line in text.splitlines() if line.strip())
-    if len(wnids) != 1000:
-        raise RuntimeError(f"timm's imagenet_synsets.txt lists {len(wnids)} wnids, not 1000")
-    return wnids

@@ -7,48 +7,40 @@ the usual on-disk layouts, samples them reproducibly and writes the image manife
 
 Sources (``images.source`` in the config):
 
-* ``imagenet-val``: a flat folder of ``ILSVRC2012_val_XXXXXXXX.JPEG`` files plus a label file:
-  Kaggle's ``LOC_val_solution.csv``, the devkit's ``ILSVRC2012_validation_ground_truth.txt``
-  (with the devkit's ``meta.mat`` beside it), or a two-column text file ``filename label``
-  (label = wnid, or the class index in sorted-wnid order as in Caffe's ``val.txt``).
+* ``imagenet-val``: a flat folder of ``ILSVRC2012_val_XXXXXXXX.JPEG`` files plus a label file
+  (read by :mod:`emergence.sources.imagenet_labels`).
 * ``imagenet-folders``: one sub-folder per wnid (the ILSVRC train/val folder layout).
 * ``imagenetv2``: ImageNetV2 matched-frequency, folders ``0`` ... ``999`` (class index in
-  sorted-wnid order); downloaded and checksum-verified on first use.
+  sorted-wnid order); downloaded and checksum-verified on first use
+  (:mod:`emergence.sources.imagenetv2`).
 
-Concept words are the first WordNet lemma of each ImageNet-1k class, as timm ships them.
+Concept words are the first WordNet lemma of each ImageNet-1k class, as timm ships them
+(:mod:`emergence.sources.imagenet_info`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import hashlib
-import importlib.util
 import os
 import re
-import shutil
-import sys
-import tarfile
-import tempfile
-import urllib.request
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from emergence.sources.imagenet_info import class_index, class_wnids, imagenet_classes
+from emergence.sources.imagenet_labels import check_wnid, read_val_labels
+from emergence.sources.imagenetv2 import (
+    DEFAULT_FOLDER,
+    DEFAULT_SHA256,
+    DEFAULT_URL,
+    ensure_imagenetv2,
+)
 from emergence.sources.images import ManifestRow, write_manifest
 
 __all__ = [
-    "DEFAULT_FOLDER",
-    "DEFAULT_SHA256",
-    "DEFAULT_URL",
     "IMAGE_SUFFIXES",
     "SOURCES",
     "build_imagenet_manifest",
-    "ensure_imagenetv2",
-    "imagenet_classes",
     "list_images",
     "sample_groups",
 ]
@@ -56,68 +48,7 @@ __all__ = [
 SOURCES = ("imagenet-val", "imagenet-folders", "imagenetv2")
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
 
-# ImageNetV2 matched-frequency (Recht et al. 2019), the authors' Hugging Face mirror. The SHA-256
-# and size (1,264,079,360 bytes) are those published in TensorFlow Datasets'
-# tensorflow_datasets/datasets/imagenet_v2/checksums.tsv for this exact URL.
-DEFAULT_URL = ("https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/"
-               "imagenetv2-matched-frequency.tar.gz")
-DEFAULT_SHA256: str | None = "f0c37fdf925916b19ea1323cd9a2208cdb6959ba2c32eef2a7fc393835c9ca7c"
-DEFAULT_FOLDER = "imagenetv2-matched-frequency-format-val"
-
 _WNID = re.compile(r"n\d{8}")
-_CHUNK = 1 << 20
-
-
-# ------------------------------------------------------------------------------------------
-# ImageNet-1k classes
-
-
-def _timm_info_dir() -> Path:
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("timm is not installed: it provides the ImageNet class list "
-                           "(timm/data/_info/imagenet_synsets.txt)")
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "_info"
-
-
-@lru_cache(maxsize=1)
-def _classes() -> tuple[tuple[str, str], ...]:
-    info = _timm_info_dir()
-    synsets_file = info / "imagenet_synsets.txt"
-    lemma_file = info / "imagenet_synset_to_lemma.txt"
-    for f in (synsets_file, lemma_file):
-        if not f.is_file():
-            raise RuntimeError(f"{f}: file not found (timm's ImageNet class data)")
-    wnids = [line.strip() for line in synsets_file.read_text().splitlines() if line.strip()]
-    if len(wnids) != 1000 or len(set(wnids)) != 1000:
-        raise RuntimeError(f"{synsets_file}: expected 1000 distinct wnids, found {len(wnids)}")
-    lemmas: dict[str, str] = {}
-    for line in lemma_file.read_text().splitlines():
-        wnid, sep, words = line.partition("\t")
-        if sep:
-            lemmas[wnid.strip()] = words
-    out = []
-    for wnid in wnids:
-        if wnid not in lemmas:
-            raise RuntimeError(f"{lemma_file}: no lemma for {wnid}")
-        out.append((wnid, lemmas[wnid].split(",")[0].strip()))
-    return tuple(out)
-
-
-def imagenet_classes() -> list[tuple[str, str]]:
-    """The 1000 ImageNet-1k classes in class-index order (sorted wnids).
-
-    Returns
-    -------
-    list of (wnid, concept)
-        ``concept`` is the first WordNet lemma as written (``"tench"``, ``"great white
-        shark"``). Two words occur twice: ``crane`` (bird, machine) and ``maillot``.
-    """
-    return list(_classes())
-
-
-def _class_index() -> dict[str, int]:
-    return {wnid: i for i, (wnid, _) in enumerate(_classes())}
 
 
 # ------------------------------------------------------------------------------------------
@@ -131,12 +62,6 @@ def _is_image(p: Path) -> bool:
 def _images_in(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file() and _is_image(p)),
                   key=lambda p: p.name)
-
-
-def _check_wnid(wnid: str, where: str) -> str:
-    if wnid not in _class_index():
-        raise ValueError(f"{where}: unknown wnid '{wnid}' (not an ImageNet-1k class)")
-    return wnid
 
 
 def list_images(source: str, path: str | os.PathLike[str],
@@ -180,7 +105,7 @@ def list_images(source: str, path: str | os.PathLike[str],
         out = _list_folders(folder)
     else:
         out = _list_v2(folder)
-    index = _class_index()
+    index = class_index()
     return {w: sorted(out[w], key=lambda s: Path(s).name)
             for w in sorted(out, key=lambda w: index[w])}
 
@@ -194,7 +119,7 @@ def _list_folders(folder: Path) -> dict[str, list[str]]:
             if not _WNID.fullmatch(entry.name):
                 raise ValueError(f"{entry}: folder name is not a wnid (expected one sub-folder "
                                  "per wnid, e.g. n01440764)")
-            _check_wnid(entry.name, str(entry))
+            check_wnid(entry.name, str(entry))
             out[entry.name] = [str(p) for p in _images_in(entry)]
         elif _is_image(entry):
             raise ValueError(f"{entry}: image outside a class folder (imagenet-folders expects "
@@ -206,7 +131,7 @@ def _list_folders(folder: Path) -> dict[str, list[str]]:
 
 
 def _list_v2(folder: Path) -> dict[str, list[str]]:
-    classes = _classes()
+    classes = class_wnids()
     out: dict[str, list[str]] = {}
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.startswith("."):
@@ -219,7 +144,7 @@ def _list_v2(folder: Path) -> dict[str, list[str]]:
         if not re.fullmatch(r"\d+", entry.name) or not 0 <= int(entry.name) < len(classes):
             raise ValueError(f"{entry}: folder name is not a class index 0..999 (imagenetv2 "
                              "layout)")
-        wnid = classes[int(entry.name)][0]
+        wnid = classes[int(entry.name)]
         if wnid in out:
             raise ValueError(f"{entry}: class index {int(entry.name)} has two folders")
         out[wnid] = [str(p) for p in _images_in(entry)]
@@ -240,7 +165,7 @@ def _list_val(folder: Path, labels: Path | None) -> dict[str, list[str]]:
         labels = found[0]
     if not labels.is_file():
         raise ValueError(f"{labels}: label file not found")
-    by_key = _read_val_labels(labels)
+    by_key = read_val_labels(labels)
 
     files = _images_in(folder)
     if not files:
@@ -270,202 +195,10 @@ def _list_val(folder: Path, labels: Path | None) -> dict[str, list[str]]:
     return out
 
 
-def _read_val_labels(labels: Path) -> dict[str, str]:
-    """Image key (file name or stem) -> wnid, in file order."""
-    if labels.suffix.lower() == ".csv":
-        return _read_loc_csv(labels)
-    lines = [(i, line.split()) for i, line in
-             enumerate(labels.read_text(errors="replace").splitlines(), 1) if line.strip()]
-    if not lines:
-        raise ValueError(f"{labels}: empty label file")
-    widths = {len(tokens) for _, tokens in lines}
-    if widths == {1}:
-        return _read_devkit(labels, lines)
-    if widths == {2}:
-        return _read_two_column(labels, lines)
-    bad = next(i for i, tokens in lines if len(tokens) != len(lines[0][1]) or len(tokens) > 2)
-    raise ValueError(f"{labels}: line {bad}: expected one class id per line (devkit ground "
-                     "truth) or 'filename label' on every line")
-
-
-def _read_loc_csv(labels: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    with open(labels, newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        if "ImageId" not in header or "PredictionString" not in header:
-            raise ValueError(f"{labels}: expected header ImageId,PredictionString (Kaggle "
-                             f"LOC_val_solution.csv), found {','.join(header) or 'none'}")
-        for line, row in enumerate(reader, 2):
-            key = (row["ImageId"] or "").strip()
-            tokens = (row["PredictionString"] or "").split()
-            if not key or not tokens:
-                raise ValueError(f"{labels}: line {line}: empty ImageId or PredictionString")
-            if key in out:
-                raise ValueError(f"{labels}: line {line}: image {key} is labelled twice")
-            out[key] = _check_wnid(tokens[0], f"{labels}: line {line}")
-    if not out:
-        raise ValueError(f"{labels}: no labels")
-    return out
-
-
-def _read_devkit(labels: Path, lines: list[tuple[int, list[str]]]) -> dict[str, str]:
-    meta = labels.with_name("meta.mat")
-    if not meta.is_file():
-        raise ValueError(f"{labels}: devkit ground truth needs the devkit's meta.mat beside it "
-                         f"({meta} not found)")
-    id_to_wnid = _read_meta(meta)
-    out: dict[str, str] = {}
-    for n, (line, (token,)) in enumerate(lines, 1):
-        if n != line:
-            raise ValueError(f"{labels}: line {line} is empty (line i labels image i)")
-        if not token.isdigit() or int(token) not in id_to_wnid:
-            raise ValueError(f"{labels}: line {line}: '{token}' is not an ILSVRC2012_ID "
-                             f"in {meta}")
-        out[f"ILSVRC2012_val_{n:08d}"] = _check_wnid(id_to_wnid[int(token)],
-                                                     f"{meta}: ILSVRC2012_ID {token}")
-    return out
-
-
-def _scalar(value: Any) -> Any:
-    while isinstance(value, np.ndarray):
-        if value.size != 1:
-            raise ValueError("not a scalar")
-        value = value.reshape(()).item() if value.dtype != object else value.reshape(-1)[0]
-    return value
-
-
-def _read_meta(meta: Path) -> dict[int, str]:
-    import scipy.io
-
-    try:
-        synsets = scipy.io.loadmat(meta, squeeze_me=True)["synsets"]
-    except (KeyError, ValueError, OSError, TypeError) as exc:
-        raise ValueError(f"{meta}: cannot read the devkit's synsets struct "
-                         f"({type(exc).__name__}: {exc})") from None
-    synsets = np.atleast_1d(synsets)
-    names = synsets.dtype.names or ()
-    if "ILSVRC2012_ID" not in names or "WNID" not in names:
-        raise ValueError(f"{meta}: synsets lack the fields ILSVRC2012_ID and WNID "
-                         f"(found: {', '.join(names) or 'none'})")
-    out: dict[int, str] = {}
-    for ident, wnid in zip(synsets["ILSVRC2012_ID"].ravel(), synsets["WNID"].ravel(),
-                           strict=True):
-        try:
-            out[int(_scalar(ident))] = str(_scalar(wnid)).strip()
-        except (ValueError, TypeError):
-            raise ValueError(f"{meta}: malformed synset entry ({ident!r}, {wnid!r})") from None
-    return out
-
-
-def _read_two_column(labels: Path, lines: list[tuple[int, list[str]]]) -> dict[str, str]:
-    classes = _classes()
-    out: dict[str, str] = {}
-    for line, (name, label) in lines:
-        if label.isdigit():
-            if not int(label) < len(classes):
-                raise ValueError(f"{labels}: line {line}: class index {label} is not in 0..999")
-            wnid = classes[int(label)][0]
-        else:
-            wnid = _check_wnid(label, f"{labels}: line {line}")
-        key = Path(name).name
-        if key in out:
-            raise ValueError(f"{labels}: line {line}: image {key} is labelled twice")
-        out[key] = wnid
-    return out
-
-
-# ------------------------------------------------------------------------------------------
-# ImageNetV2 download
-
-
-def ensure_imagenetv2(dest_dir: str | os.PathLike[str], url: str = DEFAULT_URL,
-                      sha256: str | None = DEFAULT_SHA256,
-                      folder: str = DEFAULT_FOLDER) -> Path:
-    """The extracted ImageNetV2 folder under ``dest_dir``, downloading it on first use.
-
-    The tarball is streamed to a temporary file in ``dest_dir``, its SHA-256 checked, and
-    extracted (``tarfile`` ``filter="data"``: no absolute paths, ``..`` or links out of the
-    tree) into a temporary folder; ``folder`` is then renamed into place. If
-    ``dest_dir/folder`` already exists it is returned without any network access.
-
-    Parameters
-    ----------
-    dest_dir : str or path-like
-        Download/cache folder.
-    url : str
-    sha256 : str or None
-        Expected SHA-256 (hex). ``None``: download, then fail naming the computed hash, to be
-        pinned in the config.
-    folder : str
-        The archive's top folder (``imagenetv2-matched-frequency-format-val``).
-
-    Returns
-    -------
-    pathlib.Path
-        ``dest_dir / folder``.
-
-    Raises
-    ------
-    ValueError
-        Checksum mismatch (naming the URL and both hashes), unpinned checksum, or an archive
-        without ``folder`` or with unsafe members; nothing is left behind.
-    OSError
-        Network or disk errors (urllib's URLError is an OSError); nothing is left behind.
-    """
-    dest = Path(dest_dir)
-    target = dest / folder
-    if target.is_dir():
-        return target
-    if target.exists():
-        raise ValueError(f"{target}: exists but is not a folder")
-    created = not dest.exists()
-    dest.mkdir(parents=True, exist_ok=True)
-    fd, part_name = tempfile.mkstemp(dir=dest, prefix=f".{folder}-", suffix=".tar.gz.part")
-    part = Path(part_name)
-    staging: Path | None = None
-    try:
-        print(f"downloading {url} -> {dest}", file=sys.stderr, flush=True)
-        digest = hashlib.sha256()
-        request = urllib.request.Request(url, headers={"User-Agent": "semantic-emergence"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as resp:
-            while chunk := resp.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        actual = digest.hexdigest()
-        if sha256 is None:
-            raise ValueError(f"{url}: no SHA-256 pinned; the download has SHA-256 {actual} "
-                             "(set images.sha256 to it after checking it)")
-        if actual.lower() != sha256.strip().lower():
-            raise ValueError(f"{url}: SHA-256 mismatch: expected {sha256.strip().lower()}, "
-                             f"got {actual}")
-        staging = Path(tempfile.mkdtemp(dir=dest, prefix=f".{folder}-extract-"))
-        try:
-            with tarfile.open(part, "r:*") as tar:
-                tar.extractall(staging, filter="data")
-        except (tarfile.TarError, EOFError) as exc:
-            raise ValueError(f"{url}: cannot extract the archive ({type(exc).__name__}: "
-                             f"{exc})") from None
-        extracted = staging / folder
-        if not extracted.is_dir():
-            raise ValueError(f"{url}: the archive has no top folder {folder}")
-        try:
-            os.rename(extracted, target)
-        except OSError:
-            if not target.is_dir():  # not a concurrent run that finished first
-                raise
-        return target
-    finally:
-        part.unlink(missing_ok=True)
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        if created and not target.exists():
-            with contextlib.suppress(OSError):
-                dest.rmdir()
-
-
 # ------------------------------------------------------------------------------------------
 # Sampling and the manifest
+
+
 
 
 def sample_groups(images_by_wnid: Mapping[str, Sequence[str]],
@@ -527,52 +260,49 @@ def sample_groups(images_by_wnid: Mapping[str, Sequence[str]],
     return rows, skipped
 
 
-def build_imagenet_manifest(config_images: Mapping[str, Any],
-                            manifest_path: str | os.PathLike[str], seed: int
+def build_imagenet_manifest(source: str, path: str | os.PathLike[str],
+                            manifest_path: str | os.PathLike[str], seed: int, *,
+                            labels: str | os.PathLike[str] | None = None,
+                            url: str | None = None, sha256: str | None = None,
+                            images_per_concept: int = 5, max_concepts: int | None = None,
                             ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
     """List, sample and write the manifest for an ImageNet source.
 
     Parameters
     ----------
-    config_images : mapping
-        The config's ``images`` section: ``source`` (imagenet-val, imagenet-folders or
-        imagenetv2), ``path``, and optionally ``labels`` (imagenet-val), ``url`` and ``sha256``
-        (imagenetv2; ``path`` is then the download/cache folder), ``images_per_concept``
-        (default 5), ``max_concepts`` (the first N classes in class order).
+    source : {"imagenet-val", "imagenet-folders", "imagenetv2"}
+    path : str or path-like
+        The image folder (imagenetv2: the download/cache folder).
     manifest_path : str or path-like
         Written atomically.
     seed : int
+    labels : str or path-like, optional
+        imagenet-val only: the label file (see :func:`list_images`).
+    url, sha256 : str, optional
+        imagenetv2 only: the tarball and its SHA-256 (default: the matched-frequency
+        release, :data:`~emergence.sources.imagenetv2.DEFAULT_URL`).
+    images_per_concept : int
+        Images per concept = number of groups.
+    max_concepts : int, optional
+        Only the first N classes in class order.
 
     Returns
     -------
     rows, skipped
         As :func:`sample_groups`.
     """
-    source = config_images.get("source")
-    if source not in SOURCES:
-        raise ValueError(f"images.source: '{source}' is not an ImageNet source "
-                         f"({', '.join(SOURCES)})")
-    if not config_images.get("path"):
-        raise ValueError(f"images.path: required for source {source}")
-    path = Path(config_images["path"])
-    n = config_images.get("images_per_concept", 5)
-    max_concepts = config_images.get("max_concepts")
-    if max_concepts is not None and (isinstance(max_concepts, bool)
-                                     or not isinstance(max_concepts, int) or max_concepts < 1):
-        raise ValueError(f"images.max_concepts: must be a positive integer, got {max_concepts!r}")
-
+    path = Path(path)
     if source == "imagenetv2":
-        root = ensure_imagenetv2(path, config_images.get("url") or DEFAULT_URL,
-                                 config_images.get("sha256") or DEFAULT_SHA256)
+        root = ensure_imagenetv2(path, url or DEFAULT_URL, sha256 or DEFAULT_SHA256)
         images = list_images(source, root)
     else:
-        images = list_images(source, path, config_images.get("labels"))
+        images = list_images(source, path, labels)
 
     concepts = imagenet_classes()
     if max_concepts is not None:
         concepts = concepts[:max_concepts]
-    rows, skipped = sample_groups(images, concepts, n, seed, source=source)
+    rows, skipped = sample_groups(images, concepts, images_per_concept, seed, source=source)
     if not rows:
-        raise ValueError(f"{path}: no concept has {n} images ({source})")
+        raise ValueError(f"{path}: no concept has {images_per_concept} images ({source})")
     write_manifest(manifest_path, rows)
     return rows, skipped
