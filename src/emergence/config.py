@@ -1,21 +1,78 @@
-"""Configuration checks with one-line, actionable messages."""
+"""The one place the config is read: validated once, turned into typed specs.
+
+:func:`check_config` runs when the DAG is built. It validates the config against the JSON
+schema and fills in the schema's defaults in the same pass, then builds the spec of every
+section (:class:`~emergence.sources.image_sources.ImageSourceSpec`,
+:class:`~emergence.sources.models.NetworkSpec`,
+:class:`~emergence.sources.words.WordModelSpec`), each checking what a schema cannot say,
+and the checks across sections; it returns them as a :class:`Study`. Every problem is a
+:class:`ConfigError` in one line naming the key. Rules get their slice as ``spec.params()``;
+job scripts rebuild the spec with ``from_params``.
+"""
 
 from __future__ import annotations
 
 import copy
 import os
 from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-__all__ = ["ConfigError", "check_config", "check_data_paths", "group_names", "primary_word_model"]
+from emergence.errors import ConfigError
+from emergence.sources.image_sources import ImageSourceSpec
+from emergence.sources.models import NetworkSpec, network_specs
+from emergence.sources.words import WordModelSpec
+
+__all__ = ["ConfigError", "Study", "check_config"]
 
 
-class ConfigError(ValueError):
-    """A configuration problem, described in one line that names the key."""
+@dataclass(frozen=True)
+class Study:
+    """The validated config as typed specs (the config itself, defaults filled in, stays
+    the rules' source for plain settings such as ``permutations.n``)."""
+
+    results: str
+    seed: int
+    images: ImageSourceSpec
+    networks: dict[str, NetworkSpec]
+    word_models: dict[str, WordModelSpec]
+    primary_word_model: str  # the word model of Figs. 2-4
+
+    @property
+    def groups(self) -> list[str]:
+        """Names of the image groups, known from the config alone (no file is read)."""
+        return self.images.group_names()
+
+    @property
+    def controls(self) -> list[str]:
+        """Networks that are the untrained control of another, in config order."""
+        return [n for n, spec in self.networks.items() if spec.control_for]
+
+    def controls_of(self, network: str) -> list[str]:
+        """The untrained control drawn beside ``network`` (at most one)."""
+        return [c for c in self.controls if self.networks[c].control_for == network][:1]
+
+    def label(self, name: str) -> str:
+        """Display label of a network or word model (default: its name)."""
+        spec = self.networks.get(name) or self.word_models[name]
+        return spec.label or name
+
+    def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
+        """Stop with one line when a configured input file or folder does not exist: the
+        line names the config key, the missing path and where to get the data."""
+        self.images.check_data_paths(base)
+        for spec in self.word_models.values():
+            spec.check_data_paths(base)
+        root = Path(base)
+        for name, net in self.networks.items():
+            ckpt = net.checkpoint
+            if ckpt and not ckpt.startswith("package://") and not (root / ckpt).exists():
+                raise ConfigError(f"config key 'networks.{name}.checkpoint': {ckpt} does not "
+                                  "exist")
 
 
 def _where(error: jsonschema.ValidationError) -> str:
@@ -65,11 +122,12 @@ def _fill_defaults(cls: Validator) -> Validator:
     return jsonschema.validators.extend(cls, {"properties": properties})
 
 
-def check_config(config: MutableMapping[str, Any], schema_path: str | os.PathLike[str]) -> None:
+def check_config(config: MutableMapping[str, Any], schema_path: str | os.PathLike[str]
+                 ) -> Study:
     """Validate ``config`` against the JSON schema, fill in the schema's defaults (in place),
-    and run the checks a schema cannot say; raise :class:`ConfigError` in one line.
-
-    This is the one validation path: the workflow calls it once, before the DAG is built."""
+    build the specs and run the checks a schema cannot say; raise :class:`ConfigError` in
+    one line. The one validation path: the workflow calls it once, before the DAG is built.
+    Data paths are checked apart (:meth:`Study.check_data_paths`)."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = _fill_defaults(jsonschema.Draft202012Validator)(schema)
     errors = list(validator.iter_errors(config))
@@ -83,98 +141,25 @@ def check_config(config: MutableMapping[str, Any], schema_path: str | os.PathLik
         if best.validator == "pattern" and "description" in best.schema:
             msg += f" ({best.schema['description']})"
         raise ConfigError(f"config key '{_where(best)}': {msg}")
-    _check_semantics(config)
+    return _study(config)
 
 
-def _check_semantics(config: Mapping[str, Any]) -> None:
-    """Rules a schema cannot express: cross references and exclusive options."""
-    networks = config["networks"]
-    for name, net in networks.items():
-        sources = [k for k in ("pretrained", "checkpoint") if k in net]
-        if len(sources) != 1:
-            raise ConfigError(
-                f"config key 'networks.{name}': set exactly one of 'pretrained' or 'checkpoint' "
-                f"(found {sources or 'neither'})")
-        if "remap" in net and "checkpoint" not in net:
-            raise ConfigError(f"config key 'networks.{name}.remap': only valid with 'checkpoint'")
-        ctrl = net.get("control_for")
-        if ctrl is not None and ctrl not in networks:
-            raise ConfigError(f"config key 'networks.{name}.control_for': unknown network "
-                              f"'{ctrl}' (networks: {', '.join(networks)})")
-        if ctrl == name:
-            raise ConfigError(f"config key 'networks.{name}.control_for': a network cannot be "
-                              "its own control")
-        if ctrl is not None and networks[ctrl].get("control_for") is not None:
-            raise ConfigError(f"config key 'networks.{name}.control_for': '{ctrl}' is itself "
-                              f"a control (of '{networks[ctrl]['control_for']}'); name a "
-                              "trained network")
-        for key in (name,):
-            if not key.replace("-", "").replace("_", "").isalnum():
-                raise ConfigError(f"config key 'networks.{key}': names may use letters, digits, "
-                                  "'-' and '_' only (they become file names)")
-    for key in config["word_models"]:
-        if not key.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"config key 'word_models.{key}': names may use letters, digits, "
-                              "'-' and '_' only (they become file names)")
-    wm = config.get("figures", {}).get("word_model")
-    if wm is not None and wm not in config["word_models"]:
-        raise ConfigError(f"config key 'figures.word_model': unknown word model '{wm}' "
-                          f"(word models: {', '.join(config['word_models'])})")
-    groups = config.get("one_vs_two", {}).get("groups", "all")
+def _study(config: Mapping[str, Any]) -> Study:
+    """The specs of every section, then the checks across sections."""
+    images = ImageSourceSpec.from_config(config["images"])
+    networks = network_specs(config["networks"])
+    word_models = {name: WordModelSpec.from_config(name, entry)
+                   for name, entry in config["word_models"].items()}
+    primary = config["figures"].get("word_model")
+    if primary is not None and primary not in word_models:
+        raise ConfigError(f"config key 'figures.word_model': unknown word model '{primary}' "
+                          f"(word models: {', '.join(word_models)})")
+    groups = config["one_vs_two"]["groups"]
     if groups != "all":
-        unknown = [g for g in groups if g not in group_names(config)]
+        unknown = [g for g in groups if g not in images.group_names()]
         if unknown:
             raise ConfigError(f"config key 'one_vs_two.groups': unknown group(s) {unknown} "
-                              f"(groups: {', '.join(group_names(config))})")
-
-
-_IMAGE_HINTS = {
-    ("imagenet-val", "path"): "the folder of the 50,000 ILSVRC2012_val_*.JPEG images "
-    "(ILSVRC2012_img_val.tar from https://image-net.org, free registration)",
-    ("imagenet-val", "labels"): "LOC_val_solution.csv (Kaggle, ImageNet Object Localization "
-    "Challenge) or the devkit's ILSVRC2012_validation_ground_truth.txt with meta.mat beside it "
-    "(ILSVRC2012_devkit_t12.tar.gz from https://image-net.org)",
-    ("imagenet-folders", "path"): "a folder with one sub-folder of images per wnid "
-    "(the ILSVRC2012 layout)",
-    ("emoji", "concepts"): "the curated concept table, e.g. config/demo_concepts.tsv",
-}
-
-
-def check_data_paths(config: Mapping[str, Any], base: str | os.PathLike[str] = ".") -> None:
-    """Stop with one line when a configured input file or folder does not exist.
-
-    The line names the config key, the missing path and where to get the data.
-    """
-    root = Path(base)
-    images = config["images"]
-    for (source, key), hint in _IMAGE_HINTS.items():
-        if images["source"] == source:
-            value = images.get(key)
-            if value is None:
-                raise ConfigError(f"config key 'images.{key}' is required for source "
-                                  f"'{source}': set it to {hint}")
-            if not (root / value).exists():
-                raise ConfigError(f"config key 'images.{key}': {value} does not exist; "
-                                  f"set it to {hint}")
-    for name, wm in config["word_models"].items():
-        if wm["type"] == "keyedvectors" and not (root / wm["path"]).exists():
-            hint = wm.get("download", "a word2vec/GloVe/fastText vector file")
-            raise ConfigError(f"config key 'word_models.{name}.path': {wm['path']} does not "
-                              f"exist; download {hint} and set the path")
-    for name, net in config["networks"].items():
-        ckpt = net.get("checkpoint")
-        if ckpt and not ckpt.startswith("package://") and not (root / ckpt).exists():
-            raise ConfigError(f"config key 'networks.{name}.checkpoint': {ckpt} does not exist")
-
-
-def group_names(config: Mapping[str, Any]) -> list[str]:
-    """Names of the image groups, known from the config alone (no file is read)."""
-    images = config["images"]
-    if images["source"] == "emoji":
-        return list(images.get("styles", ["twemoji", "openmoji"]))
-    return [str(j + 1) for j in range(images.get("images_per_concept", 5))]
-
-
-def primary_word_model(config: Mapping[str, Any]) -> str:
-    """The word model of Figs. 2-4: figures.word_model, else the first configured."""
-    return config.get("figures", {}).get("word_model") or next(iter(config["word_models"]))
+                              f"(groups: {', '.join(images.group_names())})")
+    return Study(results=config["results"], seed=config["seed"], images=images,
+                 networks=networks, word_models=word_models,
+                 primary_word_model=primary or next(iter(word_models)))

@@ -1,15 +1,10 @@
-# Config validation, names and input functions. Nothing else knows the config layout.
+# The config is read here and nowhere else: validated once and turned into typed specs
+# (emergence.config.Study); every rule gets its slice as params. Names and input functions.
 import re
 import sys
 from pathlib import Path
 
-from emergence.config import (
-    ConfigError,
-    check_config,
-    check_data_paths,
-    group_names,
-    primary_word_model,
-)
+from emergence.config import ConfigError, check_config
 from emergence.device import gpu_slots, uses_cuda
 from emergence.slurm import Request, SlurmFitError, plan
 
@@ -18,17 +13,17 @@ if not SCHEMA.exists():  # run as `snakemake -s workflow/Snakefile`: basedir is 
     SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 
 try:
-    check_config(config, SCHEMA)  # the schema, its defaults filled in, and the semantic checks
-    check_data_paths(config)
+    STUDY = check_config(config, SCHEMA)  # schema + its defaults, specs, cross-section checks
+    STUDY.check_data_paths()
 except ConfigError as err:
     sys.exit(f"semantic-emergence: {err}")
 
-R = config["results"]
-NETWORKS = list(config["networks"])
-WORD_MODELS = list(config["word_models"])
-GROUPS = group_names(config)
-PRIMARY_WM = primary_word_model(config)
-CONTROLS = [n for n, spec in config["networks"].items() if spec.get("control_for")]
+R = STUDY.results
+NETWORKS = list(STUDY.networks)
+WORD_MODELS = list(STUDY.word_models)
+GROUPS = STUDY.groups
+PRIMARY_WM = STUDY.primary_word_model
+CONTROLS = STUDY.controls
 TRAINED = [n for n in NETWORKS if n not in CONTROLS]
 N_SHARDS = config["permutations"]["shards"]
 FORMATS = config["figures"]["formats"]
@@ -79,31 +74,18 @@ wildcard_constraints:
 
 
 def network_params(wildcards):
-    """The slice of config one network's extraction depends on (and nothing else)."""
-    spec = dict(config["networks"][wildcards.network])
-    for key in ("label", "control_for"):  # presentation only: no rerun of extraction
-        spec.pop(key, None)
-    return spec
-
-
-# The image keys each source reads (the schema fills in defaults for all of them).
-IMAGE_KEYS = {
-    "emoji": ("source", "styles", "render_size"),  # the concept table is an input
-    "imagenet": ("source", "path", "labels", "url", "sha256", "images_per_concept",
-                 "max_concepts"),
-}
+    """What one network's extraction depends on (and nothing else: not its label, not
+    which network it is the control of)."""
+    return STUDY.networks[wildcards.network].params()
 
 
 def image_params():
-    """The slice of `images` the images rule of this source reads (and nothing else)."""
-    keys = IMAGE_KEYS["emoji" if config["images"]["source"] == "emoji" else "imagenet"]
-    return {k: config["images"][k] for k in keys if k in config["images"]}
+    """The `images` keys the images rule of this source reads (and nothing else)."""
+    return STUDY.images.params()
 
 
 def word_model_params(wildcards):
-    spec = dict(config["word_models"][wildcards.word_model])
-    spec.pop("label", None)
-    return spec
+    return STUDY.word_models[wildcards.word_model].params()
 
 
 def activation_files(wildcards):
@@ -122,11 +104,6 @@ def shard_files(wildcards):
     ) if config["permutations"]["n"] > 0 else []
 
 
-def controls_of(network):
-    """The untrained control drawn beside ``network`` (at most one)."""
-    return [c for c in CONTROLS if config["networks"][c]["control_for"] == network][:1]
-
-
 def figure_paths(stem):
     return [f"{R}/figures/{stem}.{fmt}" for fmt in FORMATS]
 
@@ -134,8 +111,7 @@ def figure_paths(stem):
 def labels(*names):
     """Display labels of these networks and word models (only these: a figure reruns when
     a label it shows changes, not when another network or word model is added)."""
-    specs = {**config["networks"], **config["word_models"]}
-    return {n: specs[n].get("label", n) for n in names}
+    return {n: STUDY.label(n) for n in names}
 
 
 def all_outputs():

@@ -26,7 +26,7 @@ rule fig2_layers:
     input:
         main=f"{R}/two_vs_two/{{network}}/{PRIMARY_WM}/significance.tsv",
         control=lambda wc: [f"{R}/two_vs_two/{c}/{PRIMARY_WM}/significance.tsv"
-                            for c in controls_of(wc.network)],
+                            for c in STUDY.controls_of(wc.network)],
     output:
         report(figure_paths("fig2_layers_{network}"),
                caption="../report/fig2.rst", category="Figures"),
@@ -34,8 +34,8 @@ rule fig2_layers:
         f"{R}/logs/figures/fig2_{{network}}.log",
     params:
         word_model=PRIMARY_WM,
-        control=lambda wc: controls_of(wc.network),
-        labels=lambda wc: labels(wc.network, *controls_of(wc.network), PRIMARY_WM),
+        control=lambda wc: STUDY.controls_of(wc.network),
+        labels=lambda wc: labels(wc.network, *STUDY.controls_of(wc.network), PRIMARY_WM),
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"

@@ -65,7 +65,7 @@ class ImageSourceSpec:
     @classmethod
     def from_config(cls, entry: Mapping[str, Any]) -> ImageSourceSpec:
         """The spec of the (schema-validated, defaults filled) ``images`` section."""
-        from emergence.config import ConfigError
+        from emergence.errors import ConfigError
 
         try:
             return cls.from_params(entry)
@@ -90,7 +90,7 @@ class ImageSourceSpec:
 
         The line names the config key, the missing path and where to get the data.
         """
-        from emergence.config import ConfigError
+        from emergence.errors import ConfigError
 
         for (source, key), hint in _HINTS.items():
             if source != self.source:

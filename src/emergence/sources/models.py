@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from emergence.config import ConfigError
+from emergence.errors import ConfigError
 from emergence.sources.layers import LayerEntry
 
 if TYPE_CHECKING:

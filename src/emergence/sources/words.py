@@ -115,7 +115,7 @@ class WordModelSpec:
     @classmethod
     def from_config(cls, name: str, entry: Mapping[str, Any]) -> WordModelSpec:
         """The spec of ``word_models.<name>`` (schema-validated); one-line ``ConfigError``."""
-        from emergence.config import ConfigError
+        from emergence.errors import ConfigError
 
         if not name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"config key 'word_models.{name}': names may use letters, "
@@ -182,7 +182,7 @@ class KeyedVectorsSpec(_VocabularySpec):
         super().__post_init__()
 
     def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
-        from emergence.config import ConfigError
+        from emergence.errors import ConfigError
 
         if not (Path(base) / self.path).exists():
             hint = self.download or "a word2vec/GloVe/fastText vector file"
