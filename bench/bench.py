@@ -154,7 +154,8 @@ import os, resource, tempfile, time, json
 import numpy as np, torch
 from PIL import Image
 from emergence.sources.models import load_model, resolve_layers
-from emergence.extraction.extract import extract_statistics, make_transform, load_image
+from emergence.extraction.extract import extract_statistics
+from emergence.extraction.preprocess import make_transform, load_image
 tmp = tempfile.mkdtemp()
 rng = np.random.default_rng(0)
 paths = []

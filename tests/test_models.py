@@ -13,7 +13,7 @@ import pytest
 import timm
 import torch
 
-from emergence.extraction.extract import load_image, make_transform
+from emergence.extraction.preprocess import load_image, make_transform
 from emergence.sources.models import (
     LayerSpec,
     default_layers,

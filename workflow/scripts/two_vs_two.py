@@ -1,7 +1,8 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
-from emergence.analysis import SCORE_COLUMNS, load_group, score_rows
+from emergence.analysis import SCORE_COLUMNS, score_rows
 from emergence.concepts import read_word_matrix
+from emergence.formats.activations import load_group
 from emergence.io import write_tsv
 from emergence.runner import start
 
