@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from emergence.extraction.moments import device_moments
 from emergence.io import scratch_dir
 from emergence.stats._gram import KC
-from emergence.stats.similarity import SHIFT_COLUMNS, PearsonAccumulator
+from emergence.stats.similarity import PearsonAccumulator
 
 __all__ = ["RowStores"]
 
@@ -262,25 +263,6 @@ def _device_budget(dev: torch.device, requested: int | None) -> int:
     return 0
 
 
-def _device_moments(store: torch.Tensor, chunk_features: int) -> PearsonAccumulator:
-    """:class:`PearsonAccumulator` statistics of a device store, computed on its device.
-
-    The same float64 statistics as :meth:`PearsonAccumulator.update` (shift by the
-    mean of the first ``SHIFT_COLUMNS`` columns, then sums and Gram matrix chunk by
-    chunk), in torch (a different summation order: equal to float64 rounding).
-    """
-    n, n_features = store.shape
-    shift = store[:, :SHIFT_COLUMNS].double().mean(dim=1)
-    sums = torch.zeros(n, dtype=torch.float64, device=store.device)
-    gram = torch.zeros((n, n), dtype=torch.float64, device=store.device)
-    for col in range(0, n_features, chunk_features):
-        block = store[:, col : col + chunk_features].double() - shift[:, None]
-        sums += block.sum(dim=1)
-        gram += block @ block.T
-    return PearsonAccumulator.from_moments(
-        sums.cpu().numpy(), gram.cpu().numpy(), shift.cpu().numpy(), n_features)
-
-
 def _plan_storage(sizes: Mapping[str, int], budget: int) -> set[str]:
     """Names whose stores fit a budget (device or RAM): smallest first while they fit."""
     chosen: set[str] = set()
@@ -291,7 +273,6 @@ def _plan_storage(sizes: Mapping[str, int], budget: int) -> set[str]:
         chosen.add(name)
         used += sizes[name]
     return chosen
-
 
 
 #: A layer's store: on the device, in RAM, or in a file.
@@ -388,7 +369,7 @@ class RowStores:
         """The store's row-by-row Pearson statistics (disk stores: read block by block)."""
         store = self._stores[name]
         if isinstance(store, torch.Tensor):
-            return _device_moments(store, self.chunk_features)
+            return device_moments(store, self.chunk_features)
         acc = PearsonAccumulator(self.n_rows)
         if isinstance(store, _DiskRows):
             for chunk in store.blocks():
