@@ -155,7 +155,8 @@ import numpy as np, torch
 from PIL import Image
 from emergence.sources.layers import resolve_layers
 from emergence.sources.models import NetworkSpec, load_model
-from emergence.extraction.extract import extract_statistics, make_transform, load_image
+from emergence.extraction.extract import extract_statistics
+from emergence.extraction.preprocess import make_transform, load_image
 tmp = tempfile.mkdtemp()
 rng = np.random.default_rng(0)
 paths = []

@@ -103,7 +103,8 @@ def extraction(rows: list[dict], dev: str, n_images: int, n_cpu: int, size: int)
     import yaml
     from PIL import Image
 
-    from emergence.extraction.extract import extract_statistics, load_image, make_transform
+    from emergence.extraction.extract import extract_statistics
+    from emergence.extraction.preprocess import load_image, make_transform
     from emergence.sources.layers import resolve_layers
     from emergence.sources.models import NetworkSpec, load_model
 

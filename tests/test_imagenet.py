@@ -229,7 +229,7 @@ def test_v2_layout(tmp_path: Path) -> None:
 def test_fixture_modes_load(tmp_path: Path) -> None:
     """Greyscale and CMYK JPEGs in the listings come out as RGB downstream."""
     pytest.importorskip("torch")
-    from emergence.extraction.extract import load_image
+    from emergence.extraction.preprocess import load_image
 
     for mode in ("L", "CMYK"):
         img = load_image(_jpeg(tmp_path / f"{mode}.JPEG", mode, 50))

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from emergence.config import ConfigError, check_config
-from emergence.extraction.extract import load_image, make_transform
+from emergence.extraction.preprocess import load_image, make_transform
 from emergence.sources.checkpoints import remap_lukemelas_efficientnet, resolve_checkpoint_path
 from emergence.sources.layers import LayerSpec, default_layers, resolve_layers
 from emergence.sources.models import (

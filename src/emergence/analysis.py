@@ -15,13 +15,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import h5py
 import numpy as np
 from numpy.typing import NDArray
 
+from emergence.formats.activations import GroupSimilarities
 from emergence.io import atomic_h5, open_h5
 from emergence.stats.one_vs_two import MIN_REFERENCE, one_vs_two
 from emergence.stats.permutation import family_wise_p_values, p_values, permutation_null
@@ -29,12 +28,10 @@ from emergence.stats.rsa import rsa_from_similarity
 from emergence.stats.two_vs_two import TwoVsTwo
 
 __all__ = [
-    "GroupSimilarities",
     "ONE_VS_TWO_COLUMNS",
     "ONE_VS_TWO_TEST_COLUMNS",
     "SCORE_COLUMNS",
     "SIGNIFICANCE_COLUMNS",
-    "load_group",
     "null_shard",
     "one_vs_two_rows",
     "score_rows",
@@ -43,55 +40,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-
-def _strings(ds: h5py.Dataset) -> list[str]:
-    return [s.decode() if isinstance(s, bytes) else str(s) for s in ds[()]]
-
-
-@dataclass(frozen=True)
-class GroupSimilarities:
-    """Image-space similarity matrices of one network and group, over the kept concepts."""
-
-    network: str
-    model: str
-    group: str
-    layers: list[str]
-    modules: list[str]
-    n_features: list[int]
-    similarity: NDArray[np.float64]  # (L, k, k)
-    predicted: NDArray[np.int64]  # top-1 class as kept-concept index, -1 outside the set
-    predicted_wnid: list[str]
-    image_path: list[str]
-    wnids: list[str] = field(default_factory=list)  # kept concepts, matrix order
-    concepts: list[str] = field(default_factory=list)  # their words, when known
-
-
-def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
-               network: str, group: str) -> GroupSimilarities:
-    """Read one activations file and restrict it to ``kept_wnids`` (in that order)."""
-    with open_h5(path, "activations file") as f:
-        wnids = _strings(f["images/wnid"])
-        row_of = {w: i for i, w in enumerate(wnids)}
-        missing = [w for w in kept_wnids if w not in row_of]
-        if missing:
-            raise ValueError(f"{path}: no image for kept concept(s) {missing[:5]}")
-        rows = np.array([row_of[w] for w in kept_wnids])
-        layers = [str(x) for x in f.attrs["layer_names"]]
-        sims = np.stack([f[f"layers/{name}/correlation"][()][np.ix_(rows, rows)]
-                         for name in layers])
-        modules = [str(f[f"layers/{name}"].attrs["module"]) for name in layers]
-        n_features = [int(f[f"layers/{name}"].attrs["n_features"]) for name in layers]
-        top5 = f["predictions/top5_wnid"][()]
-        top1 = [(t.decode() if isinstance(t, bytes) else str(t)) for t in top5[rows, 0]]
-        paths = _strings(f["images/path"])
-        words = _strings(f["images/concept"]) if "images/concept" in f else []
-        model = str(f.attrs.get("model", ""))
-    index = {w: i for i, w in enumerate(kept_wnids)}
-    predicted = np.array([index.get(w, -1) for w in top1], dtype=np.int64)
-    return GroupSimilarities(network, model, group, layers, modules, n_features, sims, predicted,
-                             top1, [paths[r] for r in rows], list(kept_wnids),
-                             [words[r] for r in rows] if words else [])
 
 
 def undefined_reason(g: GroupSimilarities, layer: int) -> str:

@@ -3,9 +3,9 @@ import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 from emergence.analysis import (
     ONE_VS_TWO_COLUMNS,
     ONE_VS_TWO_TEST_COLUMNS,
-    load_group,
     one_vs_two_rows,
 )
+from emergence.formats.activations import load_group
 from emergence.formats.word_matrix import read_word_matrix
 from emergence.io import write_tsv
 from emergence.runner import start

@@ -1,7 +1,8 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
-from emergence.analysis import load_group, null_shard
+from emergence.analysis import null_shard
 from emergence.device import job_device
+from emergence.formats.activations import load_group
 from emergence.formats.word_matrix import read_word_matrix
 from emergence.runner import start
 from emergence.stats.permutation import shard_range

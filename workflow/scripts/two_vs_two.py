@@ -1,6 +1,7 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
-from emergence.analysis import SCORE_COLUMNS, load_group, score_rows
+from emergence.analysis import SCORE_COLUMNS, score_rows
+from emergence.formats.activations import load_group
 from emergence.formats.word_matrix import read_word_matrix
 from emergence.io import write_tsv
 from emergence.runner import start

@@ -1,0 +1,252 @@
+"""The forward pass: hooks that capture each layer's output, deterministic settings, threads.
+
+:func:`forward_pass` runs every batch through the network once. Forward hooks (a
+forward pre-hook on the model for the preprocessed input, ``pixels``) hand each
+requested layer's flattened batch to a ``write`` callback (the row stores); the first
+batch is preceded by a one-image probe that gives every layer's shape, from which the
+caller sizes those stores. The top :data:`~emergence.formats.activations.TOP_K`
+classes of the model's softmax are kept per image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import timm.data
+import torch
+from numpy.typing import NDArray
+from torch import nn
+from tqdm.auto import tqdm
+
+from emergence.formats.activations import TOP_K
+from emergence.sources.imagenet_info import class_wnids
+from emergence.sources.layers import LayerSpec
+
+__all__ = ["Capture", "Predictions", "deterministic", "forward_pass", "moved_to",
+           "torch_threads"]
+
+#: ``write(layer name, rows, flattened batch)``: copy the batch now, the tensor may be
+#: modified in place by later modules.
+Write = Callable[[str, slice, torch.Tensor], None]
+
+
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """Deterministic kernels, no cuDNN autotuning and full-fp32 (no TF32) convs/matmuls.
+
+    The previous global settings are restored on exit.
+    """
+    cudnn = torch.backends.cudnn
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.benchmark,
+        cudnn.deterministic,
+    )
+    new_api = hasattr(cudnn, "conv") and hasattr(cudnn.conv, "fp32_precision")
+    if new_api:
+        precision = (cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    else:
+        precision = (cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        cudnn.benchmark = False
+        cudnn.deterministic = True
+        if new_api:
+            cudnn.conv.fp32_precision = "ieee"
+            torch.backends.cuda.matmul.fp32_precision = "ieee"
+        else:
+            cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.benchmark, cudnn.deterministic = saved[2], saved[3]
+        if new_api:
+            cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = precision
+        else:
+            cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = precision
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` (``None``: left as it is), restored
+    on exit."""
+    saved = torch.get_num_threads()
+    try:
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@contextlib.contextmanager
+def moved_to(net: nn.Module, device: torch.device) -> Iterator[None]:
+    """``net`` on ``device`` in eval mode; back on the device of its parameters on exit."""
+    first_param = next(net.parameters(), None)
+    home = first_param.device if first_param is not None else torch.device("cpu")
+    try:
+        net.to(device).eval()
+        yield
+    finally:
+        net.to(home)
+
+
+class Capture:
+    """Forward (pre-)hooks handing each layer's flattened batch to ``write``.
+
+    While :attr:`probing`, a forward pass only records each layer's output shape
+    (without the batch dimension) in :attr:`shapes`; afterwards each batch goes to
+    ``write(name, rows, flat)`` with :attr:`rows` the batch's rows. The hooks are
+    removed by :meth:`remove` (or on leaving the ``with`` block).
+    """
+
+    def __init__(self, net: nn.Module, layers: Sequence[LayerSpec], write: Write) -> None:
+        modules = dict(net.named_modules())
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.rows = slice(0, 0)
+        self.probing = True
+        self._write = write
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        try:
+            for spec in layers:
+                if spec.module == "":
+                    self.handles.append(net.register_forward_pre_hook(self._pre_hook(spec.name)))
+                else:
+                    self.handles.append(
+                        modules[spec.module].register_forward_hook(self._hook(spec.name))
+                    )
+        except BaseException:
+            self.remove()
+            raise
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def _pre_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            self._take(name, args[0] if args else None)
+
+        return hook
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            self._take(name, output)
+
+        return hook
+
+    def _take(self, name: str, value: Any) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"layer {name!r}: expected a tensor, got {type(value).__name__}; "
+                "choose a module whose forward returns a single tensor"
+            )
+        shape = tuple(int(d) for d in value.shape[1:])
+        if self.probing:
+            if name in self.shapes:
+                raise RuntimeError(
+                    f"layer {name!r}: its module runs more than once per forward pass; "
+                    "choose a module that runs once"
+                )
+            self.shapes[name] = shape
+            return
+        if shape != self.shapes[name]:
+            raise RuntimeError(f"layer {name!r}: shape {shape} differs from {self.shapes[name]}")
+        self._write(name, self.rows, value.detach().reshape(value.shape[0], -1))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+@dataclass
+class Predictions:
+    """The top :data:`TOP_K` softmax classes per image (``n_classes`` 0: the model's output
+    is not a ``(batch, classes)`` tensor), and the wnids of the model's classes when it
+    classifies ImageNet (``label_set``: timm's name of that class set)."""
+
+    top_index: NDArray[np.int64]
+    top_prob: NDArray[np.float32]
+    n_classes: int = 0
+    class_wnids: list[str] = field(default_factory=list)
+    label_set: str = ""
+
+
+def forward_pass(
+    net: nn.Module,
+    batches: torch.utils.data.DataLoader[torch.Tensor],
+    n_images: int,
+    capture: Capture,
+    layers: Sequence[LayerSpec],
+    allocate: Callable[[Mapping[str, tuple[int, ...]]], None],
+    *,
+    device: torch.device,
+    desc: str,
+    progress: bool = True,
+) -> Predictions:
+    """Run every batch through ``net`` once (deterministic settings, no autograd).
+
+    Before the first batch, one image probes the layers' shapes and ``allocate(shapes)``
+    is called (shapes without the batch dimension); every batch then reaches the
+    capture's ``write``. ``desc`` names the model in the progress bar and errors.
+    """
+    top_index = np.zeros((n_images, TOP_K), dtype=np.int64)
+    top_prob = np.zeros((n_images, TOP_K), dtype=np.float32)
+    n_classes = 0
+    classifies = getattr(net, "num_classes", 1) != 0  # num_classes=0: output = features
+    bar = tqdm(total=len(batches), desc=f"extract {desc}", unit="batch", file=sys.stderr,
+               disable=not progress)
+    with deterministic(), torch.inference_mode(), bar:
+        start = 0
+        for batch in batches:
+            x = batch.to(device, non_blocking=True)
+            if capture.probing:
+                # Shapes first (one image), then size the stores.
+                net(x[:1])
+                silent = [spec for spec in layers if spec.name not in capture.shapes]
+                if silent:
+                    raise RuntimeError(
+                        f"layers {[tuple(spec) for spec in silent]} produced no output "
+                        f"in a forward pass of {desc}"
+                    )
+                allocate(capture.shapes)
+                capture.probing = False
+            stop = start + x.shape[0]
+            capture.rows = slice(start, stop)
+            logits = net(x)
+            if classifies and isinstance(logits, torch.Tensor) and logits.ndim == 2:
+                n_classes = int(logits.shape[1])
+                k = min(TOP_K, n_classes)
+                probs = torch.softmax(logits.float(), dim=1)
+                values, indices = torch.topk(probs, k, dim=1)
+                top_prob[start:stop, :k] = values.cpu().numpy()
+                top_index[start:stop, :k] = indices.cpu().numpy()
+            start = stop
+            bar.update(1)
+    label_set, wnids = _class_wnids(net, n_classes)
+    return Predictions(top_index, top_prob, n_classes, wnids, label_set)
+
+
+def _class_wnids(net: nn.Module, n_classes: int) -> tuple[str, list[str]]:
+    """timm's ImageNet class set of ``net`` and its wnids in output order, when it has
+    ``n_classes`` classes; else ``("", [])``."""
+    if n_classes == 0:
+        return "", []
+    subset = timm.data.infer_imagenet_subset(net)
+    if subset is not None:
+        wnids = class_wnids(subset)
+        if len(wnids) == n_classes:
+            return subset, list(wnids)
+    return "", []

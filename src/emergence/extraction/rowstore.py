@@ -1,0 +1,402 @@
+"""Row stores: each layer's ``N x F`` float32 activations, from the forward pass to statistics.
+
+:class:`RowStores` is the one entry point. After the one-image probe,
+:meth:`RowStores.allocate` places each layer's store, smallest layers first: on a
+GPU, a tensor in device memory while the stores fit ``device_budget_bytes``; then an
+in-memory array while they fit ``ram_budget_bytes``; otherwise a file in a scratch
+directory ``.<out name>.spill-<random>/`` beside the output
+(:func:`emergence.io.scratch_dir`). The forward hooks :meth:`~RowStores.write` each
+batch's rows; after the last batch :meth:`~RowStores.moments` reduces a store to its
+:class:`~emergence.stats.similarity.PearsonAccumulator` statistics (device stores in
+torch on the device, the others with the fused numba kernel), :meth:`~RowStores.rows`
+reads a store whole, and :meth:`~RowStores.release` frees it.
+
+Disk stores are written column-block by column-block from a small ring of page-aligned
+staging buffers by a background thread (``O_DIRECT`` where the file system allows it,
+so the spilled gigabytes never pass through the page cache) and read back one block
+ahead, in threads. Statistics blocks are ``chunk_features`` rounded up to the kernel's
+cache block, so RAM and disk stores give bit-identical statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from emergence.extraction.moments import device_moments
+from emergence.io import scratch_dir
+from emergence.stats._gram import KC
+from emergence.stats.similarity import PearsonAccumulator
+
+__all__ = ["RowStores"]
+
+_ALIGN = 4096  # O_DIRECT alignment of offsets, lengths and buffer addresses
+_USE_O_DIRECT = True  # tests switch it off to cover the buffered fallback
+_READERS = 4  # concurrent reads per disk-store block
+
+
+def _block_columns(chunk_features: int) -> int:
+    """Columns per statistics block: ``chunk_features`` rounded up to a multiple of the
+    kernel's cache block (so RAM and disk stores give bit-identical statistics)."""
+    return -(-chunk_features // KC) * KC
+
+
+def _aligned_buffer(nbytes: int) -> NDArray[np.uint8]:
+    """A byte array whose address and length are multiples of 4 KiB (usable for
+    ``O_DIRECT``), at least one page."""
+    nbytes = max(-(-nbytes // _ALIGN) * _ALIGN, _ALIGN)
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    skip = -raw.ctypes.data % _ALIGN
+    return raw[skip : skip + nbytes]
+
+
+class _Spill:
+    """Background writer for the disk row stores, through a small ring of page-aligned
+    staging buffers, and the directory their files live in.
+
+    The forward hooks copy each batch into a free staging buffer (reused: no page
+    faults) and go on; one thread writes the buffers out while the network computes.
+    Files are opened with ``O_DIRECT`` where the file system allows it: the pages then
+    never enter the page cache (so they cost neither page faults nor writeback, and do
+    not count towards the process's memory); otherwise plain buffered I/O.
+    """
+
+    def __init__(self, directory: str, slot_bytes: int, ring_bytes: int = 256 << 20) -> None:
+        self.directory = directory
+        self.slot_bytes = -(-slot_bytes // _ALIGN) * _ALIGN
+        slots = max(2, min(64, ring_bytes // self.slot_bytes))
+        self._free: queue.Queue[NDArray[np.uint8]] = queue.Queue()
+        self._buffers = [_aligned_buffer(self.slot_bytes) for _ in range(slots)]
+        for buf in self._buffers:
+            self._free.put(buf)
+        self._jobs: queue.Queue[tuple[int, NDArray[np.uint8] | None, int, int, str] | None] = (
+            queue.Queue())
+        self._error: BaseException | None = None
+        self._read: list[NDArray[np.uint8]] = []
+        self._thread = threading.Thread(target=self._write_loop, name="spill-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def open(self, name: str) -> int:
+        path = os.path.join(self.directory, name)
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC
+        direct = getattr(os, "O_DIRECT", 0) if _USE_O_DIRECT else 0
+        if direct:
+            try:
+                return os.open(path, flags | direct, 0o600)
+            except OSError as err:  # e.g. tmpfs: EINVAL
+                if err.errno != errno.EINVAL:
+                    raise
+        return os.open(path, flags, 0o600)
+
+    def _write_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fd, buf, nbytes, offset, path = job
+            if buf is None:  # a finished store: free its disk space (see release)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                    os.unlink(path)
+                continue
+            try:
+                if self._error is None:
+                    view = memoryview(buf)[:nbytes]  # type: ignore[arg-type]
+                    while view:
+                        written = os.pwrite(fd, view, offset)
+                        view, offset = view[written:], offset + written
+            except OSError as err:
+                self._error = OSError(err.errno, f"spilling activations to {path}: "
+                                                 f"{err.strerror}; free disk space there "
+                                                 "or raise extraction.ram_budget_mb in the "
+                                                 "config (ram_budget_bytes)")
+            finally:
+                self._free.put(buf)
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def acquire(self) -> NDArray[np.uint8]:
+        self._check()
+        return self._free.get()
+
+    def submit(self, fd: int, buf: NDArray[np.uint8], nbytes: int, offset: int, path: str) -> None:
+        self._jobs.put((fd, buf, nbytes, offset, path))
+
+    def flush(self) -> None:
+        """Wait until every submitted write is on disk (or failed: raise its error)."""
+        held = [self._free.get() for _ in self._buffers]  # all buffers back: all written
+        for buf in held:
+            self._free.put(buf)
+        self._check()
+
+    def release(self, fd: int, path: str) -> None:
+        """Close and delete a store's file in the background. Freeing gigabytes on ext4
+        takes seconds of waiting (almost no CPU), which this overlaps with the statistics
+        of the following layers."""
+        self._jobs.put((fd, None, 0, 0, path))
+
+    def read_buffers(self, nbytes: int) -> list[NDArray[np.uint8]]:
+        """Two aligned buffers of at least ``nbytes`` for reading back, shared by all the
+        stores (read one after the other) and kept: fresh memory costs page faults."""
+        if not self._read or len(self._read[0]) < nbytes:
+            self._read = [_aligned_buffer(nbytes), _aligned_buffer(nbytes)]
+        return self._read
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+        self._buffers.clear()
+        self._read.clear()
+
+
+class _DiskRows:
+    """An ``n x f`` float32 matrix in a file, written by row batches and read back by
+    column blocks.
+
+    Layout: column blocks of ``block`` columns (the last one narrower), each holding
+    all ``n`` rows one after the other, each row padded to a multiple of 1,024 floats
+    (4 KiB, the ``O_DIRECT`` alignment). A batch of rows is one contiguous write per
+    block; a block is one contiguous read. Reads run one block ahead in a thread.
+    """
+
+    def __init__(self, spill: _Spill, name: str, shape: tuple[int, int], block: int) -> None:
+        self.shape = shape
+        self.path = os.path.join(spill.directory, name)
+        self._spill = spill
+        self._fd = spill.open(name)
+        n, f = shape
+        self._starts = list(range(0, f, block))
+        self._widths = [min(block, f - c) for c in self._starts]
+        self._padded = [-(-w // (_ALIGN // 4)) * (_ALIGN // 4) for w in self._widths]
+        self._offsets = [0]
+        for padded in self._padded:
+            self._offsets.append(self._offsets[-1] + n * padded * 4)
+        os.ftruncate(self._fd, self._offsets[-1])
+
+    def __setitem__(self, rows: slice, values: torch.Tensor | NDArray[np.float32]) -> None:
+        r0, r1, _ = rows.indices(self.shape[0])
+        if isinstance(values, np.ndarray):
+            values = torch.from_numpy(values)
+        for c, (c0, width, padded) in enumerate(
+                zip(self._starts, self._widths, self._padded, strict=True)):
+            nbytes = (r1 - r0) * padded * 4
+            if nbytes > self._spill.slot_bytes:
+                raise ValueError(f"{r1 - r0} rows exceed the spill buffers' size")
+            buf = self._spill.acquire()
+            staged = np.frombuffer(buf, dtype=np.float32, count=(r1 - r0) * padded)
+            staged = staged.reshape(r1 - r0, padded)
+            torch.from_numpy(staged[:, :width]).copy_(values[:, c0 : c0 + width])
+            self._spill.submit(self._fd, buf, nbytes,
+                               self._offsets[c] + r0 * padded * 4, self.path)
+
+    def blocks(self) -> Iterator[NDArray[np.float32]]:
+        """The column blocks in order, each an ``n x width`` view valid until the next.
+
+        Block ``c + 1`` is read while the caller works on block ``c``, in
+        ``_READERS`` concurrent pieces (a virtual disk reads faster with several
+        requests in flight)."""
+        n = self.shape[0]
+        size = n * max(self._padded, default=0) * 4
+        buffers = self._spill.read_buffers(size)
+
+        def read_piece(c: int, lo: int, hi: int) -> None:
+            view = memoryview(buffers[c % 2])  # type: ignore[arg-type]
+            offset = self._offsets[c]
+            while lo < hi:
+                got = os.preadv(self._fd, [view[lo:hi]], offset + lo)
+                if got <= 0:
+                    raise OSError(f"{self.path}: short read at byte {offset + lo}")
+                lo += got
+
+        def read(pool: ThreadPoolExecutor, c: int) -> list[Future[None]]:
+            nbytes = n * self._padded[c] * 4
+            step = -(-nbytes // (_READERS * _ALIGN)) * _ALIGN
+            return [pool.submit(read_piece, c, lo, min(lo + step, nbytes))
+                    for lo in range(0, nbytes, step)]
+
+        with ThreadPoolExecutor(_READERS, thread_name_prefix="spill-reader") as pool:
+            pending = read(pool, 0) if self._starts else []
+            for c in range(len(self._starts)):
+                for piece in pending:
+                    piece.result()
+                pending = read(pool, c + 1) if c + 1 < len(self._starts) else []
+                block = np.frombuffer(buffers[c % 2], dtype=np.float32,
+                                      count=n * self._padded[c])
+                yield block.reshape(n, self._padded[c])[:, : self._widths[c]]
+
+    def __getitem__(self, key: tuple[slice, slice]) -> NDArray[np.float32]:
+        """All of it (``store[:, :]``), for ``keep_raw_max_features``."""
+        if key != (slice(None), slice(None)):
+            raise IndexError("a disk store is read whole or block by block")
+        return np.concatenate([b.copy() for b in self.blocks()], axis=1) if self._starts \
+            else np.empty(self.shape, dtype=np.float32)
+
+    def release(self) -> None:
+        """Done with it: the file is closed and deleted by the spill's background thread."""
+        if self._fd >= 0:
+            self._spill.release(self._fd, self.path)
+            self._fd = -1
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _device_budget(dev: torch.device, requested: int | None) -> int:
+    """Bytes of row stores to keep on ``dev`` (see ``device_budget_bytes``)."""
+    if requested is not None:
+        return max(int(requested), 0)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(0.7 * free)
+    return 0
+
+
+def _plan_storage(sizes: Mapping[str, int], budget: int) -> set[str]:
+    """Names whose stores fit a budget (device or RAM): smallest first while they fit."""
+    chosen: set[str] = set()
+    used = 0
+    for name in sorted(sizes, key=lambda n: (sizes[n], n)):
+        if used + sizes[name] > budget:
+            break
+        chosen.add(name)
+        used += sizes[name]
+    return chosen
+
+
+#: A layer's store: on the device, in RAM, or in a file.
+_Store = torch.Tensor | NDArray[np.float32] | _DiskRows
+
+
+class RowStores:
+    """The row stores of one extraction (see the module docstring).
+
+    Parameters
+    ----------
+    out : path
+        The output the stores serve: disk stores live in a scratch directory beside it.
+    n_rows : int
+        Rows of every store (the images).
+    batch_rows : int
+        The most rows one :meth:`write` gets (sizes the disk stores' staging buffers).
+    chunk_features : int
+        Columns per statistics block (see :func:`_block_columns`; the device path's
+        float64 chunks).
+
+    Use it as a context manager: on exit every store is closed, its file and the
+    scratch directory deleted, also on an error.
+    """
+
+    def __init__(self, out: str | os.PathLike[str], n_rows: int, batch_rows: int,
+                 chunk_features: int) -> None:
+        self.out = Path(out)
+        self.n_rows = n_rows
+        self.batch_rows = batch_rows
+        self.chunk_features = chunk_features
+        self.block = _block_columns(chunk_features)
+        #: Layers whose store (and statistics) stay in the device's memory, and those
+        #: whose store is a file, in the order of :meth:`allocate`'s ``features``.
+        self.on_device: list[str] = []
+        self.spilled: list[str] = []
+        self._stores: dict[str, _Store] = {}
+        self._spill: _Spill | None = None
+        self._scratch = contextlib.ExitStack()
+
+    def __enter__(self) -> RowStores:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def allocate(self, features: Mapping[str, int], device: torch.device, *,
+                 device_budget_bytes: int | None, ram_budget_bytes: int) -> None:
+        """One store per layer (``features``: layer name -> number of features F).
+
+        Smallest stores first: on ``device`` while they fit ``device_budget_bytes``
+        (default: on CUDA, 70 % of the device memory free now; on the CPU, 0), then in
+        RAM while they fit ``ram_budget_bytes``, the others on disk.
+        """
+        sizes = {name: self.n_rows * width * 4 for name, width in features.items()}
+        on_device = _plan_storage(sizes, _device_budget(device, device_budget_bytes))
+        in_ram = _plan_storage(
+            {k: v for k, v in sizes.items() if k not in on_device}, ram_budget_bytes)
+        for name, width in features.items():
+            shape = (self.n_rows, width)
+            if name in on_device:
+                self._stores[name] = torch.empty(shape, dtype=torch.float32, device=device)
+                self.on_device.append(name)
+            elif name in in_ram:
+                self._stores[name] = np.empty(shape, dtype=np.float32)
+            else:
+                if self._spill is None:
+                    directory = self._scratch.enter_context(scratch_dir(self.out))
+                    self._spill = _Spill(str(directory), self.batch_rows * self.block * 4)
+                self._stores[name] = _DiskRows(self._spill, f"{len(self.spilled)}.f32", shape,
+                                               self.block)
+                self.spilled.append(name)
+
+    def write(self, name: str, rows: slice, values: torch.Tensor) -> None:
+        """Copy ``values`` (``rows`` x F, any device) into rows ``rows`` of the store."""
+        store = self._stores[name]
+        if isinstance(store, torch.Tensor):  # a device store: no copy to the host
+            store[rows].copy_(values)
+        elif isinstance(store, _DiskRows):
+            store[rows] = values
+        else:  # torch's copy runs on all intra-op threads (numpy's on one)
+            torch.from_numpy(store[rows]).copy_(values)
+
+    def flush(self) -> None:
+        """Wait until every write is stored (a disk write's error is raised here)."""
+        if self._spill is not None:
+            self._spill.flush()
+
+    def features(self, name: str) -> int:
+        """F, the store's number of columns."""
+        return int(self._stores[name].shape[1])
+
+    def moments(self, name: str) -> PearsonAccumulator:
+        """The store's row-by-row Pearson statistics (disk stores: read block by block)."""
+        store = self._stores[name]
+        if isinstance(store, torch.Tensor):
+            return device_moments(store, self.chunk_features)
+        acc = PearsonAccumulator(self.n_rows)
+        if isinstance(store, _DiskRows):
+            for chunk in store.blocks():
+                acc.update(chunk)
+        else:  # the kernel blocks the columns itself
+            acc.update(store)
+        return acc
+
+    def rows(self, name: str) -> NDArray[np.float32]:
+        """The whole store as a host array."""
+        store = self._stores[name]
+        return store.cpu().numpy() if isinstance(store, torch.Tensor) else store[:, :]
+
+    def release(self, name: str) -> None:
+        """Done with a store: a disk store's file is deleted in the background while the
+        next layers compute."""
+        store = self._stores[name]
+        if isinstance(store, _DiskRows):
+            store.release()
+
+    def close(self) -> None:
+        """Stop the spill thread, close every store, delete the scratch directory."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        for store in self._stores.values():
+            if isinstance(store, _DiskRows):
+                store.close()
+        self._stores.clear()
+        self._scratch.close()

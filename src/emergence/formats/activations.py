@@ -1,0 +1,296 @@
+"""The activations file (``activations/<network>/<group>.h5``): its layout, writer and reader.
+
+One file per network x image group, written by
+:func:`emergence.extraction.extract.extract_statistics` and read by :func:`load_group`::
+
+    /                      attrs: caller's attrs + model, weights, input_size, ... (write_root)
+    images/path            (N,) utf-8
+    images/<key>           (N,) utf-8 or numbers: per-image columns (wnid, concept, ...)
+    predictions/top5_index (N, 5) int64     top-5 of softmax(model output)
+    predictions/top5_prob  (N, 5) float32
+    predictions/top5_wnid  (N, 5) utf-8     ImageNet wnids ("" if not ImageNet-1k)
+    layers/<name>/correlation  (N, N) float64
+    layers/<name>/sums, gram, shift   PearsonAccumulator sufficient statistics
+    layers/<name>/activations  (N, F) float32, only if F <= keep_raw_max_features
+
+``predictions`` is absent when the model's output is not a ``(batch, classes)`` tensor.
+The writer functions are called in the order above, on a file opened with
+:func:`emergence.io.atomic_h5`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import timm
+import torch
+from numpy.typing import NDArray
+
+from emergence.io import open_h5
+from emergence.stats.similarity import PearsonAccumulator
+
+__all__ = [
+    "PEARSON_STATISTIC",
+    "RESERVED_ATTRS",
+    "TOP_K",
+    "GroupSimilarities",
+    "check_attrs",
+    "image_column",
+    "load_group",
+    "write_image_column",
+    "write_layer",
+    "write_predictions",
+    "write_root",
+]
+
+PEARSON_STATISTIC = "pearson between images over features, float64, streamed"
+TOP_K = 5
+#: Root attributes :func:`write_root` writes itself; the caller's ``attrs`` may not use them.
+RESERVED_ATTRS = frozenset(
+    {
+        "model",
+        "weights",
+        "input_size",
+        "interpolation",
+        "mean",
+        "std",
+        "crop_pct",
+        "crop_mode",
+        "preprocess",
+        "device",
+        "n_images",
+        "layer_names",
+        "batch_size",
+        "chunk_features",
+        "emergence_version",
+        "torch_version",
+        "timm_version",
+        "numpy_version",
+        "torch_threads",
+        "cpu_capability",
+    }
+)
+
+_STR = h5py.string_dtype("utf-8")
+
+
+# --------------------------------------------------------------------------------------
+# writer
+# --------------------------------------------------------------------------------------
+
+
+def check_attrs(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The caller's extra root attributes, checked not to reuse :data:`RESERVED_ATTRS`."""
+    extra = dict(attrs or {})
+    clash = sorted(set(extra) & RESERVED_ATTRS)
+    if clash:
+        raise ValueError(f"attrs {clash} are written by extract_statistics itself")
+    return extra
+
+
+def image_column(key: str, values: Sequence[Any], n: int) -> NDArray[Any]:
+    """Validate one ``image_meta`` column: strings (object array) or 1-d numbers."""
+    if not key or key == "path" or "/" in key:
+        raise ValueError(f"image_meta key {key!r} is not allowed")
+    items = list(values)
+    if len(items) != n:
+        raise ValueError(f"image_meta[{key!r}] has {len(items)} values for {n} images")
+    if all(isinstance(v, str) for v in items):
+        return np.array(items, dtype=object)
+    array = np.asarray(items)
+    if array.dtype.kind not in "biuf" or array.ndim != 1:
+        raise ValueError(f"image_meta[{key!r}]: expected strings or numbers, got {array.dtype}")
+    return array
+
+
+def _attr_value(value: Any) -> Any:
+    if value is None or isinstance(value, Mapping):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _emergence_version() -> str:
+    try:
+        return importlib.metadata.version("emergence")
+    except importlib.metadata.PackageNotFoundError:
+        import emergence
+
+        return str(getattr(emergence, "__version__", "unknown"))
+
+
+def write_root(
+    h5: h5py.File,
+    extra: Mapping[str, Any],
+    *,
+    model: str,
+    weights: str,
+    data_config: Mapping[str, Any],
+    preprocess: str,
+    device: str,
+    batch_size: int,
+    chunk_features: int,
+    paths: Sequence[str],
+    layer_names: Sequence[str],
+) -> None:
+    """The root attributes (``extra`` first, from :func:`check_attrs`) and ``images/path``.
+
+    Call it while the forward pass's torch thread count is still set: ``torch_threads``
+    records it.
+    """
+    cfg = data_config
+    for key, value in extra.items():
+        h5.attrs[key] = _attr_value(value)
+    h5.attrs["model"] = model
+    h5.attrs["weights"] = weights
+    h5.attrs["input_size"] = [int(v) for v in cfg["input_size"]]
+    h5.attrs["interpolation"] = str(cfg.get("interpolation", ""))
+    h5.attrs["mean"] = [float(v) for v in cfg["mean"]]
+    h5.attrs["std"] = [float(v) for v in cfg["std"]]
+    h5.attrs["crop_pct"] = float(cfg.get("crop_pct", 1.0))
+    h5.attrs["crop_mode"] = str(cfg.get("crop_mode", ""))
+    h5.attrs["preprocess"] = preprocess
+    h5.attrs["device"] = device
+    h5.attrs["batch_size"] = batch_size
+    h5.attrs["chunk_features"] = chunk_features
+    h5.attrs["n_images"] = len(paths)
+    h5.attrs["layer_names"] = list(layer_names)
+    h5.attrs["emergence_version"] = _emergence_version()
+    h5.attrs["torch_version"] = str(torch.__version__)
+    h5.attrs["timm_version"] = str(timm.__version__)
+    h5.attrs["numpy_version"] = str(np.__version__)
+    # What the forward pass's last bits depend on besides the inputs (see `threads`).
+    h5.attrs["torch_threads"] = torch.get_num_threads()
+    h5.attrs["cpu_capability"] = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
+    h5.create_dataset("images/path", data=np.array(paths, dtype=object), dtype=_STR)
+
+
+def write_image_column(h5: h5py.File, key: str, values: NDArray[Any]) -> None:
+    """``images/<key>``: a column from :func:`image_column`."""
+    h5.create_dataset(f"images/{key}", data=values,
+                      dtype=_STR if values.dtype == object else None)
+
+
+def write_predictions(
+    h5: h5py.File,
+    top_index: NDArray[np.int64],
+    top_prob: NDArray[np.float32],
+    n_classes: int,
+    class_wnids: Sequence[str],
+    label_set: str,
+) -> None:
+    """``predictions/``: the top :data:`TOP_K` classes per image, or nothing if
+    ``n_classes`` is 0 (the model's output is not a ``(batch, classes)`` tensor).
+
+    ``class_wnids`` are the wnids of the model's classes in output order (empty when
+    they are not known: ``top5_wnid`` is then ``""``), ``label_set`` timm's name of
+    that class set. With fewer than :data:`TOP_K` classes the missing columns of
+    ``top_index``/``top_prob`` are set to -1/NaN (in place).
+    """
+    if n_classes == 0:
+        return
+    k = min(TOP_K, n_classes)
+    labels = np.full(top_index.shape, "", dtype=object)
+    if class_wnids:
+        labels[:, :k] = np.array(class_wnids, dtype=object)[top_index[:, :k]]
+    group = h5.create_group("predictions")
+    group.attrs["source"] = "softmax of the model output"
+    group.attrs["k"] = k
+    group.attrs["label_set"] = label_set if class_wnids else ""
+    if k < TOP_K:  # fewer classes than 5: pad
+        top_index[:, k:] = -1
+        top_prob[:, k:] = np.nan
+    group.create_dataset("top5_index", data=top_index)
+    group.create_dataset("top5_prob", data=top_prob)
+    group.create_dataset("top5_wnid", data=labels, dtype=_STR)
+
+
+def write_layer(
+    h5: h5py.File,
+    name: str,
+    *,
+    module: str,
+    index: int,
+    shape: Sequence[int],
+    acc: PearsonAccumulator,
+    activations: NDArray[np.float32] | None = None,
+) -> None:
+    """``layers/<name>/``: one layer's correlation matrix and sufficient statistics (and
+    its raw ``activations`` when given); ``index`` is its position in ``layer_names``."""
+    group = h5.create_group(f"layers/{name}")
+    group.attrs["module"] = module
+    group.attrs["n_features"] = acc.n_features
+    group.attrs["shape"] = list(shape)
+    group.attrs["index"] = index
+    group.attrs["statistic"] = PEARSON_STATISTIC
+    group.create_dataset("correlation", data=acc.correlation())
+    group.create_dataset("sums", data=acc.sums)
+    group.create_dataset("gram", data=acc.gram)
+    group.create_dataset("shift", data=acc.shift)
+    if activations is not None:
+        group.create_dataset("activations", data=activations)
+
+
+# --------------------------------------------------------------------------------------
+# reader
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupSimilarities:
+    """Image-space similarity matrices of one network and group, over the kept concepts."""
+
+    network: str
+    model: str
+    group: str
+    layers: list[str]
+    modules: list[str]
+    n_features: list[int]
+    similarity: NDArray[np.float64]  # (L, k, k)
+    predicted: NDArray[np.int64]  # top-1 class as kept-concept index, -1 outside the set
+    predicted_wnid: list[str]
+    image_path: list[str]
+    wnids: list[str] = field(default_factory=list)  # kept concepts, matrix order
+    concepts: list[str] = field(default_factory=list)  # their words, when known
+
+
+def _strings(ds: h5py.Dataset) -> list[str]:
+    return ds.asstr()[()].tolist()
+
+
+def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
+               network: str, group: str) -> GroupSimilarities:
+    """Read one activations file and restrict it to ``kept_wnids`` (in that order)."""
+    with open_h5(path, "activations file") as f:
+        wnids = _strings(f["images/wnid"])
+        row_of = {w: i for i, w in enumerate(wnids)}
+        missing = [w for w in kept_wnids if w not in row_of]
+        if missing:
+            raise ValueError(f"{path}: no image for kept concept(s) {missing[:5]}")
+        rows = np.array([row_of[w] for w in kept_wnids])
+        layers = [str(x) for x in f.attrs["layer_names"]]
+        sims = np.stack([f[f"layers/{name}/correlation"][()][np.ix_(rows, rows)]
+                         for name in layers])
+        modules = [str(f[f"layers/{name}"].attrs["module"]) for name in layers]
+        n_features = [int(f[f"layers/{name}"].attrs["n_features"]) for name in layers]
+        top1 = f["predictions/top5_wnid"].asstr()[()][rows, 0].tolist()
+        paths = _strings(f["images/path"])
+        words = _strings(f["images/concept"]) if "images/concept" in f else []
+        model = str(f.attrs.get("model", ""))
+    index = {w: i for i, w in enumerate(kept_wnids)}
+    predicted = np.array([index.get(w, -1) for w in top1], dtype=np.int64)
+    return GroupSimilarities(network, model, group, layers, modules, n_features, sims, predicted,
+                             top1, [paths[r] for r in rows], list(kept_wnids),
+                             [words[r] for r in rows] if words else [])
