@@ -20,6 +20,7 @@ import pytest
 
 import emergence
 from emergence import analysis, figures
+from emergence.formats.nulls import read_nulls
 from emergence.io import read_tsv, write_tsv
 from emergence.stats.permutation import permutations
 from emergence.stats.two_vs_two import MIN_CONCEPTS, TwoVsTwo, check_permutations
@@ -301,7 +302,7 @@ def test_constant_row_null_and_significance_are_nan_with_a_reason(tmp_path: Path
     for path, (lo, hi) in zip(shards, [(0, 8), (8, 19)], strict=True):
         analysis.null_shard(path, "wm", w_mat, groups, seed=5, start=lo, stop=hi,
                             batch_size=8, rsa_method="pearson", device="cpu", progress=False)
-    nulls = analysis.read_nulls(shards)
+    nulls = read_nulls(shards)
     assert np.isnan(nulls["grey"]["two_vs_two"][:, 0]).all()
     assert np.isnan(nulls["grey"]["rsa"][:, 0]).all()
     assert np.isfinite(nulls["grey"]["two_vs_two"][:, 1]).all()

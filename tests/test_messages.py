@@ -23,7 +23,7 @@ import torch
 import yaml
 from PIL import Image, ImageFile
 
-from emergence.analysis import GroupSimilarities, load_group, null_shard, read_nulls
+from emergence.analysis import GroupSimilarities, load_group, null_shard
 from emergence.concepts import (
     MIN_CONCEPTS,
     check_enough_concepts,
@@ -34,6 +34,7 @@ from emergence.concepts import (
 )
 from emergence.config import ConfigError, check_config
 from emergence.extraction.extract import load_image
+from emergence.formats.nulls import read_nulls
 from emergence.io import atomic_h5, remove_stale_temporaries, scratch_dir, temporaries_of
 from emergence.runner import start
 from emergence.sources.images import ManifestRow
