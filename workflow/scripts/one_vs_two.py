@@ -13,10 +13,8 @@ from emergence.runner import start
 smk = snakemake  # noqa: F821
 log = start(smk)
 wnids, w_mat, _ = read_word_matrix(smk.input.matrix)
-names = list(smk.params.groups)
-files = dict(zip([p.rsplit("/", 1)[-1].removesuffix(".h5") for p in smk.input.groups],
-                 smk.input.groups, strict=True))
-groups = [load_group(files[g], wnids, smk.wildcards.network, g) for g in names]
+groups = [load_group(p, wnids, smk.wildcards.network, g)
+          for p, g in zip(smk.input.groups, smk.params.groups, strict=True)]
 summary, tests = one_vs_two_rows(smk.wildcards.word_model, w_mat, wnids, groups,
                                  n_permutations=smk.params.n_permutations, seed=smk.params.seed)
 write_tsv(smk.output.summary, summary, ONE_VS_TWO_COLUMNS)
