@@ -49,6 +49,11 @@ MIN_REFERENCE = 3
 correlations are +-1 (the outcome is a coin flip on signs), with 0 or 1 undefined."""
 
 
+def _accuracy(n_passed: int, n_tests: int) -> float:
+    """Fraction of the counted tests passed; NaN without counted tests."""
+    return n_passed / n_tests if n_tests else float("nan")
+
+
 def binomial_p(n_passed: int, n_tests: int) -> float:
     """One-sided binomial test of ``n_passed`` of ``n_tests`` against chance (0.5);
     NaN without tests."""
@@ -121,8 +126,7 @@ class OneVsTwo:
     @property
     def accuracy(self) -> float:
         """Fraction of the counted tests passed; NaN without counted tests."""
-        n = self.n_tests
-        return self.n_passed / n if n else float("nan")
+        return _accuracy(self.n_passed, self.n_tests)
 
 
 def _statistics(
@@ -217,8 +221,8 @@ def one_vs_two(
         for lo, hi in batch_ranges(0, n_permutations, batch_size):
             rt, rp = _statistics(w, i_mat, m, p, mask, permutations(seed, lo, hi, k))
             null[lo:hi] = (rt - rp > TIE_TOLERANCE).mean(axis=1)
-    accuracy = n_pass / m.size if m.size else float("nan")
-    perm_p = p_value(accuracy, null) if m.size and n_permutations else float("nan")
+    perm_p = (p_value(_accuracy(n_pass, m.size), null) if m.size and n_permutations
+              else float("nan"))
     return OneVsTwo(
         image=m_all, predicted=p_all, n_reference=n_ref, r_true=r_true, r_predicted=r_pred,
         passed=passed, binomial_p=binom_p, null=null, permutation_p=perm_p,
@@ -239,7 +243,7 @@ class Pooled:
     @property
     def accuracy(self) -> float:
         """Fraction of the counted tests passed; NaN without counted tests."""
-        return self.n_passed / self.n_tests if self.n_tests else float("nan")
+        return _accuracy(self.n_passed, self.n_tests)
 
 
 def pool(results: Sequence[OneVsTwo], n_permutations: int) -> Pooled:
