@@ -20,6 +20,7 @@ import pytest
 
 import emergence
 from emergence import analysis, figures
+from emergence.formats.nulls import read_nulls
 from emergence.io import read_tsv, write_tsv
 from emergence.stats.permutation import permutations
 from emergence.stats.two_vs_two import MIN_CONCEPTS, TwoVsTwo, check_permutations
@@ -73,8 +74,7 @@ def test_constant_row_is_nan_on_every_engine_path() -> None:
     assert both[0] == engine.accuracy(i_ok) and np.isnan(both[1])
     # The non-certifiable path: W outside float32's safe range sends everything to float64.
     big = TwoVsTwo(w_mat * 2.0**55)
-    big._cpu_kernels()
-    assert not big._w_safe
+    assert big._cpu is not None and not big._cpu.w_safe
     assert np.isnan(big.accuracy(i_nan))
     mixed = big.accuracy(np.stack([i_nan, i_ok]))
     assert np.isnan(mixed[0]) and mixed[1] == engine.accuracy(i_ok)
@@ -301,7 +301,7 @@ def test_constant_row_null_and_significance_are_nan_with_a_reason(tmp_path: Path
     for path, (lo, hi) in zip(shards, [(0, 8), (8, 19)], strict=True):
         analysis.null_shard(path, "wm", w_mat, groups, seed=5, start=lo, stop=hi,
                             batch_size=8, rsa_method="pearson", device="cpu", progress=False)
-    nulls = analysis.read_nulls(shards)
+    nulls = read_nulls(shards)
     assert np.isnan(nulls["grey"]["two_vs_two"][:, 0]).all()
     assert np.isnan(nulls["grey"]["rsa"][:, 0]).all()
     assert np.isfinite(nulls["grey"]["two_vs_two"][:, 1]).all()
@@ -334,7 +334,7 @@ def test_constant_row_null_and_significance_are_nan_with_a_reason(tmp_path: Path
 
     # The figures skip the point instead of crashing.
     figures.plot_network(table, "net", table, "ctrl", "wm", 0.05, [tmp_path / "f2.png"])
-    figures.plot_word_models({"wm": table}, {}, "net", 0.05, [tmp_path / "f1.png"])
+    figures.plot_word_models({"wm": table}, {}, "net", [tmp_path / "f1.png"])
     figures.plot_overview({"net": table}, {}, [], "wm", 0.05, [tmp_path / "ov.png"])
     for name in ("f2.png", "f1.png", "ov.png"):
         assert (tmp_path / name).stat().st_size > 1000

@@ -188,7 +188,7 @@ def test_rules_are_parsed() -> None:
 
 def test_import_walk_follows_the_package() -> None:
     """The walk sees what `import emergence` pulls in (torch, numba via the kernels)."""
-    mods = third_party_imports(SCRIPTS / "figures.py")
+    mods = third_party_imports(SCRIPTS / "overview.py")
     assert {"matplotlib", "numpy", "h5py", "scipy", "torch", "numba"} <= mods.keys()
     assert "gensim" not in mods and "emergence" not in mods and "_src" not in mods
     assert distributions("PIL") == {"pillow"} and distributions("yaml") == {"pyyaml"}

@@ -191,3 +191,29 @@ def test_single_matrix_staging_symmetric_or_not() -> None:
         expected = float(engine.outcomes(m).sum()) / engine.n_pairs
         got = engine.accuracy(m)
         assert got.shape == () and float(got) == expected == literal.two_vs_two(w_mat, m)
+
+
+def test_cpu_engine_counts_or_declines() -> None:
+    """The entry point: counts equal to the float64 definition's for one matrix, a batch
+    and permutations; None (decide in float64) where the bound does not apply."""
+    rng = np.random.default_rng(13)
+    k = 21
+    w_mat = emergence.similarity_matrix(rng.standard_normal((k, 15)))
+    batch = np.stack([emergence.similarity_matrix(rng.standard_normal((k, 9)))
+                      for _ in range(3)])
+    definition = emergence.TwoVsTwo(w_mat)
+    cpu = _kernels.CpuEngine(w_mat, TIE_TOLERANCE)
+    expected = definition.outcomes(batch).sum(dim=-1).numpy()
+    assert cpu.count_one(batch[0]).tolist() == [expected[0]]
+    assert cpu.count_batch(batch).tolist() == expected.tolist()
+    perms = np.stack([rng.permutation(k) for _ in range(4)])
+    permuted = np.stack([batch[1][p][:, p] for p in perms])
+    assert (cpu.count_permuted(batch[1], perms).tolist()
+            == definition.outcomes(permuted).sum(dim=-1).numpy().tolist())
+    bad = batch[0].copy()
+    bad[2, 3] = np.nan
+    huge = batch[0] * 2.0**55
+    for m in (bad, huge):
+        assert cpu.count_one(m) is None and cpu.count_batch(m[None]) is None
+        assert cpu.count_permuted(m, perms) is None
+    assert _kernels.CpuEngine(w_mat * 2.0**55, TIE_TOLERANCE).count_one(batch[0]) is None

@@ -23,7 +23,7 @@ import torch
 import yaml
 from PIL import Image, ImageFile
 
-from emergence.analysis import null_shard, read_nulls
+from emergence.analysis import null_shard
 from emergence.concepts import (
     MIN_CONCEPTS,
     check_enough_concepts,
@@ -33,6 +33,7 @@ from emergence.concepts import (
 from emergence.config import ConfigError, check_config
 from emergence.extraction.preprocess import load_image
 from emergence.formats.activations import GroupSimilarities, load_group
+from emergence.formats.nulls import read_nulls
 from emergence.formats.vectors import read_word_vectors
 from emergence.formats.word_matrix import read_word_matrix, write_word_matrix
 from emergence.io import atomic_h5, remove_stale_temporaries, scratch_dir, temporaries_of

@@ -7,8 +7,14 @@ import pytest
 from scipy import stats
 
 import emergence
-from emergence.stats.one_vs_two import MIN_REFERENCE
-from emergence.stats.permutation import batch_ranges, permutations, shard_range
+from emergence.stats.one_vs_two import MIN_REFERENCE, pool
+from emergence.stats.permutation import (
+    batch_ranges,
+    p_value,
+    permutations,
+    shard_range,
+    significant,
+)
 from tests import literal
 
 
@@ -138,6 +144,35 @@ def test_p_values_plus_one_and_family_wise() -> None:
     assert np.allclose(emergence.p_values(obs, null), [(1 + 1) / 5, (1 + 2) / 5])
     # max over layers per permutation: 0.5, 0.7, 0.55, 0.52
     assert np.allclose(emergence.family_wise_p_values(obs, null), [(1 + 1) / 5, (1 + 4) / 5])
+    assert p_value(0.5, null[:, 1]) == (1 + 2) / 5 and np.isnan(p_value(np.nan, null[:, 1]))
+    assert significant(0.04, 0.05) and not significant(0.05, 0.05)
+    assert not significant(np.nan, 0.05)  # untested
+
+
+def test_pooling_one_group_is_that_group_and_two_add_up() -> None:
+    """The pooled 'all' row: passes and tests add up; its null counts the passes of every
+    group under the same permutation, so pooling one group gives that group's p-values."""
+    rng = np.random.default_rng(21)
+    k, n_perm = 30, 40
+    w_mat = literal.corr_matrix(rng.standard_normal((k, 20)))
+    results = []
+    for g in range(2):
+        i_mat = literal.corr_matrix(rng.standard_normal((k, 25)))
+        predicted = np.arange(k)
+        predicted[rng.choice(k, size=9, replace=False)] = rng.integers(0, k, size=9)
+        results.append(emergence.one_vs_two(w_mat, i_mat, predicted, n_permutations=n_perm,
+                                            seed=3 + g))
+    one = results[0]
+    alone = pool([one], n_perm)
+    assert (alone.n_passed, alone.n_tests, alone.n_skipped) == (one.n_passed, one.n_tests,
+                                                                one.n_skipped)
+    assert alone.accuracy == one.accuracy and alone.binomial_p == one.binomial_p
+    assert alone.permutation_p == one.permutation_p
+    both = pool(results, n_perm)
+    assert both.n_tests == sum(r.n_tests for r in results)
+    null = sum(np.rint(r.null * r.n_tests) for r in results)
+    assert both.permutation_p == (1 + (null >= both.n_passed).sum()) / (1 + n_perm)
+    assert np.isnan(pool(results, 0).permutation_p)
 
 
 def test_one_vs_two_matches_literal() -> None:

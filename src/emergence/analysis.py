@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from emergence.formats.activations import GroupSimilarities
-from emergence.io import atomic_h5, open_h5
-from emergence.stats.one_vs_two import MIN_REFERENCE, one_vs_two
-from emergence.stats.permutation import family_wise_p_values, p_values, permutation_null
+from emergence.formats.nulls import write_null_shard
+from emergence.stats.one_vs_two import MIN_REFERENCE, OneVsTwo, one_vs_two, pool
+from emergence.stats.permutation import (
+    family_wise_p_values,
+    p_values,
+    permutation_null,
+    significant,
+)
 from emergence.stats.rsa import rsa_from_similarity
 from emergence.stats.two_vs_two import TwoVsTwo
 
@@ -106,44 +111,21 @@ def score_rows(word_model: str, w_mat: NDArray[np.float64], groups: Sequence[Gro
 def null_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArray[np.float64],
                groups: Sequence[GroupSimilarities], *, seed: int, start: int, stop: int,
                batch_size: int, rsa_method: str, device: str, progress: bool = True) -> None:
-    """Permutations ``start .. stop-1`` for every group and layer, stored in one HDF5 file."""
-    first = groups[0]
-    attrs = {"what": "permutation null of 2 vs 2 accuracy and RSA (image space shuffled)",
-             "network": first.network, "model": first.model, "word_model": word_model,
-             "seed": seed, "start": start, "stop": stop, "batch_size": batch_size,
-             "rsa_method": rsa_method, "layer_names": first.layers, "k": w_mat.shape[0]}
-    with atomic_h5(path, attrs) as f:
+    """Permutations ``start .. stop-1`` for every group and layer, stored in one shard file
+    (:mod:`emergence.formats.nulls`)."""
+
+    def nulls() -> Iterator[tuple[str, dict[str, NDArray[np.float64]]]]:
         for g in groups:
             _warn_undefined(g, "its permutation null is nan")
-            null = permutation_null(w_mat, list(g.similarity), seed=seed, start=start, stop=stop,
-                                    batch_size=batch_size, rsa_method=rsa_method, device=device,
-                                    progress=progress)
-            grp = f.create_group(f"groups/{g.group}")
-            grp.create_dataset("two_vs_two", data=null["two_vs_two"])
-            grp.create_dataset("rsa", data=null["rsa"])
-            grp.create_dataset("index", data=null["index"])
+            yield g.group, permutation_null(
+                w_mat, list(g.similarity), seed=seed, start=start, stop=stop,
+                batch_size=batch_size, rsa_method=rsa_method, device=device, progress=progress)
 
-
-def read_nulls(
-    paths: Sequence[str | os.PathLike[str]],
-) -> dict[str, dict[str, NDArray[np.float64]]]:
-    """Concatenate shard files in permutation order: group -> {"two_vs_two", "rsa"} (n x L)."""
-    parts: dict[str, dict[str, list[NDArray[np.float64]]]] = {}
-    starts: list[tuple[int, str | os.PathLike[str]]] = []
-    for p in paths:
-        with open_h5(p, "permutation shard") as f:
-            starts.append((int(f.attrs["start"]), p))
-    expected = 0
-    for start, p in sorted(starts, key=lambda t: t[0]):
-        with open_h5(p, "permutation shard") as f:
-            if start != expected:
-                raise ValueError(f"{p}: shard starts at permutation {start}, expected {expected}")
-            expected = int(f.attrs["stop"])
-            for name, grp in f["groups"].items():
-                d = parts.setdefault(name, {"two_vs_two": [], "rsa": []})
-                d["two_vs_two"].append(grp["two_vs_two"][()])
-                d["rsa"].append(grp["rsa"][()])
-    return {g: {k: np.concatenate(v) for k, v in d.items()} for g, d in parts.items()}
+    first = groups[0]
+    write_null_shard(path, network=first.network, model=first.model, word_model=word_model,
+                     seed=seed, start=start, stop=stop, batch_size=batch_size,
+                     rsa_method=rsa_method, layer_names=first.layers, k=w_mat.shape[0],
+                     nulls=nulls())
 
 
 SIGNIFICANCE_COLUMNS = [
@@ -203,7 +185,7 @@ def significance_rows(score_table: Sequence[Mapping[str, str]],
                 "p_value": float(p[j]), "p_value_fwe": float(p_fwe[j]),
                 "null_mean": float(mu[j]), "null_sd": float(sd[j]), "rsa": float(rsa_obs[j]),
                 "rsa_p_value": float(rsa_p[j]), "n_permutations": n_perm,
-                "significant": bool(p[j] < alpha) if n_perm else False, "reason": why[g][j],
+                "significant": significant(p[j], alpha), "reason": why[g][j],
             })
     return rows
 
@@ -227,7 +209,8 @@ def _no_test_reason(n_skipped: int, reasons: Sequence[str]) -> str:
 def one_vs_two_rows(word_model: str, w_mat: NDArray[np.float64], wnids: Sequence[str],
                     groups: Sequence[GroupSimilarities], *, n_permutations: int, seed: int,
                     batch_size: int = 64) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """1 vs 2 summary rows (per group and layer, plus the pooled 'all' group) and test rows.
+    """1 vs 2 summary rows (per group and layer, plus the 'all' group pooled by
+    :func:`emergence.stats.one_vs_two.pool`) and test rows.
 
     Skipped tests (reference set under ``MIN_REFERENCE`` concepts, undefined correlation,
     or a layer that cannot be scored) are listed in the test rows with ``passed`` false
@@ -237,17 +220,16 @@ def one_vs_two_rows(word_model: str, w_mat: NDArray[np.float64], wnids: Sequence
     """
     summary: list[dict[str, Any]] = []
     tests: list[dict[str, Any]] = []
-    from scipy import stats
-
+    k = len(wnids)
+    n_correct = [int((g.predicted == np.arange(k)).sum()) for g in groups]
     layer_reasons = [_warn_undefined(g, "its 1 vs 2 tests are skipped") for g in groups]
     for j in range(len(groups[0].layers)):
-        pooled_pass, pooled_n, pooled_skipped = 0, 0, 0
-        pooled_null = np.zeros(n_permutations, dtype=np.int64)  # passes per permutation
+        results: list[OneVsTwo] = []
         pooled_why: list[str] = []
-        for g, g_reasons in zip(groups, layer_reasons, strict=True):
+        for g, g_correct, g_reasons in zip(groups, n_correct, layer_reasons, strict=True):
             res = one_vs_two(w_mat, g.similarity[j], g.predicted,
                              n_permutations=n_permutations, seed=seed, batch_size=batch_size)
-            n_correct = int((g.predicted == np.arange(len(wnids))).sum())
+            results.append(res)
             undefined = g_reasons[j]
             test_reasons = [undefined if r and undefined else r for r in res.reason] \
                 or [""] * res.image.size
@@ -258,7 +240,7 @@ def one_vs_two_rows(word_model: str, w_mat: NDArray[np.float64], wnids: Sequence
             summary.append({
                 "network": g.network, "model": g.model, "word_model": word_model,
                 "group": g.group, "layer": g.layers[j], "layer_index": j,
-                "module": g.modules[j], "k": len(wnids), "n_correct": n_correct,
+                "module": g.modules[j], "k": k, "n_correct": g_correct,
                 "n_tests": res.n_tests, "n_skipped": res.n_skipped,
                 "min_reference": MIN_REFERENCE, "n_passed": res.n_passed,
                 "accuracy": res.accuracy, "binomial_p": res.binomial_p,
@@ -275,28 +257,16 @@ def one_vs_two_rows(word_model: str, w_mat: NDArray[np.float64], wnids: Sequence
                     "r_predicted": float(res.r_predicted[t]), "passed": bool(res.passed[t]),
                     "reason": test_reasons[t],
                 })
-            pooled_pass += res.n_passed
-            pooled_n += res.n_tests
-            pooled_skipped += res.n_skipped
-            if res.n_tests and n_permutations:
-                pooled_null += np.rint(res.null * res.n_tests).astype(np.int64)
-        g0 = groups[0]
-        acc = pooled_pass / pooled_n if pooled_n else float("nan")
-        if pooled_n:
-            binom = float(stats.binomtest(pooled_pass, pooled_n, 0.5,
-                                          alternative="greater").pvalue)
-            perm_p = float((1 + (pooled_null >= pooled_pass).sum()) / (1 + n_permutations)) \
-                if n_permutations else float("nan")
-        else:
-            binom = perm_p = float("nan")
+        g0, pooled = groups[0], pool(results, n_permutations)
         summary.append({
             "network": g0.network, "model": g0.model, "word_model": word_model, "group": "all",
-            "layer": g0.layers[j], "layer_index": j, "module": g0.modules[j], "k": len(wnids),
-            "n_correct": sum(int((g.predicted == np.arange(len(wnids))).sum()) for g in groups),
-            "n_tests": pooled_n, "n_skipped": pooled_skipped, "min_reference": MIN_REFERENCE,
-            "n_passed": pooled_pass, "accuracy": acc, "binomial_p": binom,
-            "permutation_p": perm_p, "n_permutations": n_permutations,
-            "reason": "" if pooled_n else "; ".join(pooled_why),
+            "layer": g0.layers[j], "layer_index": j, "module": g0.modules[j], "k": k,
+            "n_correct": sum(n_correct), "n_tests": pooled.n_tests,
+            "n_skipped": pooled.n_skipped, "min_reference": MIN_REFERENCE,
+            "n_passed": pooled.n_passed, "accuracy": pooled.accuracy,
+            "binomial_p": pooled.binomial_p, "permutation_p": pooled.permutation_p,
+            "n_permutations": n_permutations,
+            "reason": "" if pooled.n_tests else "; ".join(pooled_why),
         })
     return summary, tests
 

@@ -6,9 +6,13 @@
 * Fig. 4: 1 vs 2 accuracy per layer, significant layers marked.
 * Overview: every network on a relative-depth axis (the README's main figure).
 
-Filled markers: permutation p < alpha (mean over groups). Hollow: not significant.
-Layers that could not be scored (NaN, with a ``reason`` in the tables) have no point:
-the line breaks there.
+Filled markers: significant (the significance table's ``significant`` column of the
+mean over groups: permutation p < alpha). Hollow: not significant. The 1 vs 2 table has no
+such column, so Fig. 4 decides with :func:`emergence.stats.permutation.significant`, the
+rule the significance table uses. Layers that could not be scored (NaN, with a ``reason``
+in the tables) have no point: the line breaks there.
+
+One function per figure; each figure rule has its own script that calls it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from emergence.stats.permutation import significant  # noqa: E402
 
 __all__ = ["plot_network", "plot_one_vs_two", "plot_overview", "plot_word_models"]
 
@@ -53,13 +59,13 @@ def _markers(xs: Sequence[float], ys: Sequence[float], sig: Sequence[bool],
     return [a for a, _ in kept], [b for _, b in kept]
 
 
-def _line(ax: plt.Axes, rows: Rows, label: str, alpha: float, x: Sequence[float] | None = None,
+def _line(ax: plt.Axes, rows: Rows, label: str, x: Sequence[float] | None = None,
           **style: object) -> None:
     mean = _mean_rows(rows)
     xs = list(x) if x is not None else list(range(len(mean)))
     ys = [float(r["two_vs_two"]) for r in mean]
     (line,) = ax.plot(xs, ys, label=label, **style)  # type: ignore[arg-type]  # NaN: a gap
-    sig = [float(r["p_value"]) < alpha for r in mean]  # NaN p: not significant
+    sig = [r["significant"] == "true" for r in mean]
     ax.scatter(*_markers(xs, ys, sig, True), color=line.get_color(), zorder=3, s=22)
     ax.scatter(*_markers(xs, ys, sig, False), facecolors="white",
                edgecolors=line.get_color(), zorder=3, s=22)
@@ -76,11 +82,11 @@ def _layer_axis(ax: plt.Axes, rows: Rows) -> None:
 
 
 def plot_word_models(tables: Mapping[str, Rows], labels: Mapping[str, str], network: str,
-                     alpha: float, paths: Sequence[str | os.PathLike[str]]) -> None:
+                     paths: Sequence[str | os.PathLike[str]]) -> None:
     """Fig. 1: one network, one line per word model."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for wm, rows in tables.items():
-        _line(ax, rows, labels.get(wm, wm), alpha, marker=None)
+        _line(ax, rows, labels.get(wm, wm), marker=None)
     _layer_axis(ax, next(iter(tables.values())))
     k = next(iter(tables.values()))[0]["k"]
     ax.set_title(f"2 vs 2 accuracy per layer of {network} (k = {k} concepts)")
@@ -92,9 +98,9 @@ def plot_network(rows: Rows, label: str, control: Rows | None, control_label: st
                  word_model: str, alpha: float, paths: Sequence[str | os.PathLike[str]]) -> None:
     """Figs. 2-3: one network, primary word model, control beside, p < alpha filled."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    _line(ax, rows, label, alpha, color="C0")
+    _line(ax, rows, label, color="C0")
     if control is not None:
-        _line(ax, control, control_label, alpha, color="0.45", ls="--")
+        _line(ax, control, control_label, color="0.45", ls="--")
     groups = sorted({r["group"] for r in rows} - {"mean"})
     for g in groups:
         sub = sorted((r for r in rows if r["group"] == g), key=lambda r: int(r["layer_index"]))
@@ -116,7 +122,7 @@ def plot_one_vs_two(rows: Rows, label: str, word_model: str, alpha: float,
     xs = range(len(pooled))
     ys = [float(r["accuracy"]) for r in pooled]
     ax.plot(xs, ys, color="C3", label="1 vs 2 accuracy")
-    sig = [float(r["permutation_p"]) < alpha for r in pooled]
+    sig = [significant(float(r["permutation_p"]), alpha) for r in pooled]
     ax.scatter(*_markers(xs, ys, sig, True), color="black", zorder=3,
                label=f"p < {alpha:g} (permutation)")
     ax.set_xticks(list(xs))
@@ -143,7 +149,7 @@ def plot_overview(tables: Mapping[str, Rows], labels: Mapping[str, str],
         depth = [j / max(len(mean) - 1, 1) for j in range(len(mean))]
         style: dict[str, object] = (
             {"color": "0.45", "ls": "--"} if net in controls else {"color": f"C{i}"})
-        _line(ax, rows, labels.get(net, net), alpha, x=depth, **style)
+        _line(ax, rows, labels.get(net, net), x=depth, **style)
     ax.axhline(0.5, color="0.6", lw=0.8, ls=":", label="chance")
     ax.set_xlabel("relative depth (0 = pixels, 1 = logits)")
     ax.set_ylabel("2 vs 2 accuracy (mean over groups)")

@@ -26,6 +26,8 @@ PRIMARY_WM = STUDY.primary_word_model
 CONTROLS = STUDY.controls
 TRAINED = [n for n in NETWORKS if n not in CONTROLS]
 N_SHARDS = config["permutations"]["shards"]
+ONE_VS_TWO_GROUPS = (GROUPS if config["one_vs_two"]["groups"] == "all"
+                     else list(config["one_vs_two"]["groups"]))
 FORMATS = config["figures"]["formats"]
 
 # GPUs. A job whose device is `cuda`, or `auto` where CUDA is available here, asks for gpu=1
@@ -88,8 +90,10 @@ def word_model_params(wildcards):
     return STUDY.word_models[wildcards.word_model].params()
 
 
-def activation_files(wildcards):
-    return expand(f"{R}/activations/{wildcards.network}/{{group}}.h5", group=GROUPS)
+def activation_files(wildcards, groups=GROUPS):
+    """The activation files of ``groups`` (all groups by default), in that order: the job
+    pairs them with the same list in its params."""
+    return expand(f"{R}/activations/{wildcards.network}/{{group}}.h5", group=groups)
 
 
 def coverage_files(wildcards):

@@ -19,7 +19,7 @@ rule fig1_word_models:
     benchmark:
         f"{R}/benchmarks/figures/fig1_word_models_{{network}}.tsv"
     script:
-        "../scripts/figures.py"
+        "../scripts/fig1_word_models.py"
 
 
 rule fig2_layers:
@@ -42,7 +42,7 @@ rule fig2_layers:
     benchmark:
         f"{R}/benchmarks/figures/fig2_layers_{{network}}.tsv"
     script:
-        "../scripts/figures.py"
+        "../scripts/fig2_layers.py"
 
 
 rule fig4_one_vs_two:
@@ -62,7 +62,7 @@ rule fig4_one_vs_two:
     benchmark:
         f"{R}/benchmarks/figures/fig4_one_vs_two_{{network}}.tsv"
     script:
-        "../scripts/figures.py"
+        "../scripts/fig4_one_vs_two.py"
 
 
 rule overview:
@@ -83,4 +83,4 @@ rule overview:
     benchmark:
         f"{R}/benchmarks/overview.tsv"
     script:
-        "../scripts/figures.py"
+        "../scripts/overview.py"

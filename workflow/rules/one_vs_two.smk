@@ -3,7 +3,7 @@
 
 rule one_vs_two:
     input:
-        groups=activation_files,
+        groups=lambda wc: activation_files(wc, ONE_VS_TWO_GROUPS),
         matrix=f"{R}/words/{{word_model}}/similarity.h5",
     output:
         summary=f"{R}/one_vs_two/{{network}}/{{word_model}}.tsv",
@@ -11,8 +11,7 @@ rule one_vs_two:
     log:
         f"{R}/logs/one_vs_two/{{network}}/{{word_model}}.log",
     params:
-        groups=lambda wc: GROUPS if config["one_vs_two"]["groups"] == "all"
-        else config["one_vs_two"]["groups"],
+        groups=ONE_VS_TWO_GROUPS,
         seed=config["seed"],
         n_permutations=config["one_vs_two"]["n_permutations"],
     conda:

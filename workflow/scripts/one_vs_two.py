@@ -5,7 +5,7 @@ from emergence.analysis import (
     ONE_VS_TWO_TEST_COLUMNS,
     one_vs_two_rows,
 )
-from emergence.formats.activations import load_group
+from emergence.formats.activations import load_groups
 from emergence.formats.word_matrix import read_word_matrix
 from emergence.io import write_tsv
 from emergence.runner import start
@@ -13,10 +13,7 @@ from emergence.runner import start
 smk = snakemake  # noqa: F821
 log = start(smk)
 wnids, w_mat, _ = read_word_matrix(smk.input.matrix)
-names = list(smk.params.groups)
-files = dict(zip([p.rsplit("/", 1)[-1].removesuffix(".h5") for p in smk.input.groups],
-                 smk.input.groups, strict=True))
-groups = [load_group(files[g], wnids, smk.wildcards.network, g) for g in names]
+groups = load_groups(smk.input.groups, smk.params.groups, wnids, smk.wildcards.network)
 summary, tests = one_vs_two_rows(smk.wildcards.word_model, w_mat, wnids, groups,
                                  n_permutations=smk.params.n_permutations, seed=smk.params.seed)
 write_tsv(smk.output.summary, summary, ONE_VS_TWO_COLUMNS)

@@ -1,6 +1,7 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
-from emergence.analysis import SIGNIFICANCE_COLUMNS, read_nulls, significance_rows
+from emergence.analysis import SIGNIFICANCE_COLUMNS, significance_rows
+from emergence.formats.nulls import read_nulls
 from emergence.io import read_tsv, write_tsv
 from emergence.runner import start
 

@@ -31,8 +31,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-import timm
-import torch
 from numpy.typing import NDArray
 
 from emergence.io import open_h5
@@ -46,6 +44,7 @@ __all__ = [
     "check_attrs",
     "image_column",
     "load_group",
+    "load_groups",
     "write_image_column",
     "write_layer",
     "write_predictions",
@@ -150,6 +149,9 @@ def write_root(
     Call it while the forward pass's torch thread count is still set: ``torch_threads``
     records it.
     """
+    import timm  # the writer runs in the extraction env; readers need neither
+    import torch
+
     cfg = data_config
     for key, value in extra.items():
         h5.attrs[key] = _attr_value(value)
@@ -294,3 +296,14 @@ def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
     return GroupSimilarities(network, model, group, layers, modules, n_features, sims, predicted,
                              top1, [paths[r] for r in rows], list(kept_wnids),
                              [words[r] for r in rows] if words else [])
+
+
+
+def load_groups(paths: Sequence[str | os.PathLike[str]], groups: Sequence[str],
+                kept_wnids: Sequence[str], network: str) -> list[GroupSimilarities]:
+    """:func:`load_group` for each activations file and its group name, pairwise (a rule
+    passes the files and the group names in the same order)."""
+    if len(paths) != len(groups):
+        raise ValueError(f"{len(paths)} activations files for {len(groups)} groups "
+                         f"({', '.join(groups)})")
+    return [load_group(p, kept_wnids, network, g) for p, g in zip(paths, groups, strict=True)]

@@ -10,8 +10,8 @@ pairs of 4-row blocks and walks the chunk's ``KC``-column blocks; for each pair 
 runs a 4 x 4 register block (16 accumulators, vectorised along the columns) whose
 first four rows were converted and shifted once into an L1-resident float64 buffer
 and whose other four are read straight from the input, converted and shifted in
-registers. Nothing else is written (an earlier version first wrote every block to a
-float64 buffer larger than L2: 30-40 % of the time on the CI machine).
+registers. Nothing else is written (no float64 copy of the chunk: it would not fit in
+L2; measurements in bench/ and the README's Performance section).
 
 Exactness: every product of two float32 values is exact in float64; the sums are
 float64 with a fixed (machine-dependent, run-independent) association order, like a
@@ -20,6 +20,9 @@ the result does not depend on the number of threads. Column blocks start at abso
 column offsets that are multiples of ``KC``, so feeding the same matrix in chunks of
 any multiple of ``KC`` columns gives bit-identical statistics (the extraction's RAM
 and disk stores rely on this).
+
+Entry point: :class:`ShiftedMoments` (what ``PearsonAccumulator`` uses); ``KC`` is the
+column block size chunked readers align to.
 """
 
 from __future__ import annotations
@@ -29,21 +32,21 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-__all__ = ["KC", "ROW_BLOCK", "padded_rows", "block_pairs", "accumulate"]
+__all__ = ["KC", "ROW_BLOCK", "ShiftedMoments"]
 
 KC = 1024  # columns per cache block (4 rows of float64: 32 KiB, one L1)
 ROW_BLOCK = 4
 _FAST = {"reassoc", "contract"}  # vectorised reductions and FMA; NaN/inf semantics kept
 
 
-def padded_rows(n: int) -> int:
+def _padded_rows(n: int) -> int:
     """Rows rounded up to a multiple of the 4-row register block."""
     return -(-n // ROW_BLOCK) * ROW_BLOCK
 
 
-def block_pairs(n: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def _block_pairs(n: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Upper-triangular (i <= j) pairs of 4-row blocks for ``n`` rows."""
-    bi, bj = np.triu_indices(padded_rows(n) // ROW_BLOCK)
+    bi, bj = np.triu_indices(_padded_rows(n) // ROW_BLOCK)
     return bi.astype(np.int64), bj.astype(np.int64)
 
 
@@ -158,7 +161,7 @@ def _flat_rows(x: NDArray[np.floating]) -> tuple[NDArray[np.floating], int]:
     return flat, rs
 
 
-def accumulate(
+def _accumulate(
     x: NDArray[np.floating],
     column: int,
     shift: NDArray[np.float64],
@@ -176,3 +179,28 @@ def accumulate(
     flat, rs = _flat_rows(x)
     bi, bj = pairs
     _chunk(flat, rs, n, f, column, shift, sums, gram, bi, bj, numba.get_num_threads())
+
+
+class ShiftedMoments:
+    """Row sums and Gram matrix of ``x - shift[:, None]`` (float64) for an ``n x F`` matrix
+    ``x`` fed as consecutive column chunks."""
+
+    def __init__(self, shift: NDArray[np.float64]) -> None:
+        self.shift = shift
+        self.n_rows = n = len(shift)
+        self.n_columns = 0
+        self.sums = np.zeros(n, dtype=np.float64)
+        padded = _padded_rows(n)
+        self._blocks = np.zeros((padded, padded), dtype=np.float64)  # upper 4x4 blocks
+        self._pairs = _block_pairs(n)
+
+    def add(self, x: NDArray[np.floating]) -> None:
+        """Add the next columns ``x`` (``n x f``, float32 or float64, any strides)."""
+        _accumulate(x, self.n_columns, self.shift, self.sums, self._blocks, self._pairs)
+        self.n_columns += x.shape[1]
+
+    @property
+    def gram(self) -> NDArray[np.float64]:
+        """The Gram matrix (``n x n``, exactly symmetric) of the shifted rows."""
+        upper = np.triu(self._blocks[: self.n_rows, : self.n_rows])
+        return upper + np.triu(upper, 1).T

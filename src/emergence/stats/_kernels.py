@@ -36,16 +36,31 @@ processed in chunks of 8 over zero-padded rows, indexed with unsigned integers (
 then emits contiguous vector loads, not gathers), with out-of-range lanes masked.
 Two square roots per pair, no divisions: W's reduced standard deviations are
 precomputed once per word space (:func:`word_statistics`).
+
+**Entry point.** :class:`CpuEngine` is what the rest of the package uses for the 2 vs 2
+test: :class:`~emergence.stats.two_vs_two.TwoVsTwo` holds one per word space on the CPU
+and falls back to its float64 definition where the engine declines (``None``: entries
+outside float32's safe range, NaN or infinite). Two stand-alone kernels serve other
+callers: :func:`invalid_permutation` (``check_permutations``) and
+:func:`permuted_upper_dot` (the RSA null). The other functions are the engine's parts,
+public for ``tests/test_kernels.py``, which checks the bound on every pair.
+
+This module is over 400 lines on purpose: the error bound above, the kernels whose
+decisions rely on it and the engine that is their only caller are one argument, kept
+in one place.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+import torch
 from numba import njit, prange
 from numpy.typing import NDArray
 
 __all__ = [
     "LANES",
+    "CpuEngine",
     "count_one",
     "count_passes",
     "cross_product_error",
@@ -448,3 +463,96 @@ def permuted_upper_dot(
                 s += w[i, j] * row[p[j]]
         out[b] = s
     return out
+
+
+class _float32_matmul_in_full_precision:
+    """The error bound assumes IEEE float32 products: no TF32/bfloat16 shortcuts."""
+
+    def __enter__(self) -> None:
+        self._saved = torch.get_float32_matmul_precision()
+        if self._saved != "highest":
+            torch.set_float32_matmul_precision("highest")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved != "highest":
+            torch.set_float32_matmul_precision(self._saved)
+
+
+class CpuEngine:
+    """Pass counts of the 2 vs 2 test on the CPU for one fixed ``W`` (k x k float64) and
+    tie tolerance ``tol``, equal to the float64 computation's (module doc).
+
+    Each ``count_*`` method returns the passed pairs per image matrix, or ``None`` when
+    the bound does not apply (W or I outside float32's safe range, or I with NaN or
+    infinite entries): the caller then decides in float64.
+    """
+
+    def __init__(self, w: NDArray[np.float64], tol: float) -> None:
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        self.tol = tol  # ties: differences at or below tol fail
+        self.k = k = w.shape[0]
+        self.kp = padded_size(k)
+        self.word = word_statistics(w, self.kp)
+        self.w_safe = bool(float32_safe(w))
+        self._w32_t = torch.from_numpy(self.word[1].astype(np.float32))
+        self._e = cross_product_error(k)
+        # Reused buffers for one matrix at a time (count_one).
+        self._single = (np.zeros((1, k, self.kp)), np.zeros((1, k, self.kp)))
+        self._single32 = np.zeros((k, k), dtype=np.float32)
+        self._max_threads = int(numba.config.NUMBA_NUM_THREADS)
+        self._threads = 0  # the numba thread count last set by _counts
+
+    def certifiable(self, i_mat: NDArray[np.float64]) -> bool:
+        """Whether the bound applies to ``W`` and ``i_mat`` (any shape)."""
+        return self.w_safe and bool(float32_safe(np.ascontiguousarray(i_mat)))
+
+    def count_one(self, i_mat: NDArray[np.float64]) -> NDArray[np.int64] | None:
+        """Passed pairs of one k x k matrix, shape (1,): one staging pass into reused
+        buffers (the transpose only when ``i_mat`` is not bitwise symmetric)."""
+        m = np.ascontiguousarray(i_mat)
+        images, images_t = self._single
+        safe, symmetric = stage_one(m, m.view(np.int64), images[0], images_t[0],
+                                    self._single32)
+        if not (safe and self.w_safe):  # includes NaN/inf entries
+            return None
+        return self._counts(images, images if symmetric else images_t, self._single32)
+
+    def count_batch(self, i_mat: NDArray[np.float64]) -> NDArray[np.int64] | None:
+        """Passed pairs of each matrix of a (B, k, k) batch, shape (B,)."""
+        if not self.certifiable(i_mat):
+            return None
+        k = self.k
+        images = np.zeros((len(i_mat), k, self.kp))
+        images_t = np.zeros_like(images)
+        images[:, :, :k] = i_mat
+        images_t[:, :, :k] = i_mat.transpose(0, 2, 1)
+        return self._counts(images, images_t, i_mat.astype(np.float32).reshape(-1, k))
+
+    def count_permuted(self, i_mat: NDArray[np.float64],
+                       perms: NDArray[np.int64]) -> NDArray[np.int64] | None:
+        """Passed pairs of ``i_mat[p][:, p]`` for each row ``p`` of ``perms`` (checked
+        permutations, B x k), shape (B,)."""
+        if not self.certifiable(i_mat):
+            return None
+        images, images32 = permute_padded(i_mat, perms, self.kp)
+        if np.array_equal(i_mat, i_mat.T):
+            images_t = images
+        else:
+            images_t = permute_padded(np.ascontiguousarray(i_mat.T), perms, self.kp)[0]
+        return self._counts(images, images_t, images32)
+
+    def _counts(self, images: NDArray[np.float64], images_t: NDArray[np.float64],
+                images32: NDArray[np.float32]) -> NDArray[np.int64]:
+        """Passed pairs per image matrix via the certified float32 kernel (B, k, kp) -> (B,)."""
+        threads = max(1, min(torch.get_num_threads(), self._max_threads))
+        if threads != self._threads:  # numba.get_num_threads() is not free
+            numba.set_num_threads(threads)
+            self._threads = threads
+        b, k, kp = images.shape[0], self.k, self.kp
+        with _float32_matmul_in_full_precision():
+            cross = torch.from_numpy(images32) @ self._w32_t  # [v, u] ~ sum_j I[v, j] W[u, j]
+        cross = cross.numpy().reshape(b, k, kp)
+        if b == 1:  # rows dealt to threads: no idle thread for a single matrix
+            return np.array([count_one(*self.word, images[0], images_t[0], cross[0],
+                                       self.tol, self._e, n_threads=threads)])
+        return count_passes(*self.word, images, images_t, cross, self.tol, self._e)

@@ -24,25 +24,42 @@ accuracy nor the binomial and permutation tests; with no counted test the accura
 both p-values are NaN, as is the permutation p-value with ``n_permutations = 0``.
 
 All tests of a group are evaluated at once with masked sums; permutations are
-batched.
+batched. :func:`pool` pools the tests of several groups (the ``all`` rows): passes and
+tests are summed, and the pooled null counts the passes of every group under the same
+permutation (each group's null uses the same seeded permutations).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from emergence.stats.permutation import batch_ranges, permutations
+from emergence.stats.permutation import batch_ranges, p_value, permutations
 from emergence.stats.two_vs_two import TIE_TOLERANCE
 
-__all__ = ["MIN_REFERENCE", "OneVsTwo", "misclassified_tests", "one_vs_two"]
+__all__ = ["MIN_REFERENCE", "OneVsTwo", "Pooled", "binomial_p", "misclassified_tests", "one_vs_two",
+           "pool"]
 
 MIN_REFERENCE = 3
 """Fewest concepts in a test's reference set R for the test to count: with 2 the
 correlations are +-1 (the outcome is a coin flip on signs), with 0 or 1 undefined."""
+
+
+def _accuracy(n_passed: int, n_tests: int) -> float:
+    """Fraction of the counted tests passed; NaN without counted tests."""
+    return n_passed / n_tests if n_tests else float("nan")
+
+
+def binomial_p(n_passed: int, n_tests: int) -> float:
+    """One-sided binomial test of ``n_passed`` of ``n_tests`` against chance (0.5);
+    NaN without tests."""
+    if not n_tests:
+        return float("nan")
+    return float(stats.binomtest(n_passed, n_tests, 0.5, alternative="greater").pvalue)
 
 
 def misclassified_tests(predicted: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -109,8 +126,7 @@ class OneVsTwo:
     @property
     def accuracy(self) -> float:
         """Fraction of the counted tests passed; NaN without counted tests."""
-        n = self.n_tests
-        return self.n_passed / n if n else float("nan")
+        return _accuracy(self.n_passed, self.n_tests)
 
 
 def _statistics(
@@ -199,20 +215,47 @@ def one_vs_two(
     # The tests that count, and their permutation null.
     m, p, mask = m_all[ok], p_all[ok], mask_all[ok]
     n_pass = int(passed.sum())
-    binom_p = (
-        float(stats.binomtest(n_pass, m.size, 0.5, alternative="greater").pvalue)
-        if m.size else float("nan")
-    )
+    binom_p = binomial_p(n_pass, m.size)
     null = np.empty(n_permutations if m.size else 0, dtype=np.float64)
     if m.size:
         for lo, hi in batch_ranges(0, n_permutations, batch_size):
             rt, rp = _statistics(w, i_mat, m, p, mask, permutations(seed, lo, hi, k))
             null[lo:hi] = (rt - rp > TIE_TOLERANCE).mean(axis=1)
-    accuracy = n_pass / m.size if m.size else float("nan")
-    perm_p = (float((1 + (null >= accuracy).sum()) / (1 + null.size))
-              if m.size and n_permutations else float("nan"))
+    perm_p = (p_value(_accuracy(n_pass, m.size), null) if m.size and n_permutations
+              else float("nan"))
     return OneVsTwo(
         image=m_all, predicted=p_all, n_reference=n_ref, r_true=r_true, r_predicted=r_pred,
         passed=passed, binomial_p=binom_p, null=null, permutation_p=perm_p,
         reason=tuple(reason),
     )
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """The 1 vs 2 test pooled over groups (one layer): the ``all`` rows."""
+
+    n_passed: int
+    n_tests: int  # counted tests
+    n_skipped: int
+    binomial_p: float  # NaN without counted tests
+    permutation_p: float  # NaN without counted tests or permutations
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of the counted tests passed; NaN without counted tests."""
+        return _accuracy(self.n_passed, self.n_tests)
+
+
+def pool(results: Sequence[OneVsTwo], n_permutations: int) -> Pooled:
+    """Pool the tests of several groups' results for one layer (same seed and
+    ``n_permutations``): permutation ``i`` of the pooled null counts the passes of every
+    group under its permutation ``i``."""
+    n_passed = sum(r.n_passed for r in results)
+    n_tests = sum(r.n_tests for r in results)
+    null = np.zeros(n_permutations, dtype=np.int64)  # passes per permutation
+    for r in results:
+        if r.n_tests and n_permutations:
+            null += np.rint(r.null * r.n_tests).astype(np.int64)
+    perm_p = p_value(n_passed, null) if n_tests and n_permutations else float("nan")
+    return Pooled(n_passed, n_tests, sum(r.n_skipped for r in results),
+                  binomial_p(n_passed, n_tests), perm_p)

@@ -12,7 +12,10 @@ Reproducibility contract
 * Work is batched on a fixed grid of absolute indices (``[j*B, (j+1)*B)``), so a
   permutation's value never depends on how the range was cut into shards: the
   aggregate is bit-identical for any number of shards.
-* p-values use the +1 correction: ``p = (1 + #{null >= observed}) / (1 + n)``.
+* p-values use the +1 correction: ``p = (1 + #{null >= observed}) / (1 + n)``
+  (:func:`p_values`, :func:`p_value`, :func:`family_wise_p_values`: every p-value of the
+  pipeline, the 1 vs 2 test's included), and a result is significant when
+  ``p < alpha`` (:func:`significant`).
 
 Undefined layers
 ----------------
@@ -28,10 +31,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from emergence.device import resolve_device
-from emergence.stats.rsa import centred_norm
+from emergence.stats.rsa import centred_norm, rsa_matrix, upper_triangle
 from emergence.stats.two_vs_two import TwoVsTwo
 
 __all__ = [
@@ -40,8 +42,10 @@ __all__ = [
     "p_values",
     "permutation",
     "permutation_null",
+    "p_value",
     "permutations",
     "shard_range",
+    "significant",
 ]
 
 
@@ -79,18 +83,6 @@ def shard_range(n_permutations: int, n_shards: int, shard: int, batch_size: int)
     lo_b = shard * n_batches // n_shards
     hi_b = (shard + 1) * n_batches // n_shards
     return min(lo_b * batch_size, n_permutations), min(hi_b * batch_size, n_permutations)
-
-
-def _rsa_transform(m: NDArray[np.float64], method: str) -> NDArray[np.float64]:
-    """Matrix whose upper-triangle Pearson correlation is the RSA statistic."""
-    if method == "pearson":
-        return m
-    if method == "spearman":
-        iu = np.triu_indices(m.shape[0], k=1)
-        ranks = np.zeros_like(m)
-        ranks[iu] = stats.rankdata(m[iu])
-        return ranks + ranks.T
-    raise ValueError(f"unknown RSA method {method!r}; use 'pearson' or 'spearman'")
 
 
 def permutation_null(
@@ -135,13 +127,13 @@ def permutation_null(
     # I's (I is symmetric), so its mean and norm are invariant; only the dot product
     # with the centred word triangle changes.
     iu = np.triu_indices(k, k=1)
-    w_ut = _rsa_transform(w, rsa_method)[iu]
+    w_ut = upper_triangle(rsa_matrix(w, rsa_method))
     w_centred = np.zeros((k, k))
     w_centred[iu] = w_ut - w_ut.mean()
     w_norm = centred_norm(w_ut)[1]
-    rsa_mats = [_rsa_transform(m, rsa_method) if ok else m for m, ok in zip(mats, scored,
-                                                                            strict=True)]
-    rsa_norms = [centred_norm(m[iu])[1] for m in rsa_mats]
+    rsa_mats = [rsa_matrix(m, rsa_method) if ok else m for m, ok in zip(mats, scored,
+                                                                        strict=True)]
+    rsa_norms = [centred_norm(upper_triangle(m))[1] for m in rsa_mats]
 
     n = max(stop - start, 0)
     acc = np.empty((n, len(mats)), dtype=np.float64)
@@ -187,6 +179,16 @@ def _undefined(obs: NDArray[np.float64], nul: NDArray[np.float64]) -> NDArray[np
     return np.isnan(obs) | np.isnan(nul).any(axis=0)
 
 
+def _plus_one(obs: NDArray[np.float64], nul: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The +1-corrected p-value per column: ``(1 + #{null >= observed}) / (1 + n)``.
+
+    ``obs`` (L,), ``nul`` (n, L) or (n, 1) (one null for every column). The one place
+    the formula is written.
+    """
+    with np.errstate(invalid="ignore"):
+        return (1.0 + (nul >= obs[None, :]).sum(axis=0)) / (1.0 + nul.shape[0])
+
+
 def p_values(observed: ArrayLike, null: ArrayLike) -> NDArray[np.float64]:
     """One-sided permutation p-values with the +1 correction, per column.
 
@@ -196,10 +198,19 @@ def p_values(observed: ArrayLike, null: ArrayLike) -> NDArray[np.float64]:
     obs = np.asarray(observed, dtype=np.float64)
     nul = np.asarray(null, dtype=np.float64)
     undefined = _undefined(obs, nul)
-    with np.errstate(invalid="ignore"):
-        p = (1.0 + (nul >= obs[None, :]).sum(axis=0)) / (1.0 + nul.shape[0])
+    p = _plus_one(obs, nul)
     p[undefined] = np.nan
     return p
+
+
+def p_value(observed: float, null: ArrayLike) -> float:
+    """The +1-corrected permutation p-value of one statistic against its null (n,).
+
+    NaN when ``observed`` is NaN or the null holds a NaN (as :func:`p_values`); with an
+    empty null it is 1.0: callers without permutations report NaN themselves.
+    """
+    return float(p_values([observed], np.reshape(np.asarray(null, dtype=np.float64),
+                                                 (-1, 1)))[0])
 
 
 def family_wise_p_values(observed: ArrayLike, null: ArrayLike) -> NDArray[np.float64]:
@@ -217,6 +228,10 @@ def family_wise_p_values(observed: ArrayLike, null: ArrayLike) -> NDArray[np.flo
     if undefined.all():
         return p
     peak = nul[:, ~undefined].max(axis=1)
-    p[~undefined] = (1.0 + (peak[:, None] >= obs[None, ~undefined]).sum(axis=0)) / (
-        1.0 + nul.shape[0])
+    p[~undefined] = _plus_one(obs[~undefined], peak[:, None])
     return p
+
+
+def significant(p: float, alpha: float) -> bool:
+    """The decision: ``p < alpha``. An untested (NaN) p-value is not significant."""
+    return bool(p < alpha)

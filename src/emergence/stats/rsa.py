@@ -2,7 +2,10 @@
 
 RSA correlates the two similarity matrices directly: the correlation between the
 off-diagonal upper triangles of ``W`` and ``I`` (Pearson by default, as in the
-paper's description; Spearman on request).
+paper's description; Spearman on request). :func:`rsa_matrix` is the one place the
+method is applied: the observed value (:func:`rsa_from_similarity`) and the permutation
+null (:func:`emergence.stats.permutation.permutation_null`) both correlate its upper
+triangles.
 
 Every reduction here is numpy's pairwise summation of elementwise products, never a
 BLAS dot product: OpenBLAS splits long dot products across its threads, so
@@ -16,14 +19,21 @@ import math
 from typing import Literal
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 from emergence.stats.similarity import similarity_matrix
 
-__all__ = ["centred_norm", "pearson_r", "rsa", "rsa_from_similarity", "upper_triangle"]
+__all__ = ["METHODS", "centred_norm", "pearson_r", "rsa", "rsa_from_similarity", "rsa_matrix",
+           "upper_triangle"]
 
 Method = Literal["pearson", "spearman"]
+METHODS = ("pearson", "spearman")
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown RSA method {method!r}; use 'pearson' or 'spearman'")
 
 
 def upper_triangle(m: ArrayLike) -> np.ndarray:
@@ -47,6 +57,22 @@ def pearson_r(u: np.ndarray, v: np.ndarray) -> float:
     return float(np.clip(np.sum(cu * cv) / (nu * nv), -1.0, 1.0))
 
 
+def rsa_matrix(m: NDArray[np.float64], method: str) -> NDArray[np.float64]:
+    """The matrix whose upper triangle ``method`` correlates by Pearson's r: ``m`` itself
+    (Pearson), or the ranks of ``m``'s upper triangle, mirrored (Spearman).
+
+    Symmetric in, symmetric out, so ``rsa_matrix(m)[p][:, p]``'s upper triangle is that
+    of ``rsa_matrix(m[p][:, p])`` for a permutation ``p`` (ties share their average rank).
+    """
+    _check_method(method)
+    if method == "pearson":
+        return m
+    iu = np.triu_indices(m.shape[0], k=1)
+    ranks = np.zeros_like(m)
+    ranks[iu] = stats.rankdata(m[iu])
+    return ranks + ranks.T
+
+
 def rsa_from_similarity(
     word_similarity: ArrayLike, image_similarity: ArrayLike, method: Method = "pearson"
 ) -> float:
@@ -55,18 +81,16 @@ def rsa_from_similarity(
     NaN when either matrix has a NaN or infinite entry (a constant row: the correlation
     is undefined), as for the 2 vs 2 accuracy.
     """
-    w, i = upper_triangle(word_similarity), upper_triangle(image_similarity)
+    w_mat = np.asarray(word_similarity, dtype=np.float64)
+    i_mat = np.asarray(image_similarity, dtype=np.float64)
+    w, i = upper_triangle(w_mat), upper_triangle(i_mat)
     if w.shape != i.shape:
         raise ValueError(f"similarity matrices differ in size: {w.shape} vs {i.shape}")
-    if method not in ("pearson", "spearman"):
-        raise ValueError(f"unknown RSA method {method!r}; use 'pearson' or 'spearman'")
+    _check_method(method)
     if not (np.isfinite(w).all() and np.isfinite(i).all()):
         return float("nan")
-    if method == "pearson":
-        return pearson_r(w, i)
-    if method == "spearman":
-        return pearson_r(stats.rankdata(w), stats.rankdata(i))
-    raise ValueError(f"unknown RSA method {method!r}; use 'pearson' or 'spearman'")
+    return pearson_r(upper_triangle(rsa_matrix(w_mat, method)),
+                     upper_triangle(rsa_matrix(i_mat, method)))
 
 
 def rsa(x: ArrayLike, y: ArrayLike, method: Method = "pearson") -> float:

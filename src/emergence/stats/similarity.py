@@ -10,9 +10,13 @@ O(k^2) float64 state, so memory does not grow with the layer's size.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    from emergence.stats._gram import ShiftedMoments
 
 __all__ = ["SHIFT_COLUMNS", "PearsonAccumulator", "similarity_matrix", "correlation_from_moments"]
 
@@ -33,10 +37,10 @@ class PearsonAccumulator:
     maps) would otherwise suffer in ``gram - n * mean mean^T``.
 
     The sums and the Gram matrix are computed by a fused numba kernel
-    (:mod:`emergence.stats._gram`; 2-3x faster than numpy's astype/subtract/``syrk`` on a
-    VGG16 group's float32 activations, on the CI machine); chunks whose widths are
-    multiples of 1,024 columns give bit-identical statistics however the matrix is cut,
-    and so do any memory layout and thread count.
+    (:class:`emergence.stats._gram.ShiftedMoments`, faster than numpy's
+    astype/subtract/``syrk``: see bench/); chunks whose widths are multiples of 1,024
+    columns give bit-identical statistics however the matrix is cut, and so do any memory
+    layout and thread count.
     """
 
     def __init__(self, n_rows: int) -> None:
@@ -45,31 +49,34 @@ class PearsonAccumulator:
         self.n_rows = n_rows
         self.n_features = 0
         self.shift: NDArray[np.float64] | None = None
-        self.sums = np.zeros(n_rows, dtype=np.float64)
+        self._sums = np.zeros(n_rows, dtype=np.float64)  # before update, or from_moments
         self._gram: NDArray[np.float64] | None = None  # set by from_moments
-        self._blocks: NDArray[np.float64] | None = None  # kernel's upper 4x4 blocks
-        self._pairs: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
+        self._moments: ShiftedMoments | None = None  # the kernel's state, from update
 
     @classmethod
     def from_moments(cls, sums: NDArray[np.float64], gram: NDArray[np.float64],
                      shift: NDArray[np.float64], n_features: int) -> PearsonAccumulator:
         """An accumulator holding statistics computed elsewhere (e.g. on a GPU)."""
         acc = cls(len(sums))
-        acc.sums = np.asarray(sums, dtype=np.float64)
+        acc._sums = np.asarray(sums, dtype=np.float64)
         acc._gram = np.asarray(gram, dtype=np.float64)
         acc.shift = np.asarray(shift, dtype=np.float64)
         acc.n_features = int(n_features)
         return acc
 
     @property
+    def sums(self) -> NDArray[np.float64]:
+        """Row sums of the shifted rows."""
+        return self._moments.sums if self._moments is not None else self._sums
+
+    @property
     def gram(self) -> NDArray[np.float64]:
         """Gram matrix (``n_rows x n_rows``, exactly symmetric) of the shifted rows."""
         if self._gram is not None:
             return self._gram
-        if self._blocks is None:
+        if self._moments is None:
             return np.zeros((self.n_rows, self.n_rows), dtype=np.float64)
-        upper = np.triu(self._blocks[: self.n_rows, : self.n_rows])
-        return upper + np.triu(upper, 1).T
+        return self._moments.gram
 
     def update(self, chunk: ArrayLike) -> None:
         """Add the columns ``chunk`` (``n_rows x f``) to the running statistics."""
@@ -84,16 +91,12 @@ class PearsonAccumulator:
             raise ValueError("statistics from from_moments() cannot be updated")
         if block.dtype not in (np.float32, np.float64):
             block = block.astype(np.float64)
-        from emergence.stats import _gram
+        if self._moments is None:
+            from emergence.stats._gram import ShiftedMoments
 
-        if self.shift is None:
             self.shift = block[:, :SHIFT_COLUMNS].astype(np.float64).mean(axis=1)
-            padded = _gram.padded_rows(self.n_rows)
-            self._blocks = np.zeros((padded, padded), dtype=np.float64)
-            self._pairs = _gram.block_pairs(self.n_rows)
-        assert self._blocks is not None and self._pairs
-        _gram.accumulate(block, self.n_features, self.shift, self.sums, self._blocks,
-                         self._pairs)
+            self._moments = ShiftedMoments(self.shift)
+        self._moments.add(block)
         self.n_features += block.shape[1]
 
     def covariance(self) -> NDArray[np.float64]:

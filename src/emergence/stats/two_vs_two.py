@@ -16,10 +16,11 @@ All pairs are evaluated at once from k x k sufficient statistics: with
 ``n = k - 2`` and the two removed columns subtracted from full-row sums, every
 Pearson correlation needed is a few gathers into row sums, row sums of squares and
 the cross-product matrix ``C = W I^T``. Batches of image matrices (the permutation
-null) are one batched matmul. On CUDA everything is float64 torch; on the CPU a fused
-numba kernel computes ``C`` in float32 and certifies each pair's decision against the
-float64 one, recomputing the few it cannot certify in float64 (:mod:`emergence.stats._kernels`),
-so both give the float64 counts.
+null) are one batched matmul. That float64 computation (:meth:`TwoVsTwo.outcomes`) is the
+definition; :class:`TwoVsTwo` runs it on CUDA, and on the CPU takes its counts from a
+:class:`~emergence.stats._kernels.CpuEngine`, fused numba kernels that compute ``C`` in
+float32 and certify each pair's decision against the float64 one, recomputing the few
+they cannot certify in float64; both give the float64 counts.
 
 Undefined inputs. ``W`` is fixed for an engine and must be finite (a constant word
 vector is an error, raised at construction). An image matrix ``I`` with any NaN or
@@ -31,7 +32,8 @@ pairs silently fail. At least :data:`MIN_CONCEPTS` concepts are required.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +41,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from emergence.device import resolve_device
 from emergence.stats.similarity import similarity_matrix
+
+if TYPE_CHECKING:
+    from emergence.stats._kernels import CpuEngine
 
 __all__ = [
     "MIN_CONCEPTS",
@@ -112,9 +117,12 @@ def check_permutations(perms: ArrayLike, k: int) -> NDArray[np.int64]:
 class TwoVsTwo:
     """All-pairs 2 vs 2 engine for one fixed word-space matrix ``W``.
 
-    Precomputes everything that depends on ``W`` only, so that evaluating many
-    image-space matrices (layers, permutations) costs one matmul and O(k^2) gathers
-    each.
+    The definition is :meth:`outcomes`: the float64 computation from the sufficient
+    statistics (module doc), on any torch device. :meth:`accuracy` and
+    :meth:`permuted_accuracy` give its counts through the engine of the device: on CUDA
+    the definition itself, batched; on the CPU a :class:`~emergence.stats._kernels.CpuEngine`
+    (certified float32 kernels, the same counts), which declines the matrices its bound
+    does not cover (they are decided by the definition).
 
     Parameters
     ----------
@@ -127,6 +135,7 @@ class TwoVsTwo:
 
     word_similarity: ArrayLike
     device: str | torch.device = "cpu"
+    _cpu: CpuEngine | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         w = np.ascontiguousarray(self.word_similarity, dtype=np.float64)  # views: kernels
@@ -143,6 +152,10 @@ class TwoVsTwo:
         # W entries at the removed columns, for the cross-product correction.
         self.w_aa, self.w_ab = self.W[self.a, self.a], self.W[self.a, self.b]
         self.w_ba, self.w_bb = self.W[self.b, self.a], self.W[self.b, self.b]
+        if self._device.type == "cpu":
+            from emergence.stats._kernels import CpuEngine
+
+            self._cpu = CpuEngine(w, TIE_TOLERANCE)
 
     @property
     def n_pairs(self) -> int:
@@ -166,7 +179,7 @@ class TwoVsTwo:
     def outcomes(self, image_similarity: ArrayLike | torch.Tensor) -> torch.Tensor:
         """Pass/fail of every pair: bool tensor (..., C(k,2)) for I of shape (..., k, k).
 
-        The float64 torch engine (any device), pairs in :func:`pair_indices` order. A pair
+        The float64 definition (any device), pairs in :func:`pair_indices` order. A pair
         whose correlations are undefined (NaN entries in I) fails here; :meth:`accuracy`
         reports such a matrix as NaN.
         """
@@ -206,47 +219,21 @@ class TwoVsTwo:
                    self.sx_b, sy_a, self.var_w_b, var_i_a)
         return (r11 + r22) - (r12 + r21) > TIE_TOLERANCE
 
-    def permuted_accuracy(
-        self, image_similarity: ArrayLike, perms: NDArray[np.int64]
-    ) -> NDArray[np.float64]:
-        """Accuracy after shuffling the image space by each permutation (B x k) -> (B,).
-
-        ``I_p = I[p][:, p]``. On the CPU this runs the certified float32 numba kernel
-        (:mod:`emergence.stats._kernels`); on CUDA the batched float64 torch engine. Every row of
-        ``perms`` must be a permutation of ``0 .. k-1`` (:func:`check_permutations`, a
-        ValueError otherwise). An I with non-finite entries gives NaN for every permutation.
-        """
-        perms = check_permutations(perms, self.k)
-        i_mat = np.ascontiguousarray(image_similarity, dtype=np.float64)
-        if i_mat.shape != (self.k, self.k):
-            raise ValueError(f"image similarity must be ({self.k}, {self.k}), got {i_mat.shape}")
-        if self._device.type != "cpu":
-            if not np.isfinite(i_mat).all():
-                return np.full(len(perms), np.nan)
-            p = torch.from_numpy(perms).to(self._device)
-            return self.accuracy(torch.from_numpy(i_mat).to(self._device)[p[:, :, None],
-                                                                          p[:, None, :]])
-        kernels = self._cpu_kernels()
-        if not self._certifiable(i_mat):  # NaN/inf entries are not certifiable
-            if not np.isfinite(i_mat).all():
-                return np.full(len(perms), np.nan)
-            p = torch.from_numpy(perms)
-            return self._float64_accuracy(torch.from_numpy(i_mat)[p[:, :, None], p[:, None, :]])
-        images, images32 = kernels.permute_padded(i_mat, perms, self._kp)
-        if np.array_equal(i_mat, i_mat.T):
-            images_t = images
-        else:
-            images_t = kernels.permute_padded(np.ascontiguousarray(i_mat.T), perms, self._kp)[0]
-        return self._cpu_counts(images, images_t, images32) / self.n_pairs
+    def _float64_accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
+        """Accuracy by the definition; NaN for a matrix with non-finite entries."""
+        i_mat = torch.as_tensor(image_similarity, dtype=torch.float64, device=self._device)
+        passed = self.outcomes(i_mat)
+        acc = passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs
+        finite = torch.isfinite(i_mat).all(dim=-1).all(dim=-1)
+        return torch.where(finite, acc, torch.full_like(acc, float("nan"))).cpu().numpy()
 
     def accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
         """2 vs 2 accuracy for I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,).
 
-        On the CPU: the certified float32 kernel (:mod:`emergence.stats._kernels`), whose counts
-        are those of the float64 computation; on CUDA: the float64 torch engine. A matrix
-        with any NaN or infinite entry has accuracy NaN (its correlations are undefined).
+        A matrix with any NaN or infinite entry has accuracy NaN (its correlations are
+        undefined).
         """
-        if self._device.type != "cpu":
+        if self._cpu is None:
             return self._float64_accuracy(image_similarity)
         if isinstance(image_similarity, torch.Tensor):
             image_similarity = image_similarity.cpu().numpy()
@@ -254,16 +241,10 @@ class TwoVsTwo:
         if i_mat.shape[-2:] != (self.k, self.k) or i_mat.ndim not in (2, 3):
             raise ValueError(f"image similarity must be ({self.k}, {self.k}) or "
                              f"(B, {self.k}, {self.k}), got {i_mat.shape}")
-        if i_mat.ndim == 2:  # one evaluation (~0.2 ms): reused buffers, one staging pass
-            kernels = self._cpu_kernels()
-            m = np.ascontiguousarray(i_mat)
-            images, images_t = self._single
-            safe, symmetric = kernels.stage_one(m, m.view(np.int64), images[0], images_t[0],
-                                                self._single32)
-            if not (safe and self._w_safe):  # includes NaN/inf entries: NaN there
+        if i_mat.ndim == 2:
+            counts = self._cpu.count_one(i_mat)
+            if counts is None:  # includes NaN/inf entries: NaN there
                 return self._float64_accuracy(i_mat)
-            counts = self._cpu_counts(images, images if symmetric else images_t,
-                                      self._single32)
             return (counts / self.n_pairs).reshape(())
         finite = np.isfinite(i_mat).all(axis=(1, 2))
         if not finite.all():  # undefined matrices are NaN; the others scored as usual
@@ -271,79 +252,33 @@ class TwoVsTwo:
             if finite.any():
                 out[finite] = self.accuracy(i_mat[finite])
             return out
-        if not self._certifiable(i_mat):
+        counts = self._cpu.count_batch(i_mat)
+        if counts is None:
             return self._float64_accuracy(i_mat)
-        images = np.zeros((len(i_mat), self.k, self._kp))
-        images_t = np.zeros_like(images)
-        images[:, :, : self.k] = i_mat
-        images_t[:, :, : self.k] = i_mat.transpose(0, 2, 1)
-        counts = self._cpu_counts(images, images_t, i_mat.astype(np.float32).reshape(-1, self.k))
         return counts / self.n_pairs
 
-    def _float64_accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
-        """The float64 torch engine's accuracy; NaN for a matrix with non-finite entries."""
-        i_mat = torch.as_tensor(image_similarity, dtype=torch.float64, device=self._device)
-        passed = self.outcomes(i_mat)
-        acc = passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs
-        finite = torch.isfinite(i_mat).all(dim=-1).all(dim=-1)
-        return torch.where(finite, acc, torch.full_like(acc, float("nan"))).cpu().numpy()
+    def permuted_accuracy(
+        self, image_similarity: ArrayLike, perms: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        """Accuracy after shuffling the image space by each permutation (B x k) -> (B,).
 
-    def _certifiable(self, i_mat: NDArray[np.float64]) -> bool:
-        """Whether the float32 kernel's error bound applies (entries in float32's safe range)."""
-        kernels = self._cpu_kernels()
-        return self._w_safe and bool(kernels.float32_safe(np.ascontiguousarray(i_mat)))
-
-    def _cpu_kernels(self):  # noqa: ANN202 - the module
-        """The numba kernels, with W's statistics computed on first use."""
-        if not hasattr(self, "_word_stats"):
-            import numba
-
-            from emergence.stats import _kernels
-
-            self._numba = numba
-            self._numba_max_threads = int(numba.config.NUMBA_NUM_THREADS)
-            self._numba_threads = 0  # the count last set by _cpu_counts
-            self._kernels = _kernels
-            self._kp = _kernels.padded_size(self.k)
-            self._word_stats = _kernels.word_statistics(self.W.numpy(), self._kp)
-            self._w_safe = bool(_kernels.float32_safe(self.W.numpy()))
-            self._w32_t = torch.from_numpy(self._word_stats[1].astype(np.float32))
-            self._e = _kernels.cross_product_error(self.k)
-            self._single = (np.zeros((1, self.k, self._kp)), np.zeros((1, self.k, self._kp)))
-            self._single32 = np.zeros((self.k, self.k), dtype=np.float32)
-        return self._kernels
-
-    def _cpu_counts(self, images: NDArray[np.float64], images_t: NDArray[np.float64],
-                    images32: NDArray[np.float32]) -> NDArray[np.int64]:
-        """Passed pairs per image matrix via the certified float32 kernel (B, k, kp) -> (B,)."""
-        kernels = self._cpu_kernels()
-        threads = max(1, min(torch.get_num_threads(), self._numba_max_threads))
-        if threads != self._numba_threads:  # numba.get_num_threads() costs ~8 us a call
-            self._numba.set_num_threads(threads)
-            self._numba_threads = threads
-        b = images.shape[0]
-        with _float32_matmul_in_full_precision():
-            cross = torch.from_numpy(images32) @ self._w32_t  # [v, u] ~ sum_j I[v, j] W[u, j]
-        cross = cross.numpy().reshape(b, self.k, self._kp)
-        if b == 1:  # rows dealt to threads: no idle thread for a single matrix
-            return np.array([kernels.count_one(*self._word_stats, images[0], images_t[0],
-                                               cross[0], TIE_TOLERANCE, self._e,
-                                               n_threads=threads)])
-        return kernels.count_passes(*self._word_stats, images, images_t, cross, TIE_TOLERANCE,
-                                    self._e)
-
-
-class _float32_matmul_in_full_precision:
-    """The error bound assumes IEEE float32 products: no TF32/bfloat16 shortcuts."""
-
-    def __enter__(self) -> None:
-        self._saved = torch.get_float32_matmul_precision()
-        if self._saved != "highest":
-            torch.set_float32_matmul_precision("highest")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saved != "highest":
-            torch.set_float32_matmul_precision(self._saved)
+        ``I_p = I[p][:, p]``. Every row of ``perms`` must be a permutation of ``0 .. k-1``
+        (:func:`check_permutations`, a ValueError otherwise). An I with non-finite entries
+        gives NaN for every permutation.
+        """
+        perms = check_permutations(perms, self.k)
+        i_mat = np.ascontiguousarray(image_similarity, dtype=np.float64)
+        if i_mat.shape != (self.k, self.k):
+            raise ValueError(f"image similarity must be ({self.k}, {self.k}), got {i_mat.shape}")
+        if not np.isfinite(i_mat).all():
+            return np.full(len(perms), np.nan)
+        if self._cpu is not None:
+            counts = self._cpu.count_permuted(i_mat, perms)
+            if counts is not None:
+                return counts / self.n_pairs
+        p = torch.from_numpy(perms).to(self._device)
+        return self._float64_accuracy(torch.from_numpy(i_mat).to(self._device)[p[:, :, None],
+                                                                                p[:, None, :]])
 
 
 def two_vs_two_from_similarity(word_similarity: ArrayLike, image_similarity: ArrayLike) -> float:
