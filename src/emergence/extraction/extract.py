@@ -37,7 +37,14 @@ from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from emergence.device import resolve_device
-from emergence.extraction.forward import Capture, Predictions, forward_pass, moved_to, torch_threads
+from emergence.extraction.forward import (
+    Capture,
+    Predictions,
+    forward_pass,
+    moved_to,
+    runtime_attrs,
+    torch_threads,
+)
 from emergence.extraction.preprocess import image_loader, make_transform
 from emergence.extraction.rowstore import RowStores
 from emergence.formats.activations import (
@@ -202,7 +209,7 @@ def extract_statistics(
         root = {"model": model.name, "weights": model.weights, "data_config": model.data_config,
                 "preprocess": preprocess, "device": str(dev), "batch_size": batch_size,
                 "chunk_features": chunk_features, "paths": paths,
-                "layer_names": [spec.name for spec in layers]}
+                "layer_names": [spec.name for spec in layers], "runtime": runtime_attrs()}
         _write_activations(out, root, extra_attrs, columns, predictions, layers, summary.layers,
                            stores, keep_raw_max_features=keep_raw_max_features,
                            progress=progress)

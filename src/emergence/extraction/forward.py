@@ -11,6 +11,7 @@ classes of the model's softmax are kept per image.
 from __future__ import annotations
 
 import contextlib
+import platform
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,15 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+def runtime_attrs() -> dict[str, Any]:
+    """What the forward pass's last bits depend on besides its inputs: the torch and timm
+    versions, the torch thread count now set and the CPU's vector capability (attributes
+    of the activations file)."""
+    return {"torch_version": str(torch.__version__), "timm_version": str(timm.__version__),
+            "torch_threads": torch.get_num_threads(),
+            "cpu_capability": f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"}
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,15 +142,15 @@ def write_root(
     chunk_features: int,
     paths: Sequence[str],
     layer_names: Sequence[str],
+    runtime: Mapping[str, Any],
 ) -> None:
     """The root attributes (``extra`` first, from :func:`check_attrs`) and ``images/path``.
 
-    Call it while the forward pass's torch thread count is still set: ``torch_threads``
-    records it.
+    ``runtime``: ``torch_version``, ``timm_version``, ``torch_threads`` and
+    ``cpu_capability``, taken by the forward pass while its thread count was set
+    (:func:`emergence.extraction.forward.runtime_attrs`; this module imports neither
+    torch nor timm, so the statistics jobs can read the format without them).
     """
-    import timm  # the writer runs in the extraction env; readers need neither
-    import torch
-
     cfg = data_config
     for key, value in extra.items():
         h5.attrs[key] = _attr_value(value)
@@ -170,12 +169,12 @@ def write_root(
     h5.attrs["n_images"] = len(paths)
     h5.attrs["layer_names"] = list(layer_names)
     h5.attrs["emergence_version"] = _emergence_version()
-    h5.attrs["torch_version"] = str(torch.__version__)
-    h5.attrs["timm_version"] = str(timm.__version__)
+    h5.attrs["torch_version"] = runtime["torch_version"]
+    h5.attrs["timm_version"] = runtime["timm_version"]
     h5.attrs["numpy_version"] = str(np.__version__)
     # What the forward pass's last bits depend on besides the inputs (see `threads`).
-    h5.attrs["torch_threads"] = torch.get_num_threads()
-    h5.attrs["cpu_capability"] = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
+    h5.attrs["torch_threads"] = runtime["torch_threads"]
+    h5.attrs["cpu_capability"] = runtime["cpu_capability"]
     h5.create_dataset("images/path", data=np.array(paths, dtype=object), dtype=_STR)
 
 
