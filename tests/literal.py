@@ -34,20 +34,24 @@ def corr_matrix(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def two_vs_two(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
-    """Section 2: hold out c1, c2; rows of W and I without columns c1, c2; Eq. 1 > Eq. 2."""
+def pair_passes(w_mat: np.ndarray, i_mat: np.ndarray, c1: int, c2: int) -> bool:
+    """Section 2, one pair: hold out c1, c2; rows of W and I without columns c1, c2;
+    pass if Eq. 1 > Eq. 2 (strict)."""
     k = w_mat.shape[0]
-    passed = 0
-    total = 0
-    for c1, c2 in itertools.combinations(range(k), 2):
-        keep = [j for j in range(k) if j not in (c1, c2)]
-        w1, w2 = w_mat[c1, keep], w_mat[c2, keep]
-        i1, i2 = i_mat[c1, keep], i_mat[c2, keep]
-        matched = pearson(w1, i1) + pearson(w2, i2)
-        mismatched = pearson(w1, i2) + pearson(w2, i1)
-        passed += bool(matched - mismatched > TIE)
-        total += 1
-    return passed / total
+    keep = [j for j in range(k) if j not in (c1, c2)]
+    w1, w2 = w_mat[c1, keep], w_mat[c2, keep]
+    i1, i2 = i_mat[c1, keep], i_mat[c2, keep]
+    matched = pearson(w1, i1) + pearson(w2, i2)
+    mismatched = pearson(w1, i2) + pearson(w2, i1)
+    return bool(matched - mismatched > TIE)
+
+
+def two_vs_two(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
+    """Section 2: the fraction of all C(k, 2) pairs that pass (:func:`pair_passes`)."""
+    k = w_mat.shape[0]
+    outcomes = [pair_passes(w_mat, i_mat, c1, c2)
+                for c1, c2 in itertools.combinations(range(k), 2)]
+    return sum(outcomes) / len(outcomes)
 
 
 def rsa(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
