@@ -216,11 +216,27 @@ def one_vs_two_rows(word_model: str, w_mat: NDArray[np.float64], wnids: Sequence
     or a layer that cannot be scored) are listed in the test rows with ``passed`` false
     and their ``reason``, and counted in ``n_skipped``, not in ``n_tests``; a row without
     counted tests has NaN accuracy and p-values and says why in ``reason``.
-    ``n_permutations = 0``: ``permutation_p`` is NaN (not tested).
+    ``n_permutations = 0``: ``permutation_p`` is NaN (not tested). When a group's images
+    have no predicted concept (``GroupSimilarities.no_prediction``: averaged rows, no
+    predictions, labels that are not concept ids) the whole test is skipped: no test rows,
+    and summary rows with NaN results and the reason.
     """
+    k = len(wnids)
+    why = next((f"1 vs 2 test skipped: {g.no_prediction}" for g in groups if g.no_prediction),
+               "")
+    if why:
+        _log.warning("%s: %s", groups[0].network, why)
+        return [{"network": g.network, "model": g.model, "word_model": word_model,
+                 "group": name, "layer": g.layers[j], "layer_index": j,
+                 "module": g.modules[j], "k": k, "n_correct": 0, "n_tests": 0,
+                 "n_skipped": 0, "min_reference": MIN_REFERENCE, "n_passed": 0,
+                 "accuracy": float("nan"), "binomial_p": float("nan"),
+                 "permutation_p": float("nan"), "n_permutations": n_permutations,
+                 "reason": why}
+                for j in range(len(groups[0].layers))
+                for g, name in [*((g, g.group) for g in groups), (groups[0], "all")]], []
     summary: list[dict[str, Any]] = []
     tests: list[dict[str, Any]] = []
-    k = len(wnids)
     n_correct = [int((g.predicted == np.arange(k)).sum()) for g in groups]
     layer_reasons = [_warn_undefined(g, "its 1 vs 2 tests are skipped") for g in groups]
     for j in range(len(groups[0].layers)):

@@ -41,6 +41,7 @@ class Study:
     networks: dict[str, NetworkSpec]
     word_models: dict[str, WordModelSpec]
     primary_word_model: str  # the word model of Figs. 2-4
+    label_map: str | None = None  # one_vs_two.label_map
 
     @property
     def groups(self) -> list[str]:
@@ -68,6 +69,9 @@ class Study:
         for spec in self.word_models.values():
             spec.check_data_paths(base)
         root = Path(base)
+        if self.label_map and not (root / self.label_map).is_file():
+            raise ConfigError(f"config key 'one_vs_two.label_map': {self.label_map} does not "
+                              "exist; set it to a table with columns label, concept_id")
         for name, net in self.networks.items():
             ckpt = net.checkpoint
             if ckpt and not ckpt.startswith("package://") and not (root / ckpt).exists():
@@ -162,4 +166,5 @@ def _study(config: Mapping[str, Any]) -> Study:
                               f"(groups: {', '.join(images.group_names())})")
     return Study(results=config["results"], seed=config["seed"], images=images,
                  networks=networks, word_models=word_models,
-                 primary_word_model=primary or next(iter(word_models)))
+                 primary_word_model=primary or next(iter(word_models)),
+                 label_map=config["one_vs_two"].get("label_map"))

@@ -81,9 +81,36 @@ def network_params(wildcards):
     return STUDY.networks[wildcards.network].params()
 
 
-def image_params():
-    """The `images` keys the images rule of this source reads (and nothing else)."""
-    return STUDY.images.params()
+def image_rule_params():
+    """The images rule's params: `images`, the keys of `images` its source reads (and
+    nothing else), and `seed` where it draws images."""
+    return STUDY.images.rule_params(config["seed"])
+
+
+def image_inputs():
+    """The images rule's input files, named as the source's spec names them."""
+    return STUDY.images.inputs()
+
+
+def image_outputs():
+    """The images rule's outputs, from the source's spec (its folders as `directory`)."""
+    return {name: directory(path) if name in STUDY.images.DIRECTORIES else path
+            for name, path in STUDY.images.outputs(R).items()}
+
+
+def word_vector_inputs(wildcards):
+    """The manifest, and the source's concept table where it writes one (folders): the
+    words and definitions the word models read instead of timm's ImageNet tables."""
+    outputs = STUDY.images.outputs(R)
+    return {name: outputs[name] for name in ("manifest", "concepts") if name in outputs}
+
+
+def one_vs_two_inputs(wildcards):
+    """The activations of the 1 vs 2 groups, W, and the label map when one is configured."""
+    label_map = config["one_vs_two"].get("label_map")
+    return {"groups": activation_files(wildcards, ONE_VS_TWO_GROUPS),
+            "matrix": f"{R}/words/{wildcards.word_model}/similarity.h5",
+            **({"label_map": label_map} if label_map else {})}
 
 
 def word_model_params(wildcards):

@@ -4,7 +4,7 @@
 
 rule word_vectors:
     input:
-        manifest=f"{R}/images/manifest.tsv",
+        unpack(word_vector_inputs),
     output:
         vectors=f"{R}/words/{{word_model}}/vectors.h5",
         coverage=f"{R}/words/{{word_model}}/coverage.tsv",

@@ -1,40 +1,20 @@
-# Stimuli: one image per concept per group, and the manifest every later step reads.
+# Stimuli: the images of each group, the manifest every later step reads, and whatever else
+# the source writes (skipped concepts, rendered images, the concept table): one rule for
+# every source, its files and params from the source's spec (emergence.sources.image_sources).
 
-if config["images"]["source"] == "emoji":
 
-    rule images:
-        input:
-            table=config["images"]["concepts"],
-        output:
-            manifest=f"{R}/images/manifest.tsv",
-            images=directory(f"{R}/images/png"),
-        log:
-            f"{R}/logs/images.log",
-        params:
-            images=image_params(),
-        conda:
-            "../../envs/extraction.yaml"
-        benchmark:
-            f"{R}/benchmarks/images.tsv"
-        script:
-            "../scripts/images.py"
-
-else:
-
-    rule images:
-        input:
-            labels=config["images"].get("labels", []),
-        output:
-            manifest=f"{R}/images/manifest.tsv",
-            skipped=f"{R}/images/skipped.tsv",
-        log:
-            f"{R}/logs/images.log",
-        params:
-            images=image_params(),
-            seed=config["seed"],
-        conda:
-            "../../envs/extraction.yaml"
-        benchmark:
-            f"{R}/benchmarks/images.tsv"
-        script:
-            "../scripts/images.py"
+rule images:
+    input:
+        **image_inputs(),
+    output:
+        **image_outputs(),
+    log:
+        f"{R}/logs/images.log",
+    params:
+        **image_rule_params(),
+    conda:
+        "../../envs/extraction.yaml"
+    benchmark:
+        f"{R}/benchmarks/images.tsv"
+    script:
+        "../scripts/images.py"

@@ -3,8 +3,7 @@
 
 rule one_vs_two:
     input:
-        groups=lambda wc: activation_files(wc, ONE_VS_TWO_GROUPS),
-        matrix=f"{R}/words/{{word_model}}/similarity.h5",
+        unpack(one_vs_two_inputs),
     output:
         summary=f"{R}/one_vs_two/{{network}}/{{word_model}}.tsv",
         tests=f"{R}/one_vs_two/{{network}}/{{word_model}}_tests.tsv",

@@ -4,14 +4,19 @@ from emergence.concepts import COVERAGE_COLUMNS
 from emergence.formats.vectors import write_word_vectors
 from emergence.io import write_tsv
 from emergence.runner import start
+from emergence.sources.folders import read_concepts
 from emergence.sources.images import candidates, read_manifest
+from emergence.sources.lexicon import IMAGENET, Lexicon
 from emergence.sources.words import WordModelSpec, embed_concepts
 
 smk = snakemake  # noqa: F821
 log = start(smk)
 spec = WordModelSpec.from_params(smk.params.spec)
 concepts = candidates(read_manifest(smk.input.manifest))
-result = embed_concepts(spec, concepts)
+# A folder source's own concept table, else timm's ImageNet tables (concept ids are wnids).
+lexicon = Lexicon(read_concepts(smk.input.concepts)) if "concepts" in smk.input.keys() \
+    else IMAGENET
+result = embed_concepts(spec, concepts, lexicon)
 wm = smk.wildcards.word_model
 log.info("%s covers %d of %d concepts", wm, len(result.wnids), len(concepts))
 write_word_vectors(smk.output.vectors, wm, smk.params.spec, result.wnids, result.vectors)

@@ -16,6 +16,12 @@ One file per network x image group, written by
 ``predictions`` is absent when the model's output is not a ``(batch, classes)`` tensor.
 The writer functions are called in the order above, on a file opened with
 :func:`emergence.io.atomic_h5`.
+
+``images/wnid`` is the concept id of each image. A group normally holds one image per
+concept; with ``images_per_average`` n > 1 it holds n (the manifest's order), and the
+reader gives each concept the Pearson statistics of the *mean* of its images' activations,
+computed exactly (float64) from the stored per-image ``sums``/``gram`` (see
+:func:`averaged_correlation`); such a row has no single prediction.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +47,7 @@ __all__ = [
     "RESERVED_ATTRS",
     "TOP_K",
     "GroupSimilarities",
+    "averaged_correlation",
     "check_attrs",
     "image_column",
     "load_group",
@@ -265,44 +273,120 @@ class GroupSimilarities:
     image_path: list[str]
     wnids: list[str] = field(default_factory=list)  # kept concepts, matrix order
     concepts: list[str] = field(default_factory=list)  # their words, when known
+    # why no image has a predicted concept ("" when predictions map onto the concepts)
+    no_prediction: str = ""
 
 
 def _strings(ds: h5py.Dataset) -> list[str]:
     return ds.asstr()[()].tolist()
 
 
+_WNID = re.compile(r"n\d{8}")
+
+
+def averaged_correlation(layer: h5py.Group, members: NDArray[np.intp]) -> NDArray[np.float64]:
+    """Pearson correlation between concept means: row ``c`` is the mean of the activations
+    of the images ``members[c]`` (a ``k x n`` index array into the file's images).
+
+    Exact from the stored statistics of the shifted rows ``y_i = x_i - shift_i``: Pearson
+    is invariant to a per-row shift, the mean row is ``ybar_c + mean(shift)``, and
+    ``sum(ybar_c) = mean_i sums_i``, ``ybar_c . ybar_d = mean_{i in c, j in d} gram_ij``;
+    the covariance and correlation then follow as for one image per concept
+    (:meth:`~emergence.stats.similarity.PearsonAccumulator.correlation`), in float64.
+    """
+    k, n = members.shape
+    flat = members.reshape(-1)
+    gram = layer["gram"][()][np.ix_(flat, flat)].reshape(k, n, k, n).mean(axis=(1, 3))
+    sums = layer["sums"][()][flat].reshape(k, n).mean(axis=1)
+    shift = layer["shift"][()][flat].reshape(k, n).mean(axis=1)
+    acc = PearsonAccumulator.from_moments(sums, gram, shift, int(layer.attrs["n_features"]))
+    return acc.correlation()
+
+
+def _predicted(f: h5py.File, rows: NDArray[np.intp], kept_wnids: Sequence[str],
+               label_map: Mapping[str, str] | None, averaged: bool
+               ) -> tuple[NDArray[np.int64], list[str], str]:
+    """Each kept concept's predicted concept (index into ``kept_wnids``, -1 outside the
+    set), the network's top-1 labels, and why there is none ("" when there is)."""
+    k = len(kept_wnids)
+    none = np.full(k, -1, dtype=np.int64)
+    if averaged:
+        return none, [""] * k, ("images are averaged per concept (images_per_average > 1): "
+                                "an averaged row has no single prediction")
+    if "predictions" not in f:
+        return none, [""] * k, "the network has no class predictions (its output is not " \
+            "(batch, classes))"
+    wnid = f["predictions/top5_wnid"].asstr()[()][rows, 0].tolist()
+    if label_map is not None:  # a class's label: its wnid where known, else its index
+        index = f["predictions/top5_index"][()][rows, 0].tolist()
+        labels = [w or str(i) for w, i in zip(wnid, index, strict=True)]
+        concept = [label_map.get(label, "") for label in labels]
+    else:
+        labels = concept = wnid
+        if not any(wnid):
+            return none, labels, ("the network's class labels are not ImageNet wnids; set "
+                                  "one_vs_two.label_map (columns label = class index, "
+                                  "concept_id)")
+        if not any(_WNID.fullmatch(w) for w in kept_wnids):
+            return none, labels, ("no concept id is an ImageNet wnid, the network's labels; "
+                                  "set one_vs_two.label_map (columns label, concept_id)")
+    at = {w: i for i, w in enumerate(kept_wnids)}
+    return np.array([at.get(c, -1) for c in concept], dtype=np.int64), labels, ""
+
+
 def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
-               network: str, group: str) -> GroupSimilarities:
-    """Read one activations file and restrict it to ``kept_wnids`` (in that order)."""
+               network: str, group: str, *, label_map: Mapping[str, str] | None = None,
+               ) -> GroupSimilarities:
+    """Read one activations file and restrict it to ``kept_wnids`` (in that order).
+
+    A concept with several images gets the statistics of their mean
+    (:func:`averaged_correlation`). ``predicted`` maps each image's top-1 class onto the
+    kept concepts: through ``label_map`` (class label -> concept id; a class's label is
+    its wnid, or its index when the network's classes are not ImageNet's), or else by the
+    class's wnid being a concept id; ``no_prediction`` says why no image has a predicted
+    concept (averaged rows, no predictions, or labels that cannot be concept ids).
+    """
     with open_h5(path, "activations file") as f:
         wnids = _strings(f["images/wnid"])
-        row_of = {w: i for i, w in enumerate(wnids)}
-        missing = [w for w in kept_wnids if w not in row_of]
+        rows_of: dict[str, list[int]] = {}
+        for i, w in enumerate(wnids):
+            rows_of.setdefault(w, []).append(i)
+        missing = [w for w in kept_wnids if w not in rows_of]
         if missing:
             raise ValueError(f"{path}: no image for kept concept(s) {missing[:5]}")
-        rows = np.array([row_of[w] for w in kept_wnids])
+        sizes = {len(rows_of[w]) for w in kept_wnids}
+        if len(sizes) > 1:
+            raise ValueError(f"{path}: concepts have different numbers of images "
+                             f"({sorted(sizes)}); the manifest gives each the same number")
+        members = np.array([rows_of[w] for w in kept_wnids], dtype=np.intp).reshape(
+            len(kept_wnids), -1)
+        rows = members[:, 0]
+        averaged = members.shape[1] > 1
         layers = [str(x) for x in f.attrs["layer_names"]]
-        sims = np.stack([f[f"layers/{name}/correlation"][()][np.ix_(rows, rows)]
-                         for name in layers])
+        if averaged:
+            sims = np.stack([averaged_correlation(f[f"layers/{name}"], members)
+                             for name in layers])
+        else:
+            sims = np.stack([f[f"layers/{name}/correlation"][()][np.ix_(rows, rows)]
+                             for name in layers])
         modules = [str(f[f"layers/{name}"].attrs["module"]) for name in layers]
         n_features = [int(f[f"layers/{name}"].attrs["n_features"]) for name in layers]
-        top1 = f["predictions/top5_wnid"].asstr()[()][rows, 0].tolist()
+        predicted, top1, why = _predicted(f, rows, kept_wnids, label_map, averaged)
         paths = _strings(f["images/path"])
         words = _strings(f["images/concept"]) if "images/concept" in f else []
         model = str(f.attrs.get("model", ""))
-    index = {w: i for i, w in enumerate(kept_wnids)}
-    predicted = np.array([index.get(w, -1) for w in top1], dtype=np.int64)
     return GroupSimilarities(network, model, group, layers, modules, n_features, sims, predicted,
                              top1, [paths[r] for r in rows], list(kept_wnids),
-                             [words[r] for r in rows] if words else [])
-
+                             [words[r] for r in rows] if words else [], why)
 
 
 def load_groups(paths: Sequence[str | os.PathLike[str]], groups: Sequence[str],
-                kept_wnids: Sequence[str], network: str) -> list[GroupSimilarities]:
+                kept_wnids: Sequence[str], network: str, *,
+                label_map: Mapping[str, str] | None = None) -> list[GroupSimilarities]:
     """:func:`load_group` for each activations file and its group name, pairwise (a rule
     passes the files and the group names in the same order)."""
     if len(paths) != len(groups):
         raise ValueError(f"{len(paths)} activations files for {len(groups)} groups "
                          f"({', '.join(groups)})")
-    return [load_group(p, kept_wnids, network, g) for p, g in zip(paths, groups, strict=True)]
+    return [load_group(p, kept_wnids, network, g, label_map=label_map)
+            for p, g in zip(paths, groups, strict=True)]

@@ -3,12 +3,19 @@
 One interface for every source (``images.source``): :meth:`ImageSourceSpec.from_config`
 (once, when the DAG is built), :meth:`~ImageSourceSpec.group_names` (known from the config
 alone), :meth:`~ImageSourceSpec.params` (the slice of ``images`` the ``images`` rule
-reads), :meth:`~ImageSourceSpec.from_params` (in the job) and
-:meth:`~ImageSourceSpec.build` (write the manifest).
+reads), :meth:`~ImageSourceSpec.inputs` and :meth:`~ImageSourceSpec.outputs` (the rule's
+files), :meth:`~ImageSourceSpec.from_params` (in the job) and
+:meth:`~ImageSourceSpec.build` (write the manifest and the source's other outputs).
 
 * :class:`EmojiSource` (``emoji``, the offline demo): one group per emoji style.
 * :class:`ImageNetSource` (``imagenet-val``, ``imagenet-folders``, ``imagenetv2``):
   ``images_per_concept`` groups, named ``"1"``, ``"2"``, ...
+* :class:`FolderSource` (``folders``: a folder per concept, the THINGS layout, with an
+  optional concept table): groups as for ImageNet.
+
+The photo sources draw ``images_per_concept x images_per_average`` images per concept
+with the seed (:func:`emergence.sources.images.sample_groups`); ``images_per_average``
+n > 1 puts n images of a concept in each group, averaged by the readers.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from typing import Any, ClassVar
 
 from emergence.sources.images import ManifestRow
 
-__all__ = ["EmojiSource", "ImageNetSource", "ImageSourceSpec"]
+__all__ = ["EmojiSource", "FolderSource", "ImageNetSource", "ImageSourceSpec"]
+
+PathLike = str | os.PathLike[str]
 
 # Where to get each input the config names (shown when it is missing).
 _HINTS = {
@@ -33,7 +42,11 @@ _HINTS = {
     ("imagenet-folders", "path"): "a folder with one sub-folder of images per wnid "
     "(the ILSVRC2012 layout)",
     ("emoji", "concepts"): "the curated concept table, e.g. config/demo_concepts.tsv",
+    ("folders", "path"): "a folder with one sub-folder of images per concept "
+    "(<root>/<concept_id>/<images>, the THINGS layout)",
 }
+# Params left out while at their default, so that adding them kept existing params.
+_QUIET_DEFAULTS = {"images_per_average": 1}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,16 +56,24 @@ class ImageSourceSpec:
     SOURCES: ClassVar[tuple[str, ...]]
     # the keys of `images` the images rule reads, in params order ("source" first)
     PARAMS: ClassVar[tuple[str, ...]]
+    # the rule's outputs: name -> path under the results folder
+    OUTPUTS: ClassVar[dict[str, str]] = {"manifest": "images/manifest.tsv",
+                                         "skipped": "images/skipped.tsv"}
+    # outputs that are folders (the rule marks them `directory`)
+    DIRECTORIES: ClassVar[tuple[str, ...]] = ()
+    # whether the images are drawn with the seed (the rule's `seed` param)
+    SAMPLED: ClassVar[bool] = True
 
     source: str
 
     @staticmethod
     def kind(source: object) -> type[ImageSourceSpec]:
         """The spec class of ``images.source``."""
-        for cls in (EmojiSource, ImageNetSource):
+        kinds = (EmojiSource, ImageNetSource, FolderSource)
+        for cls in kinds:
             if source in cls.SOURCES:
                 return cls
-        known = ", ".join(s for c in (EmojiSource, ImageNetSource) for s in c.SOURCES)
+        known = ", ".join(s for c in kinds for s in c.SOURCES)
         raise ValueError(f"unknown image source '{source}' (expected one of {known})")
 
     @classmethod
@@ -68,18 +89,36 @@ class ImageSourceSpec:
         from emergence.errors import ConfigError
 
         try:
-            return cls.from_params(entry)
+            spec = cls.from_params(entry)
         except ValueError as exc:
             raise ConfigError(f"config key 'images': {exc}") from None
+        if entry.get("images_per_average", 1) != 1 and "images_per_average" not in spec.PARAMS:
+            raise ConfigError(f"config key 'images.images_per_average': source '{spec.source}' "
+                              "has one image per concept per group (remove the key)")
+        return spec
 
     def params(self) -> dict[str, Any]:
         """The rule's ``params``: the keys of ``images`` this source reads (those set)."""
         out: dict[str, Any] = {}
         for key in self.PARAMS:
             value = getattr(self, key)
-            if value is not None:
+            if value is not None and not (key in _QUIET_DEFAULTS
+                                          and value == _QUIET_DEFAULTS[key]):
                 out[key] = list(value) if isinstance(value, tuple) else value
         return out
+
+    def rule_params(self, seed: int) -> dict[str, Any]:
+        """The images rule's ``params``: ``images`` (:meth:`params`), and ``seed`` when the
+        source draws its images."""
+        return {"images": self.params(), **({"seed": seed} if self.SAMPLED else {})}
+
+    def inputs(self) -> dict[str, str]:
+        """The images rule's input files (name -> path as configured)."""
+        return {}
+
+    def outputs(self, results: str) -> dict[str, str]:
+        """The images rule's outputs (name -> path under ``results``)."""
+        return {name: f"{results}/{path}" for name, path in self.OUTPUTS.items()}
 
     def group_names(self) -> list[str]:
         """Names of the image groups, known from the config alone (no file is read)."""
@@ -103,14 +142,26 @@ class ImageSourceSpec:
                 raise ConfigError(f"config key 'images.{key}': {value} does not exist; "
                                   f"set it to {hint}")
 
-    def build(self, manifest: str | os.PathLike[str], *, seed: int = 0,
-              image_dir: str | os.PathLike[str] | None = None,
-              table: str | os.PathLike[str] | None = None,
+    def build(self, outputs: PathLike | Mapping[str, PathLike], *, seed: int = 0,
+              inputs: Mapping[str, PathLike] | None = None,
               ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
-        """Make the images (where the source draws them) and write the manifest.
+        """Make the images (where the source draws them), write the manifest and the
+        source's other outputs given in ``outputs`` (names of :meth:`outputs`; a single
+        path is the manifest alone); ``inputs`` as :meth:`inputs` names them.
 
         Returns the manifest rows and the skipped concepts ``(wnid, reason)``.
         """
+        out = dict(outputs) if isinstance(outputs, Mapping) else {"manifest": outputs}
+        rows, skipped = self._build(out, seed, dict(inputs or {}))
+        if "skipped" in out:
+            from emergence.io import write_tsv
+
+            write_tsv(out["skipped"], [{"wnid": w, "reason": r} for w, r in skipped],
+                      ["wnid", "reason"])
+        return rows, skipped
+
+    def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
+               ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
         raise NotImplementedError
 
 
@@ -120,6 +171,10 @@ class EmojiSource(ImageSourceSpec):
 
     SOURCES: ClassVar[tuple[str, ...]] = ("emoji",)
     PARAMS: ClassVar[tuple[str, ...]] = ("source", "styles", "render_size")
+    OUTPUTS: ClassVar[dict[str, str]] = {"manifest": "images/manifest.tsv",
+                                         "images": "images/png"}
+    DIRECTORIES: ClassVar[tuple[str, ...]] = ("images",)
+    SAMPLED: ClassVar[bool] = False
 
     source: str = "emoji"
     concepts: str | None = None  # the table is the rule's input, not a parameter
@@ -132,23 +187,48 @@ class EmojiSource(ImageSourceSpec):
     def group_names(self) -> list[str]:
         return list(self.styles)
 
-    def build(self, manifest: str | os.PathLike[str], *, seed: int = 0,
-              image_dir: str | os.PathLike[str] | None = None,
-              table: str | os.PathLike[str] | None = None,
-              ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
-        """Render every concept of ``table`` (default ``concepts``) in every style into
-        ``image_dir``; nothing is skipped (the table is checked)."""
+    def inputs(self) -> dict[str, str]:
+        return {"table": self.concepts} if self.concepts else {}
+
+    def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
+               ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
+        """Render every concept of the ``table`` input (default ``concepts``) in every
+        style into the ``images`` output; nothing is skipped (the table is checked)."""
         from emergence.sources.images import build_emoji_images
 
-        table = table if table is not None else self.concepts
-        if table is None or image_dir is None:
+        table = inputs.get("table", self.concepts)
+        if table is None or "images" not in outputs:
             raise ValueError("emoji images need the concept table and an image folder")
-        rows = build_emoji_images(table, self.styles, self.render_size, image_dir, manifest)
+        rows = build_emoji_images(table, self.styles, self.render_size, outputs["images"],
+                                  outputs["manifest"])
         return rows, []
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImageNetSource(ImageSourceSpec):
+class _SampledSource(ImageSourceSpec):
+    """Photos drawn with the seed: ``images_per_concept`` groups of
+    ``images_per_average`` images per concept; ``max_concepts`` keeps the first N."""
+
+    path: str | None = None
+    images_per_concept: int = 5
+    max_concepts: int | None = None
+    images_per_average: int = 1
+
+    def __post_init__(self) -> None:
+        if self.source not in self.SOURCES:
+            raise ValueError(f"images.source: '{self.source}' is not a source of "
+                             f"{type(self).__name__} ({', '.join(self.SOURCES)})")
+        for key in ("max_concepts", "images_per_average"):
+            m = getattr(self, key)
+            if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+                raise ValueError(f"images.{key}: must be a positive integer, got {m!r}")
+
+    def group_names(self) -> list[str]:
+        return [str(j + 1) for j in range(self.images_per_concept)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageNetSource(_SampledSource):
     """Photos of ImageNet-1k classes; see :mod:`emergence.sources.imagenet`.
 
     ``path`` is the image folder (imagenetv2: the download/cache folder); ``labels`` the
@@ -158,30 +238,18 @@ class ImageNetSource(ImageSourceSpec):
 
     SOURCES: ClassVar[tuple[str, ...]] = ("imagenet-val", "imagenet-folders", "imagenetv2")
     PARAMS: ClassVar[tuple[str, ...]] = ("source", "path", "labels", "url", "sha256",
-                                         "images_per_concept", "max_concepts")
+                                         "images_per_concept", "max_concepts",
+                                         "images_per_average")
 
-    path: str | None = None
     labels: str | None = None
     url: str | None = None
     sha256: str | None = None
-    images_per_concept: int = 5
-    max_concepts: int | None = None
 
-    def __post_init__(self) -> None:
-        if self.source not in self.SOURCES:
-            raise ValueError(f"images.source: '{self.source}' is not an ImageNet source "
-                             f"({', '.join(self.SOURCES)})")
-        m = self.max_concepts
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-            raise ValueError(f"images.max_concepts: must be a positive integer, got {m!r}")
+    def inputs(self) -> dict[str, str]:
+        return {"labels": self.labels} if self.labels else {}
 
-    def group_names(self) -> list[str]:
-        return [str(j + 1) for j in range(self.images_per_concept)]
-
-    def build(self, manifest: str | os.PathLike[str], *, seed: int = 0,
-              image_dir: str | os.PathLike[str] | None = None,
-              table: str | os.PathLike[str] | None = None,
-              ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
+    def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
+               ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
         """List (imagenetv2: download first), sample with ``seed`` and write the manifest;
         see :func:`emergence.sources.imagenet.build_imagenet_manifest`."""
         from emergence.sources.imagenet import build_imagenet_manifest
@@ -189,6 +257,79 @@ class ImageNetSource(ImageSourceSpec):
         if not self.path:
             raise ValueError(f"images.path: required for source {self.source}")
         return build_imagenet_manifest(
-            self.source, self.path, manifest, seed, labels=self.labels, url=self.url,
-            sha256=self.sha256, images_per_concept=self.images_per_concept,
-            max_concepts=self.max_concepts)
+            self.source, self.path, outputs["manifest"], seed, labels=self.labels,
+            url=self.url, sha256=self.sha256, images_per_concept=self.images_per_concept,
+            max_concepts=self.max_concepts, images_per_average=self.images_per_average)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FolderSource(_SampledSource):
+    """A folder per concept (``path``: ``<root>/<concept_id>/<images>``, the THINGS layout);
+    see :mod:`emergence.sources.folders`.
+
+    ``table``: the concept table, ``{"path": ..., "id": ..., "word": ...,
+    "definition": ..., "wnid": ...}`` (column names; defaults
+    :data:`~emergence.sources.folders.TABLE_COLUMNS`), or ``None``: every sub-folder is a
+    concept, its word the folder name with ``_`` as space. The manifest's ``wnid`` column
+    holds the concept id (the folder name); ``images/concepts.tsv`` the concepts' words,
+    definitions and wnids, which the word models read instead of timm's ImageNet tables.
+    ``max_concepts`` keeps the first N concepts of the table (of the sorted folders).
+    """
+
+    SOURCES: ClassVar[tuple[str, ...]] = ("folders",)
+    PARAMS: ClassVar[tuple[str, ...]] = ("source", "path", "table", "images_per_concept",
+                                         "max_concepts", "images_per_average")
+    OUTPUTS: ClassVar[dict[str, str]] = {"manifest": "images/manifest.tsv",
+                                         "skipped": "images/skipped.tsv",
+                                         "concepts": "images/concepts.tsv"}
+
+    source: str = "folders"
+    table: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.table is not None:
+            from emergence.sources.folders import TABLE_COLUMNS
+
+            table = dict(self.table)
+            unknown = sorted(set(table) - {"path", *TABLE_COLUMNS})
+            if "path" not in table or unknown:
+                raise ValueError(f"images.table: needs 'path', may name columns "
+                                 f"{', '.join(TABLE_COLUMNS)}; got {sorted(table)}")
+            object.__setattr__(self, "table", table)
+
+    def inputs(self) -> dict[str, str]:
+        return {"table": self.table["path"]} if self.table else {}
+
+    def check_data_paths(self, base: PathLike = ".") -> None:
+        from emergence.errors import ConfigError
+
+        super().check_data_paths(base)
+        if self.table and not (Path(base) / self.table["path"]).is_file():
+            raise ConfigError(f"config key 'images.table.path': {self.table['path']} does not "
+                              "exist; set it to the concept table (.tsv or .csv with a "
+                              "concept_id column)")
+
+    def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
+               ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
+        """Read the concept table, sample the folders with ``seed``, write the manifest
+        and ``concepts``; see :func:`emergence.sources.folders.build_folder_manifest`."""
+        from emergence.sources.folders import (
+            build_folder_manifest,
+            read_concept_table,
+            write_concepts,
+        )
+
+        if not self.path:
+            raise ValueError("images.path: required for source folders")
+        table = str(inputs.get("table", self.table["path"] if self.table else ""))
+        columns = {k: v for k, v in (self.table or {}).items() if k != "path"}
+        concepts = read_concept_table(table, columns) if table else None
+        rows, skipped, kept = build_folder_manifest(
+            self.path, outputs["manifest"], seed, concepts=concepts,
+            images_per_concept=self.images_per_concept,
+            images_per_average=self.images_per_average, max_concepts=self.max_concepts,
+            table=table)
+        if "concepts" in outputs:
+            write_concepts(outputs["concepts"], kept)
+        return rows, skipped

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import numpy as np
 
 from emergence.sources.imagenet_info import class_index, class_wnids, imagenet_classes
 from emergence.sources.imagenet_labels import check_wnid, read_val_labels
@@ -35,7 +32,9 @@ from emergence.sources.imagenetv2 import (
     DEFAULT_URL,
     ensure_imagenetv2,
 )
-from emergence.sources.images import ManifestRow, write_manifest
+from emergence.sources.images import IMAGE_SUFFIXES, ManifestRow, sample_groups, write_manifest
+from emergence.sources.images import images_in as _images_in
+from emergence.sources.images import is_image as _is_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -46,22 +45,12 @@ __all__ = [
 ]
 
 SOURCES = ("imagenet-val", "imagenet-folders", "imagenetv2")
-IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
 
 _WNID = re.compile(r"n\d{8}")
 
 
 # ------------------------------------------------------------------------------------------
 # Listing labelled images
-
-
-def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and _is_image(p)),
-                  key=lambda p: p.name)
 
 
 def list_images(source: str, path: str | os.PathLike[str],
@@ -196,68 +185,7 @@ def _list_val(folder: Path, labels: Path | None) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------
-# Sampling and the manifest
-
-
-
-
-def sample_groups(images_by_wnid: Mapping[str, Sequence[str]],
-                  concepts: Sequence[tuple[str, str]], n_per_concept: int, seed: int,
-                  *, source: str = "imagenet") -> tuple[list[ManifestRow], list[tuple[str, str]]]:
-    """Sample ``n_per_concept`` distinct images per concept and split them into groups.
-
-    Concept ``k`` (its position in ``concepts``) draws from
-    ``numpy.random.default_rng([seed, k])`` (``Generator.choice`` without replacement over
-    its images sorted by file name); the draws are sorted, and the ``j``-th goes to group
-    ``str(j + 1)``. Each concept's sample depends only on ``seed``, its position and its own
-    images, so appending concepts leaves the others' samples unchanged.
-
-    Parameters
-    ----------
-    images_by_wnid : mapping
-        wnid -> image paths (as from :func:`list_images`).
-    concepts : sequence of (wnid, concept)
-        Candidate concepts, e.g. :func:`imagenet_classes`.
-    n_per_concept : int
-        Images per concept = number of groups.
-    seed : int
-        Non-negative.
-    source : str, keyword-only
-        The manifest's ``source`` column (e.g. ``"imagenet-val"``).
-
-    Returns
-    -------
-    rows : list of ManifestRow
-        Group-major: all of group ``"1"`` in concept order, then group ``"2"``, ...
-    skipped : list of (wnid, reason)
-        Concepts with fewer than ``n_per_concept`` images.
-    """
-    if isinstance(n_per_concept, bool) or not isinstance(n_per_concept, int | np.integer) \
-            or n_per_concept < 1:
-        raise ValueError(f"images per concept must be a positive integer, got {n_per_concept!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    wnids = [w for w, _ in concepts]
-    if len(set(wnids)) != len(wnids):
-        dup = next(w for w in wnids if wnids.count(w) > 1)
-        raise ValueError(f"concept {dup} is listed twice")
-
-    chosen: list[tuple[str, str, list[str]]] = []
-    skipped: list[tuple[str, str]] = []
-    for position, (wnid, concept) in enumerate(concepts):
-        images = sorted(images_by_wnid.get(wnid, ()), key=lambda s: (Path(s).name, s))
-        if len(set(images)) != len(images):
-            raise ValueError(f"concept {wnid}: an image is listed twice")
-        if len(images) < n_per_concept:
-            skipped.append((wnid, f"{len(images)} image(s), {n_per_concept} needed"))
-            continue
-        rng = np.random.default_rng([int(seed), position])
-        picks = np.sort(rng.choice(len(images), size=n_per_concept, replace=False))
-        chosen.append((wnid, concept, [images[int(i)] for i in picks]))
-
-    rows = [ManifestRow(str(j + 1), wnid, concept, paths[j], source)
-            for j in range(n_per_concept) for wnid, concept, paths in chosen]
-    return rows, skipped
+# The manifest (sampling: emergence.sources.images.sample_groups)
 
 
 def build_imagenet_manifest(source: str, path: str | os.PathLike[str],
@@ -265,6 +193,7 @@ def build_imagenet_manifest(source: str, path: str | os.PathLike[str],
                             labels: str | os.PathLike[str] | None = None,
                             url: str | None = None, sha256: str | None = None,
                             images_per_concept: int = 5, max_concepts: int | None = None,
+                            images_per_average: int = 1,
                             ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
     """List, sample and write the manifest for an ImageNet source.
 
@@ -285,6 +214,8 @@ def build_imagenet_manifest(source: str, path: str | os.PathLike[str],
         Images per concept = number of groups.
     max_concepts : int, optional
         Only the first N classes in class order.
+    images_per_average : int
+        Images per concept in each group, averaged by the readers (default 1: the paper).
 
     Returns
     -------
@@ -301,8 +232,10 @@ def build_imagenet_manifest(source: str, path: str | os.PathLike[str],
     concepts = imagenet_classes()
     if max_concepts is not None:
         concepts = concepts[:max_concepts]
-    rows, skipped = sample_groups(images, concepts, images_per_concept, seed, source=source)
+    rows, skipped = sample_groups(images, concepts, images_per_concept, seed, source=source,
+                                  per_average=images_per_average)
     if not rows:
-        raise ValueError(f"{path}: no concept has {images_per_concept} images ({source})")
+        needed = images_per_concept * images_per_average
+        raise ValueError(f"{path}: no concept has {needed} images ({source})")
     write_manifest(manifest_path, rows)
     return rows, skipped

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 from numpy.typing import NDArray
 
-from emergence.sources.imagenet_info import glosses_for, lemmas_for
+from emergence.sources.lexicon import IMAGENET, Lexicon
 from emergence.sources.matching import MultiwordMode, match_concept
 from emergence.sources.vector_files import VectorFormat, load_keyed_vectors
 
@@ -144,7 +144,8 @@ class WordModelSpec:
         """What messages name: the vector file or the model."""
         return self.type
 
-    def embed(self, concepts: Sequence[tuple[str, str]]) -> CoverageResult:
+    def embed(self, concepts: Sequence[tuple[str, str]],
+              lexicon: Lexicon = IMAGENET) -> CoverageResult:
         """Embed ``(wnid, concept_word)`` pairs; see :func:`embed_concepts`."""
         raise NotImplementedError
 
@@ -193,9 +194,10 @@ class KeyedVectorsSpec(_VocabularySpec):
     def source(self) -> str:
         return self.path
 
-    def embed(self, concepts: Sequence[tuple[str, str]]) -> CoverageResult:
+    def embed(self, concepts: Sequence[tuple[str, str]],
+              lexicon: Lexicon = IMAGENET) -> CoverageResult:
         kv = load_keyed_vectors(self.path, self.format)
-        imagenet = lemmas_for((w for w, _ in concepts), missing_ok=True)
+        imagenet = lexicon.lemmas(w for w, _ in concepts)
         rows: list[NDArray[np.float64]] = []
         wnids: list[str] = []
         records: list[dict[str, Any]] = []
@@ -240,8 +242,9 @@ class GensimDataSpec(_VocabularySpec):
                                 multiword=self.multiword,
                                 lowercase_fallback=self.lowercase_fallback)
 
-    def embed(self, concepts: Sequence[tuple[str, str]]) -> CoverageResult:
-        return self.resolve().embed(concepts)
+    def embed(self, concepts: Sequence[tuple[str, str]],
+              lexicon: Lexicon = IMAGENET) -> CoverageResult:
+        return self.resolve().embed(concepts, lexicon)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,10 +273,11 @@ class SentenceTransformerSpec(WordModelSpec):
     def source(self) -> str:
         return self.model
 
-    def embed(self, concepts: Sequence[tuple[str, str]]) -> CoverageResult:
+    def embed(self, concepts: Sequence[tuple[str, str]],
+              lexicon: Lexicon = IMAGENET) -> CoverageResult:
         from emergence.sources.text_encoders import encode_texts
 
-        glosses = glosses_for(w for w, _ in concepts) if self.text != "word" else {}
+        glosses = lexicon.glosses(w for w, _ in concepts) if self.text != "word" else {}
         texts = [
             {"word": c, "gloss": glosses.get(w, ""), "word: gloss": f"{c}: {glosses.get(w, '')}"}[
                 self.text
@@ -290,7 +294,8 @@ class SentenceTransformerSpec(WordModelSpec):
 # ------------------------------------------------------------------------- embedding
 
 
-def embed_concepts(spec: WordModelSpec, concepts: Sequence[tuple[str, str]]) -> CoverageResult:
+def embed_concepts(spec: WordModelSpec, concepts: Sequence[tuple[str, str]],
+                   lexicon: Lexicon = IMAGENET) -> CoverageResult:
     """Embed concepts with a word model and report which ones it covers.
 
     Parameters
@@ -303,7 +308,11 @@ def embed_concepts(spec: WordModelSpec, concepts: Sequence[tuple[str, str]]) -> 
         list ``[concept_word, *ImageNet lemmas of wnid]`` (duplicates dropped, order
         kept; unknown wnids use the concept word alone). A ``sentence-transformer``
         covers every concept; its ``token`` is the text embedded and ``how`` is
-        ``"encoded"``; gloss modes need wnids known to timm's table.
+        ``"encoded"``; gloss modes need a gloss for every concept.
+    lexicon
+        Where the ImageNet lemmas and glosses above come from: timm's ImageNet tables
+        (the default; concept ids are wnids) or a folder source's concept table
+        (:class:`~emergence.sources.lexicon.Lexicon`).
 
     Returns
     -------
@@ -316,7 +325,7 @@ def embed_concepts(spec: WordModelSpec, concepts: Sequence[tuple[str, str]]) -> 
         concept's vector has non-finite values (nan, inf) or is constant.
     """
     spec = spec.resolve()
-    result = spec.embed(list(concepts))
+    result = spec.embed(list(concepts), lexicon)
     _check_vectors(result, spec.source)
     return result
 

@@ -1,0 +1,248 @@
+"""A folder per concept (the THINGS layout): ``<root>/<concept_id>/<image files>``.
+
+The concepts are the sub-folders of ``root`` (hidden ones ignored), or, with a concept
+table, the table's rows in file order (folders not in the table are left out). Each
+concept has
+
+* ``concept_id``: its folder name; the pipeline's concept id, held in the manifest's
+  ``wnid`` column (that column keeps its name for every source);
+* ``word``: what word models look up. From the table, or else the folder name with
+  ``_`` as space (``ice_cream`` -> ``ice cream``). A trailing sense digit is *not*
+  removed (THINGS names ``bat1``/``bat2``): the table gives such concepts their word;
+* ``definition`` (optional): the text a ``sentence-transformer`` embeds in ``text: gloss``
+  and ``"word: gloss"`` modes (what the WordNet gloss is for ImageNet);
+* ``wnid`` (optional): an ImageNet/WordNet id (``n02084071``); its ImageNet lemmas are
+  fallbacks after ``word`` for vector-file word models, and its WordNet gloss stands in
+  for an empty ``definition``.
+
+The concept table is tab-separated (``.tsv``, ``.txt``) or comma-separated (``.csv``),
+chosen by suffix, with a header; which columns are which is configured
+(:data:`TABLE_COLUMNS` gives the defaults). The images rule writes the concepts it kept
+to ``images/concepts.tsv`` (:func:`write_concepts`), which the word-vector jobs read
+(:func:`read_concepts`) instead of timm's ImageNet tables.
+
+:func:`read_label_map` reads the 1 vs 2 test's label map (the network's class label ->
+concept id), a table of the same kinds.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from emergence.io import read_tsv, write_tsv
+from emergence.sources.images import (
+    ManifestRow,
+    images_in,
+    is_image,
+    sample_groups,
+    write_manifest,
+)
+
+__all__ = ["CONCEPTS_COLUMNS", "TABLE_COLUMNS", "Concept", "build_folder_manifest",
+           "concept_folders", "default_word", "read_concept_table", "read_concepts",
+           "read_label_map", "read_table", "write_concepts"]
+
+#: role -> default column name of the concept table (``images.table``)
+TABLE_COLUMNS = {"id": "concept_id", "word": "word", "definition": "definition",
+                 "wnid": "wnid"}
+#: columns of ``images/concepts.tsv``
+CONCEPTS_COLUMNS = ["concept_id", "word", "definition", "wnid"]
+
+_WNID = re.compile(r"n\d{8}")
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One concept of a folder source; see the module docstring."""
+
+    concept_id: str
+    word: str
+    definition: str = ""
+    wnid: str = ""
+
+
+def default_word(concept_id: str) -> str:
+    """The word of a concept without a table: the folder name with ``_`` as space."""
+    return " ".join(concept_id.replace("_", " ").split())
+
+
+def read_table(path: str | os.PathLike[str], required: Sequence[str], what: str
+               ) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A ``.tsv``/``.txt`` (tab) or ``.csv`` (comma) table with a header: its header and
+    ``(line number, row)`` pairs; blank lines skipped. One-line ``ValueError`` naming the
+    file for an unknown suffix, a missing column or a row with too few fields."""
+    path = Path(path)
+    delimiter = {".tsv": "\t", ".txt": "\t", ".csv": ","}.get(path.suffix.lower())
+    if delimiter is None:
+        raise ValueError(f"{path}: {what} must be .tsv (tab-separated) or .csv "
+                         f"(comma-separated), not '{path.suffix}'")
+    if not path.is_file():
+        raise ValueError(f"{path}: {what} not found")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in required if c not in header]
+        if missing:
+            shown = ", ".join(map(repr, header)) or "none"
+            raise ValueError(f"{path}: {what} lacks column(s) "
+                             f"{', '.join(map(repr, missing))} (header: {shown})")
+        rows: list[tuple[int, dict[str, str]]] = []
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) < len(header):
+                raise ValueError(f"{path}:{reader.line_num}: {len(fields)} field(s), the header "
+                                 f"has {len(header)}")
+            values = {h: f.strip() for h, f in zip(header, fields, strict=False)}
+            rows.append((reader.line_num, values))
+    return header, rows
+
+
+def read_concept_table(path: str | os.PathLike[str],
+                       columns: Mapping[str, str] | None = None) -> list[Concept]:
+    """The concepts of a concept table, in file order.
+
+    ``columns`` maps the roles ``id``, ``word``, ``definition`` and ``wnid`` to column
+    names (defaults :data:`TABLE_COLUMNS`). The id column is required; so is the word
+    column unless it is left at its default name and absent (then every word is the
+    default, :func:`default_word`); definition and wnid columns are used when present.
+    One-line ``ValueError`` naming the file and line: a missing column, an empty id or
+    word, a duplicate id, a wnid that is not ``n`` + 8 digits.
+    """
+    names = {**TABLE_COLUMNS, **(columns or {})}
+    unknown = sorted(set(names) - set(TABLE_COLUMNS))
+    if unknown:
+        raise ValueError(f"concept table: unknown role(s) {unknown} "
+                         f"(known: {', '.join(TABLE_COLUMNS)})")
+    required = [names["id"]]
+    optional = {"word": names["word"] == TABLE_COLUMNS["word"],
+                "definition": True, "wnid": True}
+    header, rows = read_table(path, required, "concept table")
+    for role in ("word", "definition", "wnid"):
+        if names[role] not in header and not optional[role]:
+            raise ValueError(f"{path}: concept table lacks column {names[role]!r} "
+                             f"(images.table.{role}; header: {', '.join(map(repr, header))})")
+    if not rows:
+        raise ValueError(f"{path}: concept table has no rows")
+    seen: dict[str, int] = {}
+    out: list[Concept] = []
+    for line, row in rows:
+        cid = row[names["id"]]
+        if not cid:
+            raise ValueError(f"{path}:{line}: empty concept id (column {names['id']!r})")
+        if cid in seen:
+            raise ValueError(f"{path}:{line}: duplicate concept id {cid!r} (first on line "
+                             f"{seen[cid]})")
+        seen[cid] = line
+        word = row[names["word"]] if names["word"] in header else default_word(cid)
+        if not word:
+            raise ValueError(f"{path}:{line}: empty word for concept {cid!r} "
+                             f"(column {names['word']!r})")
+        wnid = row.get(names["wnid"], "")
+        if wnid and not _WNID.fullmatch(wnid):
+            raise ValueError(f"{path}:{line}: wnid {wnid!r} of concept {cid!r} is not a "
+                             f"WordNet id such as n02084071 (column {names['wnid']!r})")
+        out.append(Concept(cid, word, row.get(names["definition"], ""), wnid))
+    return out
+
+
+def concept_folders(root: str | os.PathLike[str]) -> dict[str, Path]:
+    """The concept folders of ``root`` by name, sorted; one line for an image outside a
+    concept folder or a root without folders."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root}: image folder not found (folders: one sub-folder of images "
+                         "per concept)")
+    out: dict[str, Path] = {}
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            out[entry.name] = entry
+        elif is_image(entry):
+            raise ValueError(f"{entry}: image outside a concept folder (folders: "
+                             "<root>/<concept_id>/<images>)")
+    if not out:
+        raise ValueError(f"{root}: no concept sub-folders (folders: "
+                         "<root>/<concept_id>/<images>)")
+    return out
+
+
+def build_folder_manifest(root: str | os.PathLike[str], manifest_path: str | os.PathLike[str],
+                          seed: int, *, concepts: Sequence[Concept] | None = None,
+                          images_per_concept: int = 5, images_per_average: int = 1,
+                          max_concepts: int | None = None, table: str = "",
+                          ) -> tuple[list[ManifestRow], list[tuple[str, str]], list[Concept]]:
+    """List, sample (:func:`~emergence.sources.images.sample_groups`) and write the
+    manifest of a folder source.
+
+    ``concepts``: from the concept table (``table`` names it in messages), or ``None`` for
+    every folder of ``root``; ``max_concepts`` keeps the first N. Returns the manifest
+    rows, the skipped concepts ``(concept_id, reason)`` and the concepts with images in
+    the manifest. One line for a table concept without a folder or an empty folder.
+    """
+    folders = concept_folders(root)
+    if concepts is None:
+        concepts = [Concept(name, default_word(name)) for name in folders]
+    elif not concepts:
+        raise ValueError(f"{table}: concept table has no rows")
+    concepts = list(concepts)[:max_concepts] if max_concepts else list(concepts)
+    images: dict[str, list[str]] = {}
+    for c in concepts:
+        folder = folders.get(c.concept_id)
+        if folder is None:
+            raise ValueError(f"{table}: concept id {c.concept_id!r} has no folder in {root} "
+                             "(ids are folder names)")
+        images[c.concept_id] = [str(p) for p in images_in(folder)]
+        if not images[c.concept_id]:
+            raise ValueError(f"{folder}: empty concept folder (no .jpg/.jpeg/.png image)")
+    rows, skipped = sample_groups(images, [(c.concept_id, c.word) for c in concepts],
+                                  images_per_concept, seed, source="folders",
+                                  per_average=images_per_average)
+    if not rows:
+        needed = images_per_concept * images_per_average
+        raise ValueError(f"{root}: no concept has {needed} images (images_per_concept x "
+                         "images_per_average)")
+    write_manifest(manifest_path, rows)
+    kept = {r.wnid for r in rows}
+    return rows, skipped, [c for c in concepts if c.concept_id in kept]
+
+
+def write_concepts(path: str | os.PathLike[str], concepts: Iterable[Concept]) -> None:
+    """``images/concepts.tsv``: the concepts of the manifest, with word, definition, wnid."""
+    write_tsv(path, [c.__dict__ for c in concepts], CONCEPTS_COLUMNS)
+
+
+def read_concepts(path: str | os.PathLike[str]) -> dict[str, Concept]:
+    """``images/concepts.tsv`` as concept id -> :class:`Concept`."""
+    return {r["concept_id"]: Concept(**{c: r[c] for c in CONCEPTS_COLUMNS})
+            for r in read_tsv(path, CONCEPTS_COLUMNS)}
+
+
+def read_label_map(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The 1 vs 2 test's label map: the network's class label -> concept id.
+
+    A table (``.tsv`` or ``.csv``) with columns ``label`` (an ImageNet wnid for networks
+    with ImageNet classes, else the class index) and ``concept_id``; several labels may
+    map to one concept. One line for a missing column, an empty field or a label listed
+    twice.
+    """
+    _, rows = read_table(path, ["label", "concept_id"], "label map (one_vs_two.label_map)")
+    out: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for line, row in rows:
+        label, cid = row["label"], row["concept_id"]
+        if not label or not cid:
+            raise ValueError(f"{path}:{line}: empty label or concept_id")
+        if label in out:
+            raise ValueError(f"{path}:{line}: label {label!r} listed twice (first on line "
+                             f"{lines[label]})")
+        out[label], lines[label] = cid, line
+    if not out:
+        raise ValueError(f"{path}: label map has no rows")
+    return out
