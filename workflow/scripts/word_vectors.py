@@ -11,7 +11,7 @@ smk = snakemake  # noqa: F821
 log = start(smk)
 spec = WordModelSpec.from_params(smk.params.spec)
 concepts = candidates(read_manifest(smk.input.manifest))
-result = embed_concepts(spec, concepts)
+result = embed_concepts(spec, concepts, spec.job_device(smk.resources.get("gpu", 0)))
 wm = smk.wildcards.word_model
 log.info("%s covers %d of %d concepts", wm, len(result.wnids), len(concepts))
 write_word_vectors(smk.output.vectors, wm, smk.params.spec, result.wnids, result.vectors)
