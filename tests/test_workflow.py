@@ -294,6 +294,8 @@ def test_gpu_jobs_declare_their_gpu(tmp_path: Path, device: str, args: list[str]
     cfg = small_config(tmp_path)
     cfg["extraction"]["device"] = device
     cfg["permutations"]["device"] = device
+    cfg["word_models"]["minilm-word"]["device"] = device  # the text encoder; w2v: static
     found = planned_gpus(tmp_path, cfg, *args)
     assert found["activations"] == {gpus} and found["permutations"] == {gpus}
+    assert found["word_vectors"] == {gpus, 0}
     assert found["two_vs_two"] == {0}

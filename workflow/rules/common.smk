@@ -117,6 +117,12 @@ def word_model_params(wildcards):
     return STUDY.word_models[wildcards.word_model].params()
 
 
+def word_model_gpus(wildcards):
+    """1 for a word model whose job runs on CUDA (a text encoder with device cuda, or auto
+    where CUDA is available here), else 0."""
+    return int(STUDY.word_models[wildcards.word_model].uses_cuda())
+
+
 def activation_files(wildcards, groups=GROUPS):
     """The activation files of ``groups`` (all groups by default), in that order: the job
     pairs them with the same list in its params."""

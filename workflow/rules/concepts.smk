@@ -15,6 +15,8 @@ rule word_vectors:
     conda:
         "../../envs/words.yaml"
     threads: 2
+    resources:
+        gpu=word_model_gpus,  # 1 for a text encoder that runs on CUDA
     benchmark:
         f"{R}/benchmarks/word_vectors/{{word_model}}.tsv"
     script:

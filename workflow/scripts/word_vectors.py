@@ -16,7 +16,7 @@ concepts = candidates(read_manifest(smk.input.manifest))
 # A folder source's own concept table, else timm's ImageNet tables (concept ids are wnids).
 lexicon = Lexicon(read_concepts(smk.input.concepts)) if "concepts" in smk.input.keys() \
     else IMAGENET
-result = embed_concepts(spec, concepts, lexicon)
+result = embed_concepts(spec, concepts, lexicon, spec.job_device(smk.resources.get("gpu", 0)))
 wm = smk.wildcards.word_model
 log.info("%s covers %d of %d concepts", wm, len(result.wnids), len(concepts))
 write_word_vectors(smk.output.vectors, wm, smk.params.spec, result.wnids, result.vectors)

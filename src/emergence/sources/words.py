@@ -10,8 +10,9 @@ coverage record per concept (:func:`embed_concepts`). Three kinds, one spec clas
     the same, for a file downloaded once by gensim (:mod:`emergence.sources.gensim_data`);
     :meth:`GensimDataSpec.resolve` turns it into a ``keyedvectors`` spec;
 ``sentence-transformer`` (:class:`SentenceTransformerSpec`)
-    a text encoder applied to the concept word, its WordNet gloss or ``"word: gloss"``
-    (:mod:`emergence.sources.text_encoders`); it covers every concept.
+    a text encoder (a folder, a package shipping one, or a Hugging Face hub id) applied
+    to the concept word, its WordNet gloss or ``"word: gloss"``
+    (:mod:`emergence.sources.text_encoders`), on the CPU or CUDA; it covers every concept.
 
 Each spec is built once from the config (:meth:`WordModelSpec.from_config`), handed to
 the rules as :meth:`~WordModelSpec.params` (the config entry without ``label``, keys in
@@ -44,7 +45,9 @@ __all__ = [
     "embed_concepts",
 ]
 
+Concepts = Sequence[tuple[str, str]]  # (wnid, concept word) pairs
 TextMode = Literal["word", "gloss", "word: gloss"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -139,14 +142,29 @@ class WordModelSpec:
         """The spec that :meth:`embed` runs (downloads what must be downloaded)."""
         return self
 
+    def uses_cuda(self, *, available: bool | None = None) -> bool:
+        """Whether the job runs on CUDA (its rule asks for ``gpu=1``): see
+        :func:`emergence.device.uses_cuda`. Static vectors run on the CPU."""
+        from emergence.device import uses_cuda
+
+        return uses_cuda(getattr(self, "device", "cpu"), available=available)
+
+    def job_device(self, gpus: int | None) -> str:
+        """The device the job embeds on, given its ``gpu`` resource (see
+        :func:`emergence.device.job_device`)."""
+        from emergence.device import job_device
+
+        return job_device(getattr(self, "device", "cpu"), gpus)
+
     @property
     def source(self) -> str:
         """What messages name: the vector file or the model."""
         return self.type
 
-    def embed(self, concepts: Sequence[tuple[str, str]],
-              lexicon: Lexicon = IMAGENET) -> CoverageResult:
-        """Embed ``(wnid, concept_word)`` pairs; see :func:`embed_concepts`."""
+    def embed(self, concepts: Concepts, lexicon: Lexicon = IMAGENET,
+              device: str = "cpu") -> CoverageResult:
+        """Embed ``(wnid, concept_word)`` pairs on ``device`` (:meth:`job_device`); see
+        :func:`embed_concepts`."""
         raise NotImplementedError
 
 
@@ -194,8 +212,8 @@ class KeyedVectorsSpec(_VocabularySpec):
     def source(self) -> str:
         return self.path
 
-    def embed(self, concepts: Sequence[tuple[str, str]],
-              lexicon: Lexicon = IMAGENET) -> CoverageResult:
+    def embed(self, concepts: Concepts, lexicon: Lexicon = IMAGENET,
+              device: str = "cpu") -> CoverageResult:
         kv = load_keyed_vectors(self.path, self.format)
         imagenet = lexicon.lemmas(w for w, _ in concepts)
         rows: list[NDArray[np.float64]] = []
@@ -242,39 +260,47 @@ class GensimDataSpec(_VocabularySpec):
                                 multiword=self.multiword,
                                 lowercase_fallback=self.lowercase_fallback)
 
-    def embed(self, concepts: Sequence[tuple[str, str]],
-              lexicon: Lexicon = IMAGENET) -> CoverageResult:
-        return self.resolve().embed(concepts, lexicon)
+    def embed(self, concepts: Concepts, lexicon: Lexicon = IMAGENET,
+              device: str = "cpu") -> CoverageResult:
+        return self.resolve().embed(concepts, lexicon, device)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SentenceTransformerSpec(WordModelSpec):
     """A sentence-transformers encoder applied to the concept word and/or gloss.
 
-    ``model`` is a sentence-transformers model directory or the name of an importable
-    package that ships one (see
-    :func:`~emergence.sources.text_encoders.resolve_sentence_transformer_dir`).
+    ``model``: a model folder, an importable package that ships one, or a Hugging Face hub
+    id ``org/name`` (:func:`~emergence.sources.text_encoders.resolve_sentence_transformer_dir`).
+    ``device``: ``cpu`` (default), ``cuda``, or ``auto`` (CUDA where the workflow sees one).
     """
 
     type: ClassVar[str] = "sentence-transformer"
     _KEYS: ClassVar[dict[str, str]] = {"model": "model", "text": "text",
-                                       "batch_size": "batch_size"}
+                                       "batch_size": "batch_size", "device": "device"}
     model: str
     text: TextMode = "word"
     batch_size: int = 32
+    device: Device = "cpu"
 
     def __post_init__(self) -> None:
         if self.text not in get_args(TextMode):
             raise ValueError(f"unknown text mode {self.text!r}; expected {get_args(TextMode)}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.device not in get_args(Device):
+            raise ValueError(f"unknown device {self.device!r}; expected {get_args(Device)}")
 
     @property
     def source(self) -> str:
         return self.model
 
-    def embed(self, concepts: Sequence[tuple[str, str]],
-              lexicon: Lexicon = IMAGENET) -> CoverageResult:
+    def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
+        from emergence.sources.text_encoders import check_model
+
+        check_model(self.model, base, key=f"word_models.{self.name}.model")
+
+    def embed(self, concepts: Concepts, lexicon: Lexicon = IMAGENET,
+              device: str = "cpu") -> CoverageResult:
         from emergence.sources.text_encoders import encode_texts
 
         glosses = lexicon.glosses(w for w, _ in concepts) if self.text != "word" else {}
@@ -284,7 +310,7 @@ class SentenceTransformerSpec(WordModelSpec):
             ]
             for w, c in concepts
         ]
-        vectors = encode_texts(self.model, texts, self.batch_size)
+        vectors = encode_texts(self.model, texts, self.batch_size, device)
         records = [
             _record(w, c, c, t, "encoded") for (w, c), t in zip(concepts, texts, strict=True)
         ]
@@ -294,8 +320,8 @@ class SentenceTransformerSpec(WordModelSpec):
 # ------------------------------------------------------------------------- embedding
 
 
-def embed_concepts(spec: WordModelSpec, concepts: Sequence[tuple[str, str]],
-                   lexicon: Lexicon = IMAGENET) -> CoverageResult:
+def embed_concepts(spec: WordModelSpec, concepts: Concepts, lexicon: Lexicon = IMAGENET,
+                   device: str = "cpu") -> CoverageResult:
     """Embed concepts with a word model and report which ones it covers.
 
     Parameters
@@ -313,6 +339,9 @@ def embed_concepts(spec: WordModelSpec, concepts: Sequence[tuple[str, str]],
         Where the ImageNet lemmas and glosses above come from: timm's ImageNet tables
         (the default; concept ids are wnids) or a folder source's concept table
         (:class:`~emergence.sources.lexicon.Lexicon`).
+    device
+        Where a text encoder runs (``"cpu"`` or ``"cuda:<i>"``, see
+        :meth:`WordModelSpec.job_device`); static vectors ignore it.
 
     Returns
     -------
@@ -325,7 +354,7 @@ def embed_concepts(spec: WordModelSpec, concepts: Sequence[tuple[str, str]],
         concept's vector has non-finite values (nan, inf) or is constant.
     """
     spec = spec.resolve()
-    result = spec.embed(list(concepts), lexicon)
+    result = spec.embed(list(concepts), lexicon, device)
     _check_vectors(result, spec.source)
     return result
 
