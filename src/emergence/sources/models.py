@@ -212,14 +212,12 @@ class NetworkSpec:
         """``(key suffix, problem)`` when the weights source is not exactly one of
         ``pretrained`` and ``checkpoint`` (a timm model), or ``remap`` comes without
         ``checkpoint``."""
-        if self.remap is not None and self.checkpoint is None:
-            return ".remap", "only valid with 'checkpoint'"
-        if self.source == "python":
-            return None
         sources = [k for k in ("pretrained", "checkpoint") if getattr(self, k) is not None]
-        if len(sources) != 1:
+        if len(sources) != 1 and self.source != "python":
             return "", ("set exactly one of 'pretrained' or 'checkpoint' "
                         f"(found {sources or 'neither'})")
+        if self.remap is not None and self.checkpoint is None:
+            return ".remap", "only valid with 'checkpoint'"
         return None
 
 
