@@ -18,9 +18,7 @@ One network of the workflow config (``networks.<name>``)::
      "layers": ["pixels", {"module": "blocks.*", "name": "stage{i}"}],
      "preprocess": "timm", "seed": 0,
      "label": "EfficientNet-Lite0", "control_for": "lite0"}   # presentation only
-
-    {"source": "python", "factory": "mypackage.models:build",   # a custom model
-     "layers": [...], "seed": 0}              # optional: checkpoint, remap, input_size, ...
+    {"source": "python", "factory": "mypackage.models:build", "layers": [...]}  # custom
 
 :meth:`NetworkSpec.from_config` reads it once, when the workflow's DAG is built;
 :meth:`NetworkSpec.params` is what the extraction rule passes to its job, and
