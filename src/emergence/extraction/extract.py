@@ -181,7 +181,11 @@ def extract_statistics(
     out.parent.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     n = len(paths)
-    loader = image_loader(paths, make_transform(model.data_config, preprocess),
+    if model.transform is not None:  # the factory's own transform replaces `preprocess`
+        transform, preprocess_attr = model.transform, f"factory transform: {model.transform!r}"
+    else:
+        transform, preprocess_attr = make_transform(model.data_config, preprocess), preprocess
+    loader = image_loader(paths, transform,
                           batch_size=batch_size, num_workers=num_workers,
                           pin_memory=dev.type == "cuda")
     summary = ExtractionSummary(path=out, n_images=n)
@@ -207,11 +211,11 @@ def extract_statistics(
         summary.seconds_forward = t1 - t0
 
         root = {"model": model.name, "weights": model.weights, "data_config": model.data_config,
-                "preprocess": preprocess, "device": str(dev), "batch_size": batch_size,
+                "preprocess": preprocess_attr, "device": str(dev), "batch_size": batch_size,
                 "chunk_features": chunk_features, "paths": paths,
                 "layer_names": [spec.name for spec in layers], "runtime": runtime_attrs()}
         _write_activations(out, root, extra_attrs, columns, predictions, layers, summary.layers,
-                           stores, keep_raw_max_features=keep_raw_max_features,
+                           capture.layer_attrs, stores, keep_raw_max_features=keep_raw_max_features,
                            progress=progress)
         summary.seconds_statistics = time.perf_counter() - t1
         return summary
@@ -252,6 +256,7 @@ def _write_activations(
     predictions: Predictions,
     layers: Sequence[LayerSpec],
     shapes: Mapping[str, tuple[int, ...]],
+    layer_attrs: Mapping[str, Mapping[str, Any]],
     stores: RowStores,
     *,
     keep_raw_max_features: int,
@@ -272,5 +277,6 @@ def _write_activations(
             raw = (stores.rows(spec.name) if stores.features(spec.name) <= keep_raw_max_features
                    else None)
             write_layer(h5, spec.name, module=spec.module, index=index,
-                        shape=shapes[spec.name], acc=acc, activations=raw)
+                        shape=shapes[spec.name], acc=acc, activations=raw,
+                        extra=layer_attrs.get(spec.name))
             stores.release(spec.name)

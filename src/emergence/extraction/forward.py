@@ -2,8 +2,9 @@
 
 :func:`forward_pass` runs every batch through the network once. Forward hooks (a
 forward pre-hook on the model for the preprocessed input, ``pixels``) hand each
-requested layer's flattened batch to a ``write`` callback (the row stores); the first
-batch is preceded by a one-image probe that gives every layer's shape, from which the
+requested layer's features (its output flattened, or reduced by the layer's ``tokens``
+choice: :mod:`emergence.extraction.tokens`) to a ``write`` callback (the row stores); the
+first batch is preceded by a one-image probe that gives every layer's shape, from which the
 caller sizes those stores. The top :data:`~emergence.formats.activations.TOP_K`
 classes of the model's softmax are kept per image.
 """
@@ -24,6 +25,7 @@ from numpy.typing import NDArray
 from torch import nn
 from tqdm.auto import tqdm
 
+from emergence.extraction.tokens import TokenReduction, patch_count, patch_embeds
 from emergence.formats.activations import TOP_K
 from emergence.sources.imagenet_info import class_wnids
 from emergence.sources.layers import LayerSpec
@@ -31,7 +33,7 @@ from emergence.sources.layers import LayerSpec
 __all__ = ["Capture", "Predictions", "deterministic", "forward_pass", "moved_to",
            "torch_threads"]
 
-#: ``write(layer name, rows, flattened batch)``: copy the batch now, the tensor may be
+#: ``write(layer name, rows, features (batch, features))``: copy the batch now, the tensor may be
 #: modified in place by later modules.
 Write = Callable[[str, slice, torch.Tensor], None]
 
@@ -111,21 +113,32 @@ def moved_to(net: nn.Module, device: torch.device) -> Iterator[None]:
 
 
 class Capture:
-    """Forward (pre-)hooks handing each layer's flattened batch to ``write``.
+    """Forward (pre-)hooks handing each layer's features to ``write``.
 
-    While :attr:`probing`, a forward pass only records each layer's output shape
-    (without the batch dimension) in :attr:`shapes`; afterwards each batch goes to
-    ``write(name, rows, flat)`` with :attr:`rows` the batch's rows. The hooks are
-    removed by :meth:`remove` (or on leaving the ``with`` block).
+    While :attr:`probing`, a forward pass only records each layer's output shape; then
+    :meth:`end_probe` decides each layer's ``tokens`` reduction
+    (:class:`~emergence.extraction.tokens.TokenReduction`, for the layers that set it) and
+    fills :attr:`shapes` (the features' shapes, without the batch dimension) and
+    :attr:`layer_attrs` (what the activations file records of the reduction). Afterwards
+    each batch's features ``(batch, features)`` go to ``write(name, rows, features)`` with
+    :attr:`rows` the batch's rows. The hooks are removed by :meth:`remove` (or on leaving
+    the ``with`` block).
     """
 
     def __init__(self, net: nn.Module, layers: Sequence[LayerSpec], write: Write) -> None:
         modules = dict(net.named_modules())
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.layer_attrs: dict[str, dict[str, Any]] = {}
         self.rows = slice(0, 0)
         self.probing = True
+        self._net = net
+        self._layers = list(layers)
         self._write = write
+        self._outputs: dict[str, tuple[int, ...]] = {}
+        self._reduce: dict[str, TokenReduction] = {}
+        self._patches: dict[str, int] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._probe_handles: list[torch.utils.hooks.RemovableHandle] = []
         try:
             for spec in layers:
                 if spec.module == "":
@@ -134,6 +147,10 @@ class Capture:
                     self.handles.append(
                         modules[spec.module].register_forward_hook(self._hook(spec.name))
                     )
+            tokened = [spec.module for spec in layers if spec.tokens not in (None, "all")]
+            for path in patch_embeds(net, tokened):
+                self._probe_handles.append(
+                    modules[path].register_forward_hook(self._patch_hook(path)))
         except BaseException:
             self.remove()
             raise
@@ -156,6 +173,14 @@ class Capture:
 
         return hook
 
+    def _patch_hook(self, path: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            count = patch_count(module, output)
+            if count is not None:
+                self._patches[path] = count
+
+        return hook
+
     def _take(self, name: str, value: Any) -> None:
         if not isinstance(value, torch.Tensor):
             raise TypeError(
@@ -164,21 +189,46 @@ class Capture:
             )
         shape = tuple(int(d) for d in value.shape[1:])
         if self.probing:
-            if name in self.shapes:
+            if name in self._outputs:
                 raise RuntimeError(
                     f"layer {name!r}: its module runs more than once per forward pass; "
                     "choose a module that runs once"
                 )
-            self.shapes[name] = shape
+            self._outputs[name] = shape
             return
-        if shape != self.shapes[name]:
-            raise RuntimeError(f"layer {name!r}: shape {shape} differs from {self.shapes[name]}")
-        self._write(name, self.rows, value.detach().reshape(value.shape[0], -1))
+        if shape != self._outputs[name]:
+            raise RuntimeError(f"layer {name!r}: shape {shape} differs from "
+                               f"{self._outputs[name]}")
+        value = value.detach()
+        reduce = self._reduce.get(name)
+        self._write(name, self.rows,
+                    reduce(value) if reduce else value.reshape(value.shape[0], -1))
+
+    def end_probe(self) -> None:
+        """After the probe pass: each layer's reduction, :attr:`shapes` and
+        :attr:`layer_attrs`; later passes write. The layers that produced no output are
+        left out of :attr:`shapes` (the caller reports them)."""
+        for spec in self._layers:
+            if spec.name not in self._outputs:
+                continue
+            shape = self._outputs[spec.name]
+            if spec.tokens is not None:
+                reduce = TokenReduction(self._net, spec.name, spec.module, spec.tokens, shape,
+                                        self._patches)
+                self._reduce[spec.name] = reduce
+                self.layer_attrs[spec.name] = reduce.attrs
+                shape = reduce.shape
+            self.shapes[spec.name] = shape
+        for handle in self._probe_handles:
+            handle.remove()
+        self._probe_handles.clear()
+        self.probing = False
 
     def remove(self) -> None:
-        for handle in self.handles:
+        for handle in self.handles + self._probe_handles:
             handle.remove()
         self.handles.clear()
+        self._probe_handles.clear()
 
 
 @dataclass
@@ -225,14 +275,14 @@ def forward_pass(
             if capture.probing:
                 # Shapes first (one image), then size the stores.
                 net(x[:1])
+                capture.end_probe()
                 silent = [spec for spec in layers if spec.name not in capture.shapes]
                 if silent:
                     raise RuntimeError(
-                        f"layers {[tuple(spec) for spec in silent]} produced no output "
-                        f"in a forward pass of {desc}"
+                        f"layers {[(spec.name, spec.module) for spec in silent]} produced no "
+                        f"output in a forward pass of {desc}"
                     )
                 allocate(capture.shapes)
-                capture.probing = False
             stop = start + x.shape[0]
             capture.rows = slice(start, stop)
             logits = net(x)

@@ -9,6 +9,9 @@ One file per network x image group, written by
     predictions/top5_index (N, 5) int64     top-5 of softmax(model output)
     predictions/top5_prob  (N, 5) float32
     predictions/top5_wnid  (N, 5) utf-8     ImageNet wnids ("" if not ImageNet-1k)
+    layers/<name>/             attrs: module, n_features, shape, index, statistic
+                                      (+ tokens, output_shape, prefix_tokens: layers
+                                      that set `tokens`)
     layers/<name>/correlation  (N, N) float64
     layers/<name>/sums, gram, shift   PearsonAccumulator sufficient statistics
     layers/<name>/activations  (N, F) float32, only if F <= keep_raw_max_features
@@ -166,8 +169,9 @@ def write_root(
     h5.attrs["weights"] = weights
     h5.attrs["input_size"] = [int(v) for v in cfg["input_size"]]
     h5.attrs["interpolation"] = str(cfg.get("interpolation", ""))
-    h5.attrs["mean"] = [float(v) for v in cfg["mean"]]
-    h5.attrs["std"] = [float(v) for v in cfg["std"]]
+    # no mean/std: a factory's own transform (its repr is the `preprocess` attribute)
+    h5.attrs["mean"] = np.array([float(v) for v in cfg.get("mean", ())], dtype=np.float64)
+    h5.attrs["std"] = np.array([float(v) for v in cfg.get("std", ())], dtype=np.float64)
     h5.attrs["crop_pct"] = float(cfg.get("crop_pct", 1.0))
     h5.attrs["crop_mode"] = str(cfg.get("crop_mode", ""))
     h5.attrs["preprocess"] = preprocess
@@ -235,15 +239,23 @@ def write_layer(
     shape: Sequence[int],
     acc: PearsonAccumulator,
     activations: NDArray[np.float32] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
     """``layers/<name>/``: one layer's correlation matrix and sufficient statistics (and
-    its raw ``activations`` when given); ``index`` is its position in ``layer_names``."""
+    its raw ``activations`` when given); ``index`` is its position in ``layer_names``.
+
+    ``extra``: more attributes of the layer, after the others: a layer's ``tokens`` choice
+    (``tokens``, ``output_shape`` of the hooked module, ``prefix_tokens``;
+    :class:`emergence.extraction.tokens.TokenReduction`). ``shape`` is that of the
+    features (after the reduction)."""
     group = h5.create_group(f"layers/{name}")
     group.attrs["module"] = module
     group.attrs["n_features"] = acc.n_features
     group.attrs["shape"] = list(shape)
     group.attrs["index"] = index
     group.attrs["statistic"] = PEARSON_STATISTIC
+    for key, value in (extra or {}).items():
+        group.attrs[key] = value
     group.create_dataset("correlation", data=acc.correlation())
     group.create_dataset("sums", data=acc.sums)
     group.create_dataset("gram", data=acc.gram)

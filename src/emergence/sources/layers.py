@@ -10,7 +10,12 @@ Layer entries::
     ["pixels",
      {"name": "stem", "module": "bn1"},
      {"module": "blocks.*", "name": "stage{i}"},
+     {"module": "blocks.*", "name": "block{i}", "tokens": "cls"},   # a vision transformer
      "global_pool"]
+
+``tokens`` (``all``, ``cls`` or ``mean``) says which units of a ``(batch, tokens, dim)``
+output are the layer's features (:mod:`emergence.extraction.tokens`); without it, every
+output is flattened (the same as ``all``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ADAPTERS",
     "PIXELS",
+    "TOKENS",
     "LayerEntry",
     "LayerSpec",
     "ModelAdapter",
@@ -42,8 +48,11 @@ __all__ = [
 #: Name (and layer entry) of the preprocessed input tensor.
 PIXELS = "pixels"
 
+#: The values of a layer entry's ``tokens`` key (:mod:`emergence.extraction.tokens`).
+TOKENS = ("all", "cls", "mean")
+
 #: A layer entry as written in a config: ``"pixels"``, a module path, or a mapping
-#: with ``module`` (path or glob) and optional ``name`` (template).
+#: with ``module`` (path or glob), optional ``name`` (template) and optional ``tokens``.
 LayerEntry = str | Mapping[str, str]
 
 #: What a layer name may consist of: it becomes an HDF5 group (``layers/<name>``) and a
@@ -61,10 +70,15 @@ class LayerSpec(NamedTuple):
     module : str
         Dotted path of the module in ``model.named_modules()`` whose forward output
         is captured; ``""`` for the preprocessed input (``pixels``).
+    tokens : {"all", "cls", "mean"}, optional
+        The entry's ``tokens`` choice for a ``(batch, tokens, dim)`` output
+        (:class:`~emergence.extraction.tokens.TokenReduction`); ``None``: not set (the
+        output is flattened, and the activations file records nothing about tokens).
     """
 
     name: str
     module: str
+    tokens: str | None = None
 
 
 def _network(model: nn.Module | LoadedModel) -> nn.Module:
@@ -203,7 +217,9 @@ def resolve_layers(
 
         * ``"pixels"`` -- the preprocessed input tensor (module ``""``).
         * ``"<module path>"`` -- that module, named by its path.
-        * ``{"module": <path or glob>, "name": <template>}`` -- ``name`` defaults to
+        * ``{"module": <path or glob>, "name": <template>, "tokens": <choice>}`` --
+          ``tokens`` (optional: ``all``, ``cls``, ``mean``) applies to every match;
+          ``name`` defaults to
           ``"{module}"``. Globs match whole dot-separated segments with
           :func:`fnmatch.fnmatchcase` (``blocks.*`` matches ``blocks.0`` but not
           ``blocks.0.1``; ``**`` spans any number of segments). The template may use
@@ -219,8 +235,8 @@ def resolve_layers(
     ------
     ValueError
         Unknown module (with close matches), a glob matching nothing, a malformed
-        entry, a name that is not letters, digits, ``_ . -`` (:func:`check_layer_name`),
-        or duplicate names.
+        entry or ``tokens`` value, a name that is not letters, digits, ``_ . -``
+        (:func:`check_layer_name`), or duplicate names.
     """
     net = _network(model)
     if layers is None:
@@ -230,20 +246,24 @@ def resolve_layers(
     label = _model_label(model)
     found: list[LayerSpec] = []
     for entry in layers:
+        tokens = None
         if isinstance(entry, str):
             module, template = ("", PIXELS) if entry == PIXELS else (entry, "{module}")
         elif isinstance(entry, Mapping):
-            extra = set(entry) - {"module", "name"}
+            extra = set(entry) - {"module", "name", "tokens"}
             if extra or "module" not in entry:
-                raise ValueError(
-                    f"layer entry {dict(entry)!r}: expected keys 'module' and optional 'name'"
-                )
+                raise ValueError(f"layer entry {dict(entry)!r}: expected keys 'module' and "
+                                 "optional 'name' and 'tokens'")
             module = str(entry["module"])
             template = str(entry.get("name") or (PIXELS if module == "" else "{module}"))
+            tokens = entry.get("tokens")
+            if tokens is not None and tokens not in TOKENS:
+                raise ValueError(f"layer entry {dict(entry)!r}: tokens must be one of "
+                                 f"{', '.join(TOKENS)}")
         else:
             raise ValueError(f"layer entry must be a string or a mapping, got {entry!r}")
         if module == "":
-            found.append(LayerSpec(template, ""))
+            found.append(LayerSpec(template, "", tokens))
             continue
         matches = _glob(module, names) if _is_glob(module) else [module] * (module in order)
         if not matches:
@@ -262,7 +282,7 @@ def resolve_layers(
                 raise ValueError(
                     f"layer name template {template!r}: only {{i}} and {{module}} are allowed"
                 ) from exc
-            found.append(LayerSpec(layer_name, match))
+            found.append(LayerSpec(layer_name, match, tokens))
     seen: dict[str, LayerSpec] = {}
     for spec in found:
         check_layer_name(spec.name, f" (module {spec.module!r} in {label})" if spec.module

@@ -1,4 +1,5 @@
-"""Model sources: a network's spec (:class:`NetworkSpec`) and loading it as a timm model.
+"""Model sources: a network's spec (:class:`NetworkSpec`) and loading it: a timm model, or
+a custom model from a Python factory (``source: python``, :mod:`emergence.sources.factories`).
 
 Everything model-specific lives in :mod:`emergence.sources.checkpoints` (checkpoint files and
 key remaps) and :mod:`emergence.sources.layers` (adapters, default layers, layer entries);
@@ -17,6 +18,7 @@ One network of the workflow config (``networks.<name>``)::
      "layers": ["pixels", {"module": "blocks.*", "name": "stage{i}"}],
      "preprocess": "timm", "seed": 0,
      "label": "EfficientNet-Lite0", "control_for": "lite0"}   # presentation only
+    {"source": "python", "factory": "mypackage.models:build", "layers": [...]}  # custom
 
 :meth:`NetworkSpec.from_config` reads it once, when the workflow's DAG is built;
 :meth:`NetworkSpec.params` is what the extraction rule passes to its job, and
@@ -29,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -60,18 +62,27 @@ class WeightsUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """One network: a timm model, its weights, its input and the layers extracted.
+    """One network: a timm model or a factory's, its weights, its input and the layers
+    extracted.
 
     Attributes
     ----------
     name : str
         The network's name in outputs (its key under ``networks``).
-    model : str
-        timm model name (e.g. ``"tf_efficientnet_lite0"``, ``"vgg16.tv_in1k"``).
+    model : str, optional
+        timm model name (e.g. ``"tf_efficientnet_lite0"``, ``"vgg16.tv_in1k"``); not with
+        ``source="python"``.
+    source : {"timm", "python"}, optional
+        ``None`` or ``"timm"``: ``model`` is a timm name; ``"python"``: ``factory`` builds
+        the model.
+    factory : str, optional
+        ``package.module:function`` (``source="python"`` only):
+        :mod:`emergence.sources.factories` says what it may return.
     pretrained : bool, optional
         ``True``: timm's weights through the Hugging Face hub and its cache; ``False``:
         random initialisation seeded by ``seed``. Exactly one of ``pretrained`` and
-        ``checkpoint`` is set.
+        ``checkpoint`` is set for a timm model; neither is needed for a factory (its weights
+        are its own; ``pretrained`` is refused).
     checkpoint : str, optional
         A state dict file: a path or ``package://<package>/<path inside it>``.
     remap : str, optional
@@ -84,7 +95,8 @@ class NetworkSpec:
     preprocess : {"timm", "resize"}
         timm's eval transform (resize + centre crop), or the whole image resized.
     seed : int
-        Seed of the random initialisation (``pretrained=False``).
+        Seed of the random initialisation (``pretrained=False``; a factory is called
+        under ``torch.manual_seed(seed)``).
     label : str, optional
         Name in figures (default: ``name``). Presentation only.
     control_for : str, optional
@@ -96,7 +108,9 @@ class NetworkSpec:
     """
 
     name: str
-    model: str
+    model: str | None = None
+    source: Literal["timm", "python"] | None = None
+    factory: str | None = None
     pretrained: bool | None = None
     checkpoint: str | None = None
     remap: str | None = None
@@ -122,12 +136,14 @@ class NetworkSpec:
         Raises
         ------
         ConfigError
-            Not exactly one of ``pretrained`` and ``checkpoint``; ``remap`` without
-            ``checkpoint``; a name that is not letters, digits, ``-`` and ``_``.
+            Not exactly one of ``pretrained`` and ``checkpoint`` (timm); ``remap`` without
+            ``checkpoint``; a name that is not letters, digits, ``-`` and ``_``; a
+            ``factory`` that is not ``package.module:function`` or whose module Python
+            cannot find, or ``model``/``pretrained`` with ``source: python``.
             (``control_for`` needs the other networks: :func:`check_controls`.)
         """
         spec = cls._build(entry, name=name)
-        problem = spec._weights_problem()
+        problem = spec._weights_problem() or spec._factory_problem(import_check=True)
         if problem is not None:
             key, text = problem
             raise ConfigError(f"config key 'networks.{name}{key}': {text}")
@@ -171,11 +187,31 @@ class NetworkSpec:
             out[key] = value
         return out
 
+    def _factory_problem(self, import_check: bool) -> tuple[str, str] | None:
+        """``(key suffix, problem)`` of the model source: ``model`` for timm, ``factory``
+        (well-formed; its module found when ``import_check``) for ``python``."""
+        from emergence.sources.factories import check_factory
+
+        if self.source != "python":
+            if self.factory is not None:
+                return ".factory", "only valid with 'source: python'"
+            return None if self.model else ("", "set 'model' (a timm model name)")
+        if self.model is not None:
+            return ".model", "not used with 'source: python' (the factory builds the model)"
+        if self.pretrained is not None:
+            return ".pretrained", ("not used with 'source: python' (the factory's weights "
+                                   "are its own; 'checkpoint' may load a state dict)")
+        if not self.factory:
+            return "", "set 'factory: package.module:function' with 'source: python'"
+        problem = check_factory(self.factory) if import_check else None
+        return (".factory", problem) if problem else None
+
     def _weights_problem(self) -> tuple[str, str] | None:
         """``(key suffix, problem)`` when the weights source is not exactly one of
-        ``pretrained`` and ``checkpoint``, or ``remap`` comes without ``checkpoint``."""
+        ``pretrained`` and ``checkpoint`` (a timm model), or ``remap`` comes without
+        ``checkpoint``."""
         sources = [k for k in ("pretrained", "checkpoint") if getattr(self, k) is not None]
-        if len(sources) != 1:
+        if len(sources) != 1 and self.source != "python":
             return "", ("set exactly one of 'pretrained' or 'checkpoint' "
                         f"(found {sources or 'neither'})")
         if self.remap is not None and self.checkpoint is None:
@@ -226,14 +262,19 @@ class LoadedModel:
     model : torch.nn.Module
         The network, in eval mode.
     name : str
-        timm model name as given in the spec (e.g. ``"tf_efficientnet_lite0"``).
+        timm model name as given in the spec (e.g. ``"tf_efficientnet_lite0"``), or
+        ``python:<factory>``.
     weights : str
-        Human-readable provenance of the weights (hub id, checkpoint + sha256, or seed).
+        Human-readable provenance of the weights (hub id, checkpoint + sha256, seed, or
+        the factory and the sha256 of its state dict).
     data_config : dict
         ``timm.data.resolve_data_config`` output (input_size, interpolation, mean, std,
-        crop_pct, crop_mode), with ``input_size`` possibly overridden by the spec.
+        crop_pct, crop_mode), with ``input_size`` possibly overridden by the spec; only
+        ``input_size`` (the transform's output) when ``transform`` is set.
     spec : NetworkSpec
         The spec the model was loaded from (for provenance).
+    transform : callable, optional
+        A factory's own transform (PIL image -> tensor), used instead of ``preprocess``.
     """
 
     model: nn.Module
@@ -241,9 +282,10 @@ class LoadedModel:
     weights: str
     data_config: dict[str, Any]
     spec: NetworkSpec
+    transform: Callable[[Any], Any] | None = None
 
 
-def _input_size(value: Any) -> tuple[int, int, int]:
+def input_size(value: Any) -> tuple[int, int, int]:
     if isinstance(value, bool):
         raise ValueError(f"input_size must be an int, [h, w] or [c, h, w], got {value!r}")
     if isinstance(value, int):
@@ -274,6 +316,10 @@ def load_model(spec: NetworkSpec) -> LoadedModel:
     ``preprocess`` are not used here (:func:`~emergence.sources.layers.resolve_layers`,
     the extraction).
 
+    A ``source="python"`` spec: :func:`emergence.sources.factories.load_factory` (the
+    factory's model, its weights
+    and optional checkpoint, its data config or transform).
+
     Specs from :meth:`NetworkSpec.from_config` are checked already; for a spec built in
     Python, the weights source is checked here (exactly one; ``remap`` with a
     checkpoint), as are the remap's name, the timm model name and ``input_size``.
@@ -298,17 +344,21 @@ def load_model(spec: NetworkSpec) -> LoadedModel:
 
     from emergence.sources.checkpoints import load_checkpoint
 
-    name = spec.model
-    problem = spec._weights_problem()
+    name = spec.model or f"python:{spec.factory}"
+    problem = spec._weights_problem() or spec._factory_problem(import_check=False)
     if problem is not None:
         key, text = problem
         raise ValueError(f"network {spec.name or name!r}{key}: {text}")
+    if spec.source == "python":
+        from emergence.sources.factories import load_factory
+
+        return load_factory(spec)
     if not timm.is_model(name.split(".")[0]):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise ValueError(f"unknown timm model {name!r}; close matches: {', '.join(close)}")
     overrides: dict[str, Any] = {}
     if spec.input_size is not None:
-        overrides["input_size"] = _input_size(spec.input_size)
+        overrides["input_size"] = input_size(spec.input_size)
 
     if spec.pretrained:
         try:
