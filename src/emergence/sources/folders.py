@@ -28,6 +28,7 @@ concept id), a table of the same kinds.
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,6 +65,9 @@ class Concept:
     word: str
     definition: str = ""
     wnid: str = ""
+
+
+FILES = "{concept_id}/*"  # where a concept's images are: a folder per concept
 
 
 def default_word(concept_id: str) -> str:
@@ -177,6 +181,7 @@ def build_folder_manifest(root: str | os.PathLike[str], manifest_path: str | os.
                           seed: int, *, concepts: Sequence[Concept] | None = None,
                           images_per_concept: int = 5, images_per_average: int = 1,
                           max_concepts: int | None = None, table: str = "",
+                          files: str = FILES,
                           ) -> tuple[list[ManifestRow], list[tuple[str, str]], list[Concept]]:
     """List, sample (:func:`~emergence.sources.images.sample_groups`) and write the
     manifest of a folder source.
@@ -185,7 +190,14 @@ def build_folder_manifest(root: str | os.PathLike[str], manifest_path: str | os.
     every folder of ``root``; ``max_concepts`` keeps the first N. Returns the manifest
     rows, the skipped concepts ``(concept_id, reason)`` and the concepts with images in
     the manifest. One line for a table concept without a folder or an empty folder.
+
+    ``files``: where a concept's images are below ``root``, a glob with ``{concept_id}``
+    (default ``{concept_id}/*``, a folder per concept; e.g. ``*/{concept_id}.png`` for one
+    folder per image set with files named by concept). Other layouts need the table.
     """
+    if files != FILES:
+        return _build_from_pattern(root, manifest_path, seed, concepts, files, table,
+                                   images_per_concept, images_per_average, max_concepts)
     folders = concept_folders(root)
     if concepts is None:
         concepts = [Concept(name, default_word(name)) for name in folders]
@@ -208,6 +220,40 @@ def build_folder_manifest(root: str | os.PathLike[str], manifest_path: str | os.
         needed = images_per_concept * images_per_average
         raise ValueError(f"{root}: no concept has {needed} images (images_per_concept x "
                          "images_per_average)")
+    write_manifest(manifest_path, rows)
+    kept = {r.wnid for r in rows}
+    return rows, skipped, [c for c in concepts if c.concept_id in kept]
+
+
+def _build_from_pattern(root: str | os.PathLike[str], manifest_path: str | os.PathLike[str],
+                        seed: int, concepts: Sequence[Concept] | None, files: str, table: str,
+                        images_per_concept: int, images_per_average: int,
+                        max_concepts: int | None,
+                        ) -> tuple[list[ManifestRow], list[tuple[str, str]], list[Concept]]:
+    """:func:`build_folder_manifest` for a ``files`` pattern other than a folder per
+    concept: each table concept's images are the sorted matches of the pattern."""
+    if "{concept_id}" not in files:
+        raise ValueError(f"images.files: {files!r} must contain {{concept_id}}")
+    if concepts is None:
+        raise ValueError(f"images.files: {files!r} needs images.table (which concepts; "
+                         "only the default {concept_id}/* lists them from the folders)")
+    if not concepts:
+        raise ValueError(f"{table}: concept table has no rows")
+    concepts = list(concepts)[:max_concepts] if max_concepts else list(concepts)
+    root = Path(root)
+    images: dict[str, list[str]] = {}
+    for c in concepts:
+        pattern = files.replace("{concept_id}", glob.escape(c.concept_id))
+        images[c.concept_id] = [str(p) for p in sorted(root.glob(pattern)) if is_image(p)]
+        if not images[c.concept_id]:
+            raise ValueError(f"{root}: no image matches {pattern!r} (images.files) for "
+                             f"concept id {c.concept_id!r}")
+    rows, skipped = sample_groups(images, [(c.concept_id, c.word) for c in concepts],
+                                  images_per_concept, seed, source="folders",
+                                  per_average=images_per_average)
+    if not rows:
+        raise ValueError(f"{root}: no concept has {images_per_concept * images_per_average} "
+                         "images (images_per_concept x images_per_average)")
     write_manifest(manifest_path, rows)
     kept = {r.wnid for r in rows}
     return rows, skipped, [c for c in concepts if c.concept_id in kept]

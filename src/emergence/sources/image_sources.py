@@ -277,14 +277,17 @@ class FolderSource(_SampledSource):
     """
 
     SOURCES: ClassVar[tuple[str, ...]] = ("folders",)
-    PARAMS: ClassVar[tuple[str, ...]] = ("source", "path", "table", "images_per_concept",
-                                         "max_concepts", "images_per_average")
+    PARAMS: ClassVar[tuple[str, ...]] = ("source", "path", "table", "files",
+                                         "images_per_concept", "max_concepts",
+                                         "images_per_average")
     OUTPUTS: ClassVar[dict[str, str]] = {"manifest": "images/manifest.tsv",
                                          "skipped": "images/skipped.tsv",
                                          "concepts": "images/concepts.tsv"}
 
     source: str = "folders"
     table: Mapping[str, str] | None = None
+    files: str | None = None  # None: a folder per concept ("{concept_id}/*")
+    download: str | None = None  # where the data come from, shown when a path is missing
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -304,6 +307,11 @@ class FolderSource(_SampledSource):
     def check_data_paths(self, base: PathLike = ".") -> None:
         from emergence.errors import ConfigError
 
+        where = [("path", self.path)] + ([("table.path", self.table["path"])] if self.table else [])
+        for key, value in where:
+            if self.download and value and not (Path(base) / value).exists():
+                raise ConfigError(f"config key 'images.{key}': {value} does not exist; "
+                                  f"download {self.download} and set the path")
         super().check_data_paths(base)
         if self.table and not (Path(base) / self.table["path"]).is_file():
             raise ConfigError(f"config key 'images.table.path': {self.table['path']} does not "
@@ -329,7 +337,7 @@ class FolderSource(_SampledSource):
             self.path, outputs["manifest"], seed, concepts=concepts,
             images_per_concept=self.images_per_concept,
             images_per_average=self.images_per_average, max_concepts=self.max_concepts,
-            table=table)
+            table=table, **({"files": self.files} if self.files else {}))
         if "concepts" in outputs:
             write_concepts(outputs["concepts"], kept)
         return rows, skipped
