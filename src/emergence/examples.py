@@ -21,8 +21,10 @@ def tiny_cnn() -> tuple[nn.Module, dict[str, Any]]:
     whole image to 64 px bilinearly, scale to [-1, 1]. Hookable layers: ``conv1``,
     ``conv2``, ``conv3``, ``fc``."""
     net = nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(3, 16, 3, padding=1)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
-        ("conv2", nn.Conv2d(16, 32, 3, padding=1)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("conv1", nn.Conv2d(3, 16, 3, padding=1)), ("relu1", nn.ReLU()),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(16, 32, 3, padding=1)), ("relu2", nn.ReLU()),
+        ("pool2", nn.MaxPool2d(2)),
         ("conv3", nn.Conv2d(32, 64, 3, padding=1)), ("relu3", nn.ReLU()),
         ("pool3", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
         ("fc", nn.Linear(64, 100)),
