@@ -9,6 +9,8 @@ the literal reference (tests/literal.py) on a random subset of the 499,500 pairs
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from emergence.formats.activations import load_group
 from emergence.formats.word_matrix import read_word_matrix
 from emergence.stats.two_vs_two import TwoVsTwo
 from tests import literal
-from tests.conftest import read_tsv, run_snakemake
+from tests.conftest import ROOT, SNAKEMAKE, read_tsv, run_snakemake
 
 K = 1000
 PX = 16
@@ -107,3 +109,33 @@ def test_k1000_significance_and_skipped_one_vs_two(things: Path) -> None:
     ones = read_tsv(res / "one_vs_two" / "net" / "w2v.tsv")
     assert ones and all("skipped" in r["reason"] for r in ones)
     assert (res / "figures" / "overview.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_custom_config_runs_on_the_demo_images(demo_run: tuple[Path, dict],
+                                               tmp_path: Path) -> None:
+    """config/custom.yaml, unmodified, on the reduced demo's rendered images (copied to a
+    folder of their own): a folder source read through a concept table, a `source: python`
+    network and a ViT with token choices. (The reduced demo has 12 concepts, so its 12-row
+    table stands in for the full one.)"""
+    demo, cfg = demo_run
+    tmp = tmp_path
+    shutil.copytree(demo / "results" / "images" / "png", tmp / "results" / "images" / "png")
+    (tmp / "config").mkdir()
+    (tmp / "config" / "demo_concepts.tsv").write_text(
+        (demo / cfg["images"]["concepts"]).read_text())
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp), "--configfile", str(ROOT / "config" / "custom.yaml"),
+         "--cores", "2"], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = tmp / "results" / "custom"
+    manifest = read_tsv(res / "images" / "manifest.tsv")
+    assert {r["source"] for r in manifest} == {"folders"} and len(manifest) == 24
+    scores = read_tsv(res / "summary" / "two_vs_two.tsv")
+    layers = {(r["network"], r["layer"]) for r in scores}
+    assert ("tiny-cnn", "conv3") in layers and ("vit-tiny", "block12") in layers
+    assert all(0.0 <= float(r["two_vs_two"]) <= 1.0 for r in scores)
+    cnn = read_tsv(res / "one_vs_two" / "tiny-cnn" / "minilm-word.tsv")
+    assert all("not ImageNet wnids" in r["reason"] for r in cnn)  # skipped, with the reason
+    vit = read_tsv(res / "one_vs_two" / "vit-tiny" / "minilm-word.tsv")
+    assert not any("skipped" in r["reason"] for r in vit)  # ImageNet classes: it runs
