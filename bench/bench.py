@@ -3,6 +3,8 @@
 Prints a table and writes it to results/bench.tsv: target, measurement, whether it holds.
 Absolute times are noisy on shared machines; each line compares things measured in this run.
 Usage: python bench/bench.py [--quick]   (--quick: smaller extraction and overhead checks)
+Scale (k = 166 ... 1,854 against the float32 matmul bound) and the statistics jobs' peak
+memory at k = 1,854: bench/scale.py and bench/memory.py, also runnable alone.
 """
 
 from __future__ import annotations
@@ -253,6 +255,9 @@ def bench_overhead(rows: list[dict]) -> None:
 
 
 def main() -> None:
+    from bench.memory import bench_memory
+    from bench.scale import bench_scale
+
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="166 instead of 830 images")
     args = ap.parse_args()
@@ -260,6 +265,8 @@ def main() -> None:
     rows: list[dict] = []
     checks = [lambda: bench_two_vs_two(rows), lambda: bench_permutations(rows),
               lambda: bench_full_analysis(rows, cores),
+              lambda: bench_scale(rows),
+              lambda: bench_memory(rows),
               lambda: bench_extraction(rows, 166 if args.quick else 830, 1 if args.quick else 5),
               lambda: bench_overhead(rows)]
     for check in checks:  # print each line as it is measured: a late failure loses nothing

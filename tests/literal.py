@@ -40,14 +40,20 @@ def two_vs_two(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
     passed = 0
     total = 0
     for c1, c2 in itertools.combinations(range(k), 2):
-        keep = [j for j in range(k) if j not in (c1, c2)]
-        w1, w2 = w_mat[c1, keep], w_mat[c2, keep]
-        i1, i2 = i_mat[c1, keep], i_mat[c2, keep]
-        matched = pearson(w1, i1) + pearson(w2, i2)
-        mismatched = pearson(w1, i2) + pearson(w2, i1)
-        passed += bool(matched - mismatched > TIE)
+        passed += two_vs_two_pair(w_mat, i_mat, c1, c2)
         total += 1
     return passed / total
+
+
+def two_vs_two_pair(w_mat: np.ndarray, i_mat: np.ndarray, c1: int, c2: int) -> bool:
+    """One held-out pair (c1, c2) of the 2 vs 2 test: does it pass?"""
+    k = w_mat.shape[0]
+    keep = [j for j in range(k) if j not in (c1, c2)]
+    w1, w2 = w_mat[c1, keep], w_mat[c2, keep]
+    i1, i2 = i_mat[c1, keep], i_mat[c2, keep]
+    matched = pearson(w1, i1) + pearson(w2, i2)
+    mismatched = pearson(w1, i2) + pearson(w2, i1)
+    return bool(matched - mismatched > TIE)
 
 
 def rsa(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
