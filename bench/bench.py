@@ -26,6 +26,12 @@ sys.path.insert(0, str(ROOT))
 K = 166  # the paper's concept count
 
 
+def single_thread_env() -> dict[str, str]:
+    """The environment of a benchmark subprocess: this checkout first, every pool at 1 thread."""
+    return dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                OPENBLAS_NUM_THREADS="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
+
+
 def planted(k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     latent = rng.standard_normal((k, 8))
@@ -101,9 +107,7 @@ def bench_permutations(rows: list[dict]) -> None:
         "t = time.perf_counter()\n"
         "emergence.permutation_null(w, [i] * 4, seed=0, start=0, stop=512, batch_size=8)\n"
         "print(512 * 4 / (time.perf_counter() - t))\n")
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
+    env = single_thread_env()
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           cwd=ROOT)
     if proc.returncode != 0:
@@ -133,9 +137,7 @@ def bench_full_analysis(rows: list[dict], cores: int) -> None:
         f"t = time.perf_counter()\n"
         f"emergence.permutation_null(w, layers, seed=0, start=0, stop={per_core})\n"
         "print(time.perf_counter() - t)\n")
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
+    env = single_thread_env()
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, text=True) for _ in range(cores)]
     wall = max(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)

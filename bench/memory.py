@@ -10,7 +10,6 @@ map onto the concepts), then each statistics job's package calls, exactly as its
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: `bench` importable
+    sys.path.insert(0, str(ROOT))
 K = 1854
 LAYERS = 4
 GROUPS = 3
@@ -108,8 +109,9 @@ def run_job(name: str, folder: Path, groups: int) -> dict:
     code = _PRELUDE + _JOBS[name] + (
         "print(json.dumps({'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
         " / 1024, 'base_mb': base / 1024}))\n")
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
+    from bench.bench import single_thread_env
+
+    env = single_thread_env()
     proc = subprocess.run([sys.executable, "-c", code, str(folder),
                            ",".join(str(g) for g in range(groups))],
                           env=env, capture_output=True, text=True, cwd=ROOT)

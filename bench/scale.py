@@ -17,12 +17,13 @@ Each k runs in its own single-threaded subprocess (numba, torch, BLAS at 1 threa
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: `bench` importable
+    sys.path.insert(0, str(ROOT))
 KS = (166, 500, 1000, 1854)
 BATCH = 8  # the schema's default permutations.batch_size
 TARGET = 3.0  # per-permutation cost within 3x of the matmul bound
@@ -70,8 +71,9 @@ print(json.dumps(out))
 
 def measure(k: int, batch: int = BATCH) -> dict:
     """One k's timings (seconds) in a single-threaded subprocess."""
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
+    from bench.bench import single_thread_env
+
+    env = single_thread_env()
     proc = subprocess.run([sys.executable, "-c", _CODE, str(k), str(batch)], env=env,
                           capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
