@@ -3,6 +3,8 @@
 Prints a table and writes it to results/bench.tsv: target, measurement, whether it holds.
 Absolute times are noisy on shared machines; each line compares things measured in this run.
 Usage: python bench/bench.py [--quick]   (--quick: smaller extraction and overhead checks)
+Scale (k = 166 ... 1,854 against the float32 matmul bound) and the statistics jobs' peak
+memory at k = 1,854: bench/scale.py and bench/memory.py, also runnable alone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 K = 166  # the paper's concept count
+
+
+def single_thread_env() -> dict[str, str]:
+    """The environment of a benchmark subprocess: this checkout first, every pool at 1 thread."""
+    return dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                OPENBLAS_NUM_THREADS="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
 
 
 def planted(k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +107,7 @@ def bench_permutations(rows: list[dict]) -> None:
         "t = time.perf_counter()\n"
         "emergence.permutation_null(w, [i] * 4, seed=0, start=0, stop=512, batch_size=8)\n"
         "print(512 * 4 / (time.perf_counter() - t))\n")
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
+    env = single_thread_env()
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           cwd=ROOT)
     if proc.returncode != 0:
@@ -131,9 +137,7 @@ def bench_full_analysis(rows: list[dict], cores: int) -> None:
         f"t = time.perf_counter()\n"
         f"emergence.permutation_null(w, layers, seed=0, start=0, stop={per_core})\n"
         "print(time.perf_counter() - t)\n")
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
+    env = single_thread_env()
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, text=True) for _ in range(cores)]
     wall = max(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
@@ -253,6 +257,9 @@ def bench_overhead(rows: list[dict]) -> None:
 
 
 def main() -> None:
+    from bench.memory import bench_memory
+    from bench.scale import bench_scale
+
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="166 instead of 830 images")
     args = ap.parse_args()
@@ -260,6 +267,8 @@ def main() -> None:
     rows: list[dict] = []
     checks = [lambda: bench_two_vs_two(rows), lambda: bench_permutations(rows),
               lambda: bench_full_analysis(rows, cores),
+              lambda: bench_scale(rows),
+              lambda: bench_memory(rows),
               lambda: bench_extraction(rows, 166 if args.quick else 830, 1 if args.quick else 5),
               lambda: bench_overhead(rows)]
     for check in checks:  # print each line as it is measured: a late failure loses nothing

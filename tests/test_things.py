@@ -19,7 +19,7 @@ from PIL import Image
 
 from emergence.formats.activations import load_group
 from emergence.formats.word_matrix import read_word_matrix
-from emergence.stats.two_vs_two import TwoVsTwo
+from emergence.stats.two_vs_two import TwoVsTwo, pair_indices
 from tests import literal
 from tests.conftest import ROOT, SNAKEMAKE, read_tsv, run_snakemake
 
@@ -93,7 +93,7 @@ def test_k1000_two_vs_two_equals_the_literal_reference_on_sampled_pairs(things: 
             outcomes = engine.outcomes(i_mat).numpy()
             row = next(r for r in scores if r["group"] == group and r["layer"] == layer)
             assert float(row["two_vs_two"]) == pytest.approx(outcomes.mean(), abs=1e-12)
-            a, b = engine.a.cpu().numpy(), engine.b.cpu().numpy()
+            a, b = pair_indices(K)
             for p in rng.choice(len(outcomes), size=40, replace=False):
                 assert outcomes[p] == literal.pair_passes(w_mat, i_mat, int(a[p]), int(b[p]))
     pixels = [float(r["two_vs_two"]) for r in scores if r["layer"] == "pixels"]

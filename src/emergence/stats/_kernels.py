@@ -59,6 +59,7 @@ from numba import njit, prange
 from numpy.typing import NDArray
 
 __all__ = [
+    "BATCH_CHUNK",
     "LANES",
     "CpuEngine",
     "count_one",
@@ -68,6 +69,7 @@ __all__ = [
     "invalid_permutation",
     "pair_statistics",
     "padded_size",
+    "permute_into",
     "permute_padded",
     "permuted_upper_dot",
     "word_statistics",
@@ -75,6 +77,11 @@ __all__ = [
 
 LANES = 8
 """Pairs per vector chunk; rows are zero-padded to a multiple of this."""
+
+BATCH_CHUNK = 8
+"""Matrices staged at once by :meth:`CpuEngine.count_batch`: each count is independent of
+the others, so chunking changes no result and bounds the staging memory (~0.5 GB at
+k = 1,854 instead of ~0.1 GB per layer of the batch)."""
 
 _U32 = 2.0**-24
 _U64 = 2.0**-53
@@ -203,7 +210,6 @@ def word_statistics(w: NDArray[np.float64], kp: int) -> tuple:
     return w_p, w_t, rs, dw, nw, inv, inv_t
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
 def permute_padded(
     m: NDArray[np.float64], perms: NDArray[np.int64], kp: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
@@ -211,6 +217,16 @@ def permute_padded(
     n_b, k = perms.shape
     out = np.zeros((n_b, k, kp))
     out32 = np.empty((n_b * k, k), dtype=np.float32)
+    permute_into(m, perms, out, out32)
+    return out, out32
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def permute_into(m: NDArray[np.float64], perms: NDArray[np.int64], out: NDArray[np.float64],
+                 out32: NDArray[np.float32]) -> None:  # pragma: no cover - compiled
+    """:func:`permute_padded` into given buffers (``out``'s padding columns stay as they are:
+    zero in the engine's reused buffers, which are never written there)."""
+    n_b, k = perms.shape
     for b in prange(n_b):
         p = perms[b]
         for i in range(k):
@@ -219,7 +235,6 @@ def permute_padded(
                 x = row[p[j]]
                 out[b, i, j] = x
                 out32[b * k + i, j] = x
-    return out, out32
 
 
 @njit(cache=True, error_model="numpy")
@@ -499,6 +514,9 @@ class CpuEngine:
         # Reused buffers for one matrix at a time (count_one).
         self._single = (np.zeros((1, k, self.kp)), np.zeros((1, k, self.kp)))
         self._single32 = np.zeros((k, k), dtype=np.float32)
+        # Reused buffers for the last permutation batch size (count_permuted).
+        self._permuted: tuple[NDArray[np.float64], NDArray[np.float32]] | None = None
+        self._cross: torch.Tensor | None = None  # C^T of the last batch size (_counts)
         self._max_threads = int(numba.config.NUMBA_NUM_THREADS)
         self._threads = 0  # the numba thread count last set by _counts
 
@@ -522,11 +540,16 @@ class CpuEngine:
         if not self.certifiable(i_mat):
             return None
         k = self.k
-        images = np.zeros((len(i_mat), k, self.kp))
-        images_t = np.zeros_like(images)
-        images[:, :, :k] = i_mat
-        images_t[:, :, :k] = i_mat.transpose(0, 2, 1)
-        return self._counts(images, images_t, i_mat.astype(np.float32).reshape(-1, k))
+        out = np.empty(len(i_mat), dtype=np.int64)
+        for lo in range(0, len(i_mat), BATCH_CHUNK):  # staging memory: O(BATCH_CHUNK k^2)
+            part = i_mat[lo:lo + BATCH_CHUNK]
+            images = np.zeros((len(part), k, self.kp))
+            images_t = np.zeros_like(images)
+            images[:, :, :k] = part
+            images_t[:, :, :k] = part.transpose(0, 2, 1)
+            out[lo:lo + len(part)] = self._counts(images, images_t,
+                                                  part.astype(np.float32).reshape(-1, k))
+        return out
 
     def count_permuted(self, i_mat: NDArray[np.float64],
                        perms: NDArray[np.int64]) -> NDArray[np.int64] | None:
@@ -534,7 +557,12 @@ class CpuEngine:
         permutations, B x k), shape (B,)."""
         if not self.certifiable(i_mat):
             return None
-        images, images32 = permute_padded(i_mat, perms, self.kp)
+        n_b = len(perms)
+        if self._permuted is None or len(self._permuted[0]) != n_b:  # reused: no page faults
+            self._permuted = (np.zeros((n_b, self.k, self.kp)),
+                              np.zeros((n_b * self.k, self.k), dtype=np.float32))
+        images, images32 = self._permuted
+        permute_into(i_mat, perms, images, images32)
         if np.array_equal(i_mat, i_mat.T):
             images_t = images
         else:
@@ -549,9 +577,11 @@ class CpuEngine:
             numba.set_num_threads(threads)
             self._threads = threads
         b, k, kp = images.shape[0], self.k, self.kp
-        with _float32_matmul_in_full_precision():
-            cross = torch.from_numpy(images32) @ self._w32_t  # [v, u] ~ sum_j I[v, j] W[u, j]
-        cross = cross.numpy().reshape(b, k, kp)
+        if self._cross is None or self._cross.shape[0] != b * k:  # reused: no page faults
+            self._cross = torch.empty((b * k, kp), dtype=torch.float32)
+        with _float32_matmul_in_full_precision():  # [v, u] ~ sum_j I[v, j] W[u, j]
+            torch.matmul(torch.from_numpy(images32), self._w32_t, out=self._cross)
+        cross = self._cross.numpy().reshape(b, k, kp)
         if b == 1:  # rows dealt to threads: no idle thread for a single matrix
             return np.array([count_one(*self.word, images[0], images_t[0], cross[0],
                                        self.tol, self._e, n_threads=threads)])

@@ -49,6 +49,12 @@ MIN_REFERENCE = 3
 correlations are +-1 (the outcome is a coin flip on signs), with 0 or 1 undefined."""
 
 
+NULL_CHUNK_BYTES = 64 << 20
+"""Size of one (permutations x tests x k) float64 array of the permutation null: tests are
+taken in chunks that fit (at k = 1,854 with 900 tests, a batch of 64 would be ~0.9 GB per
+array, and the correlation needs several)."""
+
+
 def _accuracy(n_passed: int, n_tests: int) -> float:
     """Fraction of the counted tests passed; NaN without counted tests."""
     return n_passed / n_tests if n_tests else float("nan")
@@ -219,8 +225,15 @@ def one_vs_two(
     null = np.empty(n_permutations if m.size else 0, dtype=np.float64)
     if m.size:
         for lo, hi in batch_ranges(0, n_permutations, batch_size):
-            rt, rp = _statistics(w, i_mat, m, p, mask, permutations(seed, lo, hi, k))
-            null[lo:hi] = (rt - rp > TIE_TOLERANCE).mean(axis=1)
+            perms = permutations(seed, lo, hi, k)
+            # Tests in chunks: the word rows of a batch are (B, tests, k) float64.
+            step = max(1, NULL_CHUNK_BYTES // (8 * k * (hi - lo)))
+            passes = np.zeros(hi - lo, dtype=np.int64)
+            for t0 in range(0, m.size, step):
+                sl = slice(t0, t0 + step)
+                rt, rp = _statistics(w, i_mat, m[sl], p[sl], mask[sl], perms)
+                passes += (rt - rp > TIE_TOLERANCE).sum(axis=1)
+            null[lo:hi] = passes / m.size
     perm_p = (p_value(_accuracy(n_pass, m.size), null) if m.size and n_permutations
               else float("nan"))
     return OneVsTwo(

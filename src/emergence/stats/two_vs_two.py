@@ -33,6 +33,7 @@ pairs silently fail. At least :data:`MIN_CONCEPTS` concepts are required.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -143,19 +144,22 @@ class TwoVsTwo:
         self.k = w.shape[0]
         self.n = float(self.k - 2)
         self._device = resolve_device(self.device)
-        a, b = pair_indices(self.k)
-        self.a = torch.from_numpy(a).to(self._device)
-        self.b = torch.from_numpy(b).to(self._device)
         self.W = torch.from_numpy(w).to(self._device)
-        self.sx_a, self.var_w_a = self._reduced_moments(self.W, self.a, self.a, self.b)
-        self.sx_b, self.var_w_b = self._reduced_moments(self.W, self.b, self.a, self.b)
-        # W entries at the removed columns, for the cross-product correction.
-        self.w_aa, self.w_ab = self.W[self.a, self.a], self.W[self.a, self.b]
-        self.w_ba, self.w_bb = self.W[self.b, self.a], self.W[self.b, self.b]
         if self._device.type == "cpu":
             from emergence.stats._kernels import CpuEngine
 
             self._cpu = CpuEngine(w, TIE_TOLERANCE)
+
+    @cached_property
+    def _word_pairs(self) -> tuple[torch.Tensor, ...]:
+        """What the definition needs from W per pair, built on first use: the pair indices
+        ``a, b``, W's reduced row sums and variances, and W's entries at the removed
+        columns (O(C(k, 2)) memory, ~140 MB at k = 1,854; the CPU engine never needs it)."""
+        a, b = (torch.from_numpy(v).to(self._device) for v in pair_indices(self.k))
+        sx_a, var_w_a = self._reduced_moments(self.W, a, a, b)
+        sx_b, var_w_b = self._reduced_moments(self.W, b, a, b)
+        return (a, b, sx_a, var_w_a, sx_b, var_w_b, self.W[a, a], self.W[a, b], self.W[b, a],
+                self.W[b, b])
 
     @property
     def n_pairs(self) -> int:
@@ -188,7 +192,8 @@ class TwoVsTwo:
             raise ValueError(
                 f"image similarity must be (..., {self.k}, {self.k}), got {tuple(i_mat.shape)}"
             )
-        a, b, n = self.a, self.b, self.n
+        a, b, sx_a, var_w_a, sx_b, var_w_b, w_aa, w_ab, w_ba, w_bb = self._word_pairs
+        n = self.n
         sy_a, var_i_a = self._reduced_moments(i_mat, a, a, b)
         sy_b, var_i_b = self._reduced_moments(i_mat, b, a, b)
         cross = self.W @ i_mat.transpose(-1, -2)  # C[u, v] = sum_j W[u, j] I[v, j]
@@ -209,14 +214,10 @@ class TwoVsTwo:
             sxy = c_uv - w_ua * i_va - w_ub * i_vb
             return (n * sxy - sx * sy) / torch.sqrt(var_w * var_i)
 
-        r11 = corr(cross[..., a, a], self.w_aa, self.w_ab, i_aa, i_ab,
-                   self.sx_a, sy_a, self.var_w_a, var_i_a)
-        r22 = corr(cross[..., b, b], self.w_ba, self.w_bb, i_ba, i_bb,
-                   self.sx_b, sy_b, self.var_w_b, var_i_b)
-        r12 = corr(cross[..., a, b], self.w_aa, self.w_ab, i_ba, i_bb,
-                   self.sx_a, sy_b, self.var_w_a, var_i_b)
-        r21 = corr(cross[..., b, a], self.w_ba, self.w_bb, i_aa, i_ab,
-                   self.sx_b, sy_a, self.var_w_b, var_i_a)
+        r11 = corr(cross[..., a, a], w_aa, w_ab, i_aa, i_ab, sx_a, sy_a, var_w_a, var_i_a)
+        r22 = corr(cross[..., b, b], w_ba, w_bb, i_ba, i_bb, sx_b, sy_b, var_w_b, var_i_b)
+        r12 = corr(cross[..., a, b], w_aa, w_ab, i_ba, i_bb, sx_a, sy_b, var_w_a, var_i_b)
+        r21 = corr(cross[..., b, a], w_ba, w_bb, i_aa, i_ab, sx_b, sy_a, var_w_b, var_i_a)
         return (r11 + r22) - (r12 + r21) > TIE_TOLERANCE
 
     def _float64_accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
