@@ -57,11 +57,11 @@ def write_things(root: Path) -> dict:
                    "table": {"path": "concepts.tsv"}},
         "networks": {"net": {"model": "test_efficientnet", "pretrained": False,
                              "input_size": 32, "preprocess": "resize",
-                             "layers": ["pixels", "blocks.2", "conv_head"]}},
+                             "layers": ["pixels", "conv_head"]}},
         "word_models": {"w2v": {"type": "keyedvectors", "path": "vectors.txt",
                                 "format": "word2vec-text"}},
         "extraction": {"batch_size": 64, "device": "cpu", "threads": 2},
-        "permutations": {"n": 8, "shards": 2, "batch_size": 4},
+        "permutations": {"n": 8, "shards": 1, "batch_size": 8},
         "one_vs_two": {"n_permutations": 4},
         "figures": {"formats": ["png"]},
     }
