@@ -248,3 +248,35 @@ def test_label_map(tmp_path: Path) -> None:
         read_label_map(write(tmp_path / "m.tsv", "label\tconcept_id\nn1\ta\nn1\tb\n"))
     with pytest.raises(ValueError, match=r"label map \(one_vs_two.label_map\) lacks column"):
         read_label_map(write(tmp_path / "m.tsv", "label\tconcept\nn1\ta\n"))
+
+
+def test_files_pattern_reads_one_folder_per_image_set(tmp_path: Path) -> None:
+    """`images.files: "*/{concept_id}.png"`: the demo's layout (a folder per style, files
+    named by concept), read through the table; without a table or a match, one line."""
+    root = tmp_path / "png"
+    ids = ["n01", "n02", "n03", "n04", "n05"]
+    for s, style in enumerate(("twemoji", "openmoji")):
+        (root / style).mkdir(parents=True)
+        for c, cid in enumerate(ids):
+            draw(root / style / f"{cid}.png", 10 * s + c)
+    table = tmp_path / "table.tsv"
+    table.write_text("id\tword\n" + "".join(f"{cid}\tword{c}\n" for c, cid in enumerate(ids)))
+    spec = FolderSource.from_config({"source": "folders", "path": str(root),
+                                     "files": "*/{concept_id}.png", "images_per_concept": 2,
+                                     "table": {"path": str(table), "id": "id"}})
+    assert spec.params()["files"] == "*/{concept_id}.png"
+    out = outputs(tmp_path, spec)
+    rows, skipped = spec.build(out, seed=3, inputs=spec.inputs())
+    assert not skipped and len(rows) == 10
+    for cid in ids:  # each concept: its two styles, one per group
+        mine = sorted((r.group, Path(r.path).parent.name) for r in rows if r.wnid == cid)
+        assert [g for g, _ in mine] == ["1", "2"]
+        assert {s for _, s in mine} == {"twemoji", "openmoji"}
+    assert [r.wnid for r in read_manifest(out["manifest"]) if r.group == "1"] == ids
+    no_table = FolderSource.from_config({"source": "folders", "path": str(root),
+                                         "files": "*/{concept_id}.png"})
+    with pytest.raises(ValueError, match=r"needs images.table"):
+        no_table.build(outputs(tmp_path / "b", no_table), seed=3, inputs={})
+    (table).write_text("id\tword\nn01\tword0\nn09\tword9\n")
+    with pytest.raises(ValueError, match=r"no image matches '\*/n09.png' \(images.files\)"):
+        spec.build(outputs(tmp_path / "c", spec), seed=3, inputs=spec.inputs())

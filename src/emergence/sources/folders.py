@@ -213,16 +213,8 @@ def build_folder_manifest(root: str | os.PathLike[str], manifest_path: str | os.
         images[c.concept_id] = [str(p) for p in images_in(folder)]
         if not images[c.concept_id]:
             raise ValueError(f"{folder}: empty concept folder (no .jpg/.jpeg/.png image)")
-    rows, skipped = sample_groups(images, [(c.concept_id, c.word) for c in concepts],
-                                  images_per_concept, seed, source="folders",
-                                  per_average=images_per_average)
-    if not rows:
-        needed = images_per_concept * images_per_average
-        raise ValueError(f"{root}: no concept has {needed} images (images_per_concept x "
-                         "images_per_average)")
-    write_manifest(manifest_path, rows)
-    kept = {r.wnid for r in rows}
-    return rows, skipped, [c for c in concepts if c.concept_id in kept]
+    return _sample_and_write(root, manifest_path, seed, concepts, images, images_per_concept,
+                             images_per_average)
 
 
 def _build_from_pattern(root: str | os.PathLike[str], manifest_path: str | os.PathLike[str],
@@ -248,6 +240,16 @@ def _build_from_pattern(root: str | os.PathLike[str], manifest_path: str | os.Pa
         if not images[c.concept_id]:
             raise ValueError(f"{root}: no image matches {pattern!r} (images.files) for "
                              f"concept id {c.concept_id!r}")
+    return _sample_and_write(root, manifest_path, seed, concepts, images, images_per_concept,
+                             images_per_average)
+
+
+def _sample_and_write(root: str | os.PathLike[str], manifest_path: str | os.PathLike[str],
+                      seed: int, concepts: Sequence[Concept], images: Mapping[str, list[str]],
+                      images_per_concept: int, images_per_average: int,
+                      ) -> tuple[list[ManifestRow], list[tuple[str, str]], list[Concept]]:
+    """Draw the groups from each concept's images, write the manifest; the rows, the
+    skipped concepts and the concepts kept."""
     rows, skipped = sample_groups(images, [(c.concept_id, c.word) for c in concepts],
                                   images_per_concept, seed, source="folders",
                                   per_average=images_per_average)
