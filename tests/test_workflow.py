@@ -108,7 +108,8 @@ def planned(tmp: Path, cfg: dict) -> dict[str, int]:
     return counts
 
 
-AGGREGATES = {"summary_two_vs_two": 1, "summary_one_vs_two": 1, "all": 1}
+# `default`: the target rule of the root Snakefile (everything `rule all` lists)
+AGGREGATES = {"summary_two_vs_two": 1, "summary_one_vs_two": 1, "default": 1}
 
 
 @pytest.mark.slow
@@ -136,7 +137,7 @@ def test_rerun_permutation_count_touches_no_activation_or_score(
     new["permutations"]["n"] = 48
     assert planned(tmp, new) == {
         "permutations": 12, "significance": 4, "summary_two_vs_two": 1,
-        "fig1_word_models": 2, "fig2_layers": 1, "overview": 1, "all": 1}
+        "fig1_word_models": 2, "fig2_layers": 1, "overview": 1, "default": 1}
 
 
 @pytest.mark.slow
