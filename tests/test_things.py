@@ -21,7 +21,7 @@ from emergence.formats.activations import load_group
 from emergence.formats.word_matrix import read_word_matrix
 from emergence.stats.two_vs_two import TwoVsTwo, pair_indices
 from tests import literal
-from tests.conftest import ROOT, SNAKEMAKE, read_tsv, run_snakemake
+from tests.conftest import ROOT, SNAKEMAKE, error_lines, read_tsv, run_snakemake
 
 K = 1000
 PX = 16
@@ -139,3 +139,18 @@ def test_custom_config_runs_on_the_demo_images(demo_run: tuple[Path, dict],
     assert all("not ImageNet wnids" in r["reason"] for r in cnn)  # skipped, with the reason
     vit = read_tsv(res / "one_vs_two" / "vit-tiny" / "minilm-word.tsv")
     assert not any("skipped" in r["reason"] for r in vit)  # ImageNet classes: it runs
+
+
+def test_things_config_without_the_data_says_where_things_comes_from(tmp_path: Path) -> None:
+    """`snakemake --cores all --configfile config/things.yaml` as typed, before THINGS is
+    downloaded: one line naming the key, the missing path and where THINGS comes from."""
+    proc = subprocess.run([*SNAKEMAKE, "--cores", "all", "--configfile",
+                           "config/things.yaml"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0
+    lines = error_lines(proc.stderr)
+    assert lines == ["semantic-emergence: config key 'images.path': data/THINGS/object_images "
+                     "does not exist; download THINGS from https://osf.io/jum2f/ "
+                     "(THINGS/Images: the object_images folder, password on the page; "
+                     "THINGS/Metadata: things_concepts.tsv) and set the path"], lines
+    assert not (ROOT / "results" / "things").exists()
