@@ -7,6 +7,7 @@ correlations computed from their definition on explicitly built vectors.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -100,3 +101,79 @@ def one_vs_two(w_mat: np.ndarray, i_mat: np.ndarray, predicted: list[int]) -> li
             continue
         outcomes.append(bool(r_true - r_pred > TIE))
     return outcomes
+
+
+# ---------------------------------------------------------------- beyond the paper (issue #14)
+
+
+def centring_matrix(n: int) -> np.ndarray:
+    """H = I - 11ᵀ/n."""
+    return np.eye(n) - np.ones((n, n)) / n
+
+
+def cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA as Kornblith et al. (2019) define it: HSIC(K, L) / sqrt(HSIC(K, K)
+    HSIC(L, L)) with HSIC(K, L) = tr(K H L H) / (n - 1)², K = x xᵀ, L = y yᵀ."""
+    n = x.shape[0]
+    h = centring_matrix(n)
+    k_mat, l_mat = x @ x.T, y @ y.T
+
+    def hsic(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.trace(a @ h @ b @ h)) / (n - 1) ** 2
+
+    return hsic(k_mat, l_mat) / math.sqrt(hsic(k_mat, k_mat) * hsic(l_mat, l_mat))
+
+
+def hsic_unbiased(k_mat: np.ndarray, l_mat: np.ndarray) -> float:
+    """Song et al. (2012), eq. 5, element by element: K̃, L̃ with zero diagonals,
+    [tr(K̃L̃) + 1ᵀK̃1 1ᵀL̃1 / ((n-1)(n-2)) - 2/(n-2) 1ᵀK̃L̃1] / (n(n-3))."""
+    n = k_mat.shape[0]
+    kt = [[0.0 if i == j else float(k_mat[i, j]) for j in range(n)] for i in range(n)]
+    lt = [[0.0 if i == j else float(l_mat[i, j]) for j in range(n)] for i in range(n)]
+    trace = sum(kt[i][j] * lt[j][i] for i in range(n) for j in range(n))
+    sum_k = sum(kt[i][j] for i in range(n) for j in range(n))
+    sum_l = sum(lt[i][j] for i in range(n) for j in range(n))
+    # 1ᵀ K̃ L̃ 1 = sum over i, j, q of K̃[i][j] L̃[j][q]
+    col_k = [sum(kt[i][j] for i in range(n)) for j in range(n)]
+    row_l = [sum(lt[j][q] for q in range(n)) for j in range(n)]
+    triple = sum(col_k[j] * row_l[j] for j in range(n))
+    return (trace + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * triple) / (n * (n - 3))
+
+
+def cka_debiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Debiased linear CKA: the unbiased HSIC of the centred features' Gram matrices."""
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    k_mat, l_mat = xc @ xc.T, yc @ yc.T
+    return hsic_unbiased(k_mat, l_mat) / math.sqrt(
+        hsic_unbiased(k_mat, k_mat) * hsic_unbiased(l_mat, l_mat))
+
+
+def mutual_knn(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Huh et al. (2024): per concept, its k nearest other concepts by Pearson correlation
+    of rows in each space (ties to the lower index); the mean fraction shared."""
+    wx, wy = corr_matrix(x), corr_matrix(y)
+    n = x.shape[0]
+    shared = 0.0
+    for i in range(n):
+        near_x = sorted((j for j in range(n) if j != i), key=lambda j: (-wx[i, j], j))[:k]
+        near_y = sorted((j for j in range(n) if j != i), key=lambda j: (-wy[i, j], j))[:k]
+        shared += len(set(near_x) & set(near_y)) / k
+    return shared / n
+
+
+def kendall_tau_a(u: list[float], v: list[float]) -> float:
+    """(concordant - discordant) / (n(n-1)/2) over all pairs of entries; ties count 0."""
+    n = len(u)
+    score = 0
+    for a, b in itertools.combinations(range(n), 2):
+        product = (u[a] - u[b]) * (v[a] - v[b])
+        score += (product > 0) - (product < 0)
+    return score / (n * (n - 1) / 2)
+
+
+def rsa_kendall(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
+    """RSA with Kendall's tau-a between the upper triangles."""
+    k = w_mat.shape[0]
+    pairs = list(itertools.combinations(range(k), 2))
+    return kendall_tau_a([float(w_mat[a, b]) for a, b in pairs],
+                         [float(i_mat[a, b]) for a, b in pairs])

@@ -10,8 +10,12 @@ Public statistics API (all float64, rows aligned by concept):
 * :func:`rsa` / :func:`rsa_from_similarity` -- representational similarity analysis.
 * :func:`permutation_null`, :func:`p_values`, :func:`family_wise_p_values` -- significance.
 * :func:`one_vs_two` -- the 1 vs 2 test for misclassified images.
+* :func:`cka` (linear, biased or debiased), :func:`mutual_knn` -- alignment measures beside
+  2 vs 2 and RSA (``rsa(..., method="kendall")`` for Kendall's tau-a).
 """
 
+from emergence.stats.cka import cka
+from emergence.stats.knn import mutual_knn
 from emergence.stats.one_vs_two import OneVsTwo, one_vs_two
 from emergence.stats.permutation import (
     family_wise_p_values,
@@ -30,7 +34,9 @@ __all__ = [
     "PearsonAccumulator",
     "TwoVsTwo",
     "__version__",
+    "cka",
     "family_wise_p_values",
+    "mutual_knn",
     "one_vs_two",
     "p_values",
     "permutation",

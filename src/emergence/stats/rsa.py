@@ -2,10 +2,13 @@
 
 RSA correlates the two similarity matrices directly: the correlation between the
 off-diagonal upper triangles of ``W`` and ``I`` (Pearson by default, as in the
-paper's description; Spearman on request). :func:`rsa_matrix` is the one place the
-method is applied: the observed value (:func:`rsa_from_similarity`) and the permutation
-null (:func:`emergence.stats.permutation.permutation_null`) both correlate its upper
-triangles.
+paper's description; Spearman or Kendall's tau-a on request). :func:`rsa_matrix` is
+the one place the Pearson/Spearman method is applied: the observed value
+(:func:`rsa_from_similarity`) and the permutation null
+(:func:`emergence.stats.permutation.permutation_null`) both correlate its upper
+triangles. Kendall's tau-a (:func:`kendall_tau_a`: concordant minus discordant pairs of
+entries over all pairs, ties counting zero) is not a Pearson correlation of transformed
+entries, so it has no :func:`rsa_matrix`; the permutation null does not offer it yet.
 
 Every reduction here is numpy's pairwise summation of elementwise products, never a
 BLAS dot product: OpenBLAS splits long dot products across its threads, so
@@ -24,16 +27,17 @@ from scipy import stats
 
 from emergence.stats.similarity import similarity_matrix
 
-__all__ = ["METHODS", "centred_norm", "pearson_r", "rsa", "rsa_from_similarity", "rsa_matrix",
-           "upper_triangle"]
+__all__ = ["METHODS", "centred_norm", "kendall_tau_a", "pearson_r", "rsa",
+           "rsa_from_similarity", "rsa_matrix", "upper_triangle"]
 
-Method = Literal["pearson", "spearman"]
-METHODS = ("pearson", "spearman")
+Method = Literal["pearson", "spearman", "kendall"]
+METHODS = ("pearson", "spearman")  # the methods of rsa_matrix and the permutation null
 
 
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown RSA method {method!r}; use 'pearson' or 'spearman'")
+def _check_method(method: str, methods: tuple[str, ...] = METHODS) -> None:
+    if method not in methods:
+        raise ValueError(f"unknown RSA method {method!r}; use "
+                         + " or ".join(repr(m) for m in methods))
 
 
 def upper_triangle(m: ArrayLike) -> np.ndarray:
@@ -55,6 +59,24 @@ def pearson_r(u: np.ndarray, v: np.ndarray) -> float:
     cu, nu = centred_norm(u)
     cv, nv = centred_norm(v)
     return float(np.clip(np.sum(cu * cv) / (nu * nv), -1.0, 1.0))
+
+
+def kendall_tau_a(u: np.ndarray, v: np.ndarray) -> float:
+    """Kendall's tau-a of two 1-d vectors: (concordant - discordant) / (n (n - 1) / 2),
+    a pair tied in either vector counting zero; from scipy's O(n log n) tau-b, which has
+    the same numerator. NaN when either vector is constant."""
+    n = len(u)
+    pairs = n * (n - 1) / 2
+
+    def tied_pairs(a: np.ndarray) -> float:
+        _, counts = np.unique(a, return_counts=True)
+        return float(np.sum(counts * (counts - 1) / 2))
+
+    tu, tv = tied_pairs(u), tied_pairs(v)
+    if pairs == 0 or tu == pairs or tv == pairs:
+        return float("nan")
+    tau_b = float(stats.kendalltau(u, v, variant="b").statistic)
+    return tau_b * math.sqrt((pairs - tu) * (pairs - tv)) / pairs
 
 
 def rsa_matrix(m: NDArray[np.float64], method: str) -> NDArray[np.float64]:
@@ -86,9 +108,11 @@ def rsa_from_similarity(
     w, i = upper_triangle(w_mat), upper_triangle(i_mat)
     if w.shape != i.shape:
         raise ValueError(f"similarity matrices differ in size: {w.shape} vs {i.shape}")
-    _check_method(method)
+    _check_method(method, (*METHODS, "kendall"))
     if not (np.isfinite(w).all() and np.isfinite(i).all()):
         return float("nan")
+    if method == "kendall":
+        return kendall_tau_a(w, i)
     return pearson_r(upper_triangle(rsa_matrix(w_mat, method)),
                      upper_triangle(rsa_matrix(i_mat, method)))
 
