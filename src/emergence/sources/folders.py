@@ -41,6 +41,7 @@ from emergence.sources.images import (
     images_in,
     is_image,
     sample_groups,
+    sub_folders,
     write_manifest,
 )
 
@@ -162,19 +163,7 @@ def concept_folders(root: str | os.PathLike[str]) -> dict[str, Path]:
     if not root.is_dir():
         raise ValueError(f"{root}: image folder not found (folders: one sub-folder of images "
                          "per concept)")
-    out: dict[str, Path] = {}
-    for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            out[entry.name] = entry
-        elif is_image(entry):
-            raise ValueError(f"{entry}: image outside a concept folder (folders: "
-                             "<root>/<concept_id>/<images>)")
-    if not out:
-        raise ValueError(f"{root}: no concept sub-folders (folders: "
-                         "<root>/<concept_id>/<images>)")
-    return out
+    return sub_folders(root, "concept", "folders: <root>/<concept_id>/<images>")
 
 
 def build_folder_manifest(root: str | os.PathLike[str], manifest_path: str | os.PathLike[str],

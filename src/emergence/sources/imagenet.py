@@ -32,7 +32,13 @@ from emergence.sources.imagenetv2 import (
     DEFAULT_URL,
     ensure_imagenetv2,
 )
-from emergence.sources.images import IMAGE_SUFFIXES, ManifestRow, sample_groups, write_manifest
+from emergence.sources.images import (
+    IMAGE_SUFFIXES,
+    ManifestRow,
+    sample_groups,
+    sub_folders,
+    write_manifest,
+)
 from emergence.sources.images import images_in as _images_in
 from emergence.sources.images import is_image as _is_image
 
@@ -100,23 +106,15 @@ def list_images(source: str, path: str | os.PathLike[str],
 
 
 def _list_folders(folder: Path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            if not _WNID.fullmatch(entry.name):
-                raise ValueError(f"{entry}: folder name is not a wnid (expected one sub-folder "
-                                 "per wnid, e.g. n01440764)")
-            check_wnid(entry.name, str(entry))
-            out[entry.name] = [str(p) for p in _images_in(entry)]
-        elif _is_image(entry):
-            raise ValueError(f"{entry}: image outside a class folder (imagenet-folders expects "
-                             "one sub-folder per wnid)")
-    if not out:
-        raise ValueError(f"{folder}: no wnid sub-folders (imagenet-folders expects one "
-                         "sub-folder per wnid)")
-    return out
+    def check(entry: Path) -> None:
+        if not _WNID.fullmatch(entry.name):
+            raise ValueError(f"{entry}: folder name is not a wnid (expected one sub-folder "
+                             "per wnid, e.g. n01440764)")
+        check_wnid(entry.name, str(entry))
+
+    folders = sub_folders(folder, "class", "imagenet-folders expects one sub-folder per wnid",
+                          check, empty_noun="wnid")
+    return {name: [str(p) for p in _images_in(entry)] for name, entry in folders.items()}
 
 
 def _list_v2(folder: Path) -> dict[str, list[str]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +110,28 @@ def images_in(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, sorted by name."""
     return sorted((p for p in folder.iterdir() if p.is_file() and is_image(p)),
                   key=lambda p: p.name)
+
+
+def sub_folders(root: Path, noun: str, expects: str,
+                check: Callable[[Path], None] | None = None,
+                empty_noun: str | None = None) -> dict[str, Path]:
+    """The non-hidden sub-folders of ``root`` by name, sorted (``check`` called on each as
+    it is found); one line for an image directly in ``root`` ("image outside a <noun>
+    folder (<expects>)") or for no sub-folder at all ("no <empty_noun or noun>
+    sub-folders")."""
+    out: dict[str, Path] = {}
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if check is not None:
+                check(entry)
+            out[entry.name] = entry
+        elif is_image(entry):
+            raise ValueError(f"{entry}: image outside a {noun} folder ({expects})")
+    if not out:
+        raise ValueError(f"{root}: no {empty_noun or noun} sub-folders ({expects})")
+    return out
 
 
 def _check_count(value: object, what: str, minimum: int) -> None:
