@@ -113,6 +113,7 @@ def paper_config(root: Path, source: str = "imagenet-val") -> dict:
     }
     cfg["extraction"] = {"batch_size": 8, "device": "cpu"}
     cfg["permutations"] = {"n": 20, "shards": 2, "batch_size": 8, "device": "cpu"}
+    cfg["bootstrap"] = {"n": 20, "shards": 2, "batch_size": 8}
     cfg["one_vs_two"] = {"n_permutations": 10, "groups": "all"}
     return cfg
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from emergence.formats.activations import GroupSimilarities
 from emergence.formats.nulls import write_null_shard
+from emergence.stats.measures import MEASURES, MeasureSpec, column_prefix
 from emergence.stats.one_vs_two import MIN_REFERENCE, OneVsTwo, one_vs_two, pool
 from emergence.stats.permutation import (
     family_wise_p_values,
@@ -29,17 +30,19 @@ from emergence.stats.permutation import (
     permutation_null,
     significant,
 )
-from emergence.stats.rsa import rsa_from_similarity
-from emergence.stats.two_vs_two import TwoVsTwo
 
 __all__ = [
     "ONE_VS_TWO_COLUMNS",
     "ONE_VS_TWO_TEST_COLUMNS",
     "SCORE_COLUMNS",
     "SIGNIFICANCE_COLUMNS",
+    "bootstrap_shard",
     "null_shard",
+    "percentile_band",
     "one_vs_two_rows",
+    "score_columns",
     "score_rows",
+    "significance_columns",
     "significance_rows",
     "undefined_reason",
 ]
@@ -83,110 +86,228 @@ def _warn_undefined(g: GroupSimilarities, what: str) -> list[str]:
     return reasons
 
 
-SCORE_COLUMNS = ["network", "model", "word_model", "group", "layer", "layer_index", "module",
-                 "n_features", "k", "n_pairs", "two_vs_two", "rsa", "rsa_method", "reason"]
+_META = ["network", "model", "word_model", "group", "layer", "layer_index", "module"]
+
+
+def score_columns(measures: MeasureSpec) -> list[str]:
+    """The columns of ``scores.tsv``: one per measure (:data:`~emergence.stats.measures.MEASURES`
+    order), RSA's method and mutual kNN's k when they are scored, and ``reason``."""
+    return [*_META, "n_features", "k", "n_pairs", *measures.names,
+            *(["rsa_method"] if "rsa" in measures.names else []),
+            *(["mutual_knn_k"] if "mutual_knn" in measures.names else []), "reason"]
+
+
+SCORE_COLUMNS = score_columns(MeasureSpec())
+"""The columns with the default measures (2 vs 2 and RSA)."""
 
 
 def score_rows(word_model: str, w_mat: NDArray[np.float64], groups: Sequence[GroupSimilarities],
-               rsa_method: str = "pearson") -> list[dict[str, Any]]:
-    """2 vs 2 accuracy and RSA for every layer of every group (NaN, with the reason, for a
-    layer that cannot be scored: see :func:`undefined_reason`)."""
-    engine = TwoVsTwo(w_mat)
+               measures: MeasureSpec | None = None, *,
+               word_gram: NDArray[np.float64] | None = None) -> list[dict[str, Any]]:
+    """Every measure for every layer of every group (NaN, with the reason, for a layer that
+    cannot be scored: see :func:`undefined_reason`). CKA needs ``word_gram`` and the groups'
+    ``gram`` (:func:`~emergence.formats.activations.load_groups` with ``gram=True``)."""
+    spec = measures or MeasureSpec()
+    k = w_mat.shape[0]
     rows = []
     for g in groups:
-        accuracy = engine.accuracy(g.similarity)
-        reasons = _warn_undefined(g, "2 vs 2 and RSA are nan")
+        values = spec.observed(w_mat, g.similarity, word_gram=word_gram, image_grams=g.gram)
+        reasons = _warn_undefined(g, "every measure is nan")
         for j, layer in enumerate(g.layers):
             rows.append({
                 "network": g.network, "model": g.model, "word_model": word_model,
                 "group": g.group, "layer": layer, "layer_index": j, "module": g.modules[j],
-                "n_features": g.n_features[j], "k": engine.k, "n_pairs": engine.n_pairs,
-                "two_vs_two": float(accuracy[j]),
-                "rsa": rsa_from_similarity(w_mat, g.similarity[j], rsa_method),  # type: ignore[arg-type]
-                "rsa_method": rsa_method, "reason": reasons[j],
+                "n_features": g.n_features[j], "k": k, "n_pairs": k * (k - 1) // 2,
+                **{m: float(values[m][j]) for m in spec.names},
+                "rsa_method": spec.rsa_method, "mutual_knn_k": spec.knn_k,
+                "reason": reasons[j],
             })
     return rows
 
 
-def null_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArray[np.float64],
-               groups: Sequence[GroupSimilarities], *, seed: int, start: int, stop: int,
-               batch_size: int, rsa_method: str, device: str, progress: bool = True) -> None:
-    """Permutations ``start .. stop-1`` for every group and layer, stored in one shard file
-    (:mod:`emergence.formats.nulls`)."""
+def _resampled_shard(path: str | os.PathLike[str], kind: str, word_model: str,
+                     w_mat: NDArray[np.float64], groups: Sequence[GroupSimilarities],
+                     draw: Callable[[GroupSimilarities], dict[str, NDArray[np.float64]]], *,
+                     seed: int, start: int, stop: int, batch_size: int, spec: MeasureSpec,
+                     wnids: Sequence[str]) -> None:
+    """One shard file of ``kind`` (permutation or bootstrap): ``draw(group)`` gives the
+    samples ``start .. stop-1`` of every measure and layer of that group."""
 
-    def nulls() -> Iterator[tuple[str, dict[str, NDArray[np.float64]]]]:
+    def values() -> Iterator[tuple[str, dict[str, NDArray[np.float64]]]]:
         for g in groups:
-            _warn_undefined(g, "its permutation null is nan")
-            yield g.group, permutation_null(
-                w_mat, list(g.similarity), seed=seed, start=start, stop=stop,
-                batch_size=batch_size, rsa_method=rsa_method, device=device, progress=progress)
+            _warn_undefined(g, f"its {kind} values are nan")
+            yield g.group, draw(g)
 
     first = groups[0]
     write_null_shard(path, network=first.network, model=first.model, word_model=word_model,
                      seed=seed, start=start, stop=stop, batch_size=batch_size,
-                     rsa_method=rsa_method, layer_names=first.layers, k=w_mat.shape[0],
-                     nulls=nulls())
+                     rsa_method=spec.rsa_method, layer_names=first.layers, k=w_mat.shape[0],
+                     nulls=values(), measures=spec.names, kind=kind, concepts=wnids,
+                     knn_k=spec.knn_k)
 
 
-SIGNIFICANCE_COLUMNS = [
-    "network", "model", "word_model", "group", "layer", "layer_index", "module", "k",
-    "two_vs_two", "p_value", "p_value_fwe", "null_mean", "null_sd", "rsa", "rsa_p_value",
-    "n_permutations", "significant", "reason",
-]
+def null_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArray[np.float64],
+               groups: Sequence[GroupSimilarities], *, seed: int, start: int, stop: int,
+               batch_size: int, measures: MeasureSpec | None = None, device: str,
+               word_gram: NDArray[np.float64] | None = None, progress: bool = True) -> None:
+    """Permutations ``start .. stop-1`` of every measure for every group and layer, stored
+    in one shard file (:mod:`emergence.formats.nulls`)."""
+    spec = measures or MeasureSpec()
+    spec.check_k(w_mat.shape[0])
+
+    def draw(g: GroupSimilarities) -> dict[str, NDArray[np.float64]]:
+        return permutation_null(
+            w_mat, list(g.similarity), seed=seed, start=start, stop=stop,
+            batch_size=batch_size, rsa_method=spec.rsa_method, device=device,
+            progress=progress, measures=spec.names, word_gram=word_gram,
+            image_grams=None if g.gram is None else list(g.gram), knn_k=spec.knn_k)
+
+    _resampled_shard(path, "permutation", word_model, w_mat, groups, draw, seed=seed,
+                     start=start, stop=stop, batch_size=batch_size, spec=spec,
+                     wnids=groups[0].wnids)
+
+
+def bootstrap_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArray[np.float64],
+                    groups: Sequence[GroupSimilarities], *, seed: int, start: int, stop: int,
+                    batch_size: int, measures: MeasureSpec | None = None, device: str,
+                    word_gram: NDArray[np.float64] | None = None,
+                    progress: bool = True) -> None:
+    """Bootstrap samples ``start .. stop-1`` (concepts resampled; sample ``i`` depends only
+    on the seed, ``i`` and k, so every group, layer, network and word model with the same
+    concepts shares it) of every measure, group and layer, in one shard file."""
+    from emergence.stats.bootstrap import bootstrap_distribution
+
+    spec = measures or MeasureSpec()
+    spec.check_k(w_mat.shape[0])
+
+    def draw(g: GroupSimilarities) -> dict[str, NDArray[np.float64]]:
+        return bootstrap_distribution(
+            w_mat, list(g.similarity), seed=seed, start=start, stop=stop,
+            batch_size=batch_size, measures=spec.names, rsa_method=spec.rsa_method,
+            word_gram=word_gram, image_grams=None if g.gram is None else list(g.gram),
+            knn_k=spec.knn_k, device=device, progress=progress)
+
+    _resampled_shard(path, "bootstrap", word_model, w_mat, groups, draw, seed=seed,
+                     start=start, stop=stop, batch_size=batch_size, spec=spec,
+                     wnids=groups[0].wnids)
+
+
+_PER_MEASURE = ["p_value", "p_value_fwe", "null_mean", "null_sd", "null_low", "null_high",
+                "ci_low", "ci_high"]
+
+
+def significance_columns(measures: Sequence[str] = ("two_vs_two", "rsa")) -> list[str]:
+    """The columns of ``significance.tsv``: per measure its value and ``<prefix>p_value``,
+    ``p_value_fwe``, ``null_mean``, ``null_sd``, ``null_low``, ``null_high``, ``ci_low``,
+    ``ci_high`` (prefix: :func:`~emergence.stats.measures.column_prefix`); then the counts,
+    the 2 vs 2 decision and the reason."""
+    cols = [*_META, "k"]
+    for m in (m for m in MEASURES if m in measures):
+        cols += [m, *(column_prefix(m) + c for c in _PER_MEASURE)]
+    return [*cols, "n_permutations", "n_bootstrap", "confidence", "significant", "reason"]
+
+
+SIGNIFICANCE_COLUMNS = significance_columns()
+"""The columns with the default measures (2 vs 2 and RSA)."""
+
+
+def percentile_band(samples: NDArray[np.float64], confidence: float
+                    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per column of ``samples`` (n, L): the central ``confidence`` percentile interval of
+    its finite values (numpy's linear quantiles, as
+    :func:`emergence.stats.comparisons.confidence_interval`); NaN for a column without
+    finite values."""
+    lo, hi = (1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0
+    out = np.full((2, samples.shape[1]), np.nan)
+    for j in range(samples.shape[1]):
+        col = samples[:, j][np.isfinite(samples[:, j])]
+        if col.size:
+            out[:, j] = np.quantile(col, [lo, hi])
+    return out[0], out[1]
 
 
 def significance_rows(score_table: Sequence[Mapping[str, str]],
                       nulls: Mapping[str, Mapping[str, NDArray[np.float64]]],
-                      alpha: float) -> list[dict[str, Any]]:
-    """Per-group and mean-over-groups accuracy with permutation p-values.
+                      alpha: float, *, boots: Mapping[str, Mapping[str, NDArray[np.float64]]]
+                      | None = None, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per-group and mean-over-groups values of every measure with permutation p-values,
+    the null's band and the bootstrap interval.
 
-    ``p_value``: per layer, +1-corrected. ``p_value_fwe``: max over layers (family-wise).
-    The ``mean`` rows compare the mean accuracy over groups to the mean of the groups'
-    nulls under the same permutation index.
+    Per measure: ``p_value`` per layer, +1-corrected; ``p_value_fwe`` max over layers
+    (family-wise); ``null_low``/``null_high`` the null's central ``confidence`` band (chance
+    for this k), ``ci_low``/``ci_high`` the bootstrap percentile interval. The ``mean`` rows
+    compare the mean over groups to the mean of the groups' nulls under the same
+    permutation index, and take the interval of the mean over groups of the same bootstrap
+    sample. ``significant`` is the 2 vs 2 decision (``p_value < alpha``).
 
-    A layer that cannot be scored (NaN accuracy: its score row's ``reason``) has NaN
-    p-values, null mean and sd, is not significant and carries the reason; the ``mean``
-    row of a layer is NaN when any group is (its reason names the groups). The
-    family-wise maximum runs over the layers that can be scored.
+    A layer that cannot be scored (NaN: its score row's ``reason``) has NaN p-values,
+    bands and intervals, is not significant and carries the reason; the ``mean`` row of a
+    layer is NaN when any group is (its reason names the groups). The family-wise maximum
+    runs over the layers that can be scored. Without permutations (or bootstrap samples)
+    those columns are NaN.
     """
     groups = list(dict.fromkeys(r["group"] for r in score_table))
     layers = list(dict.fromkeys(r["layer"] for r in score_table))
     first = score_table[0]
+    measures = [m for m in MEASURES if m in first]
     meta = {r["layer"]: r for r in score_table if r["group"] == groups[0]}
     cell = {(r["group"], r["layer"]): r for r in score_table}
-    obs = {g: np.array([float(cell[g, lay]["two_vs_two"]) for lay in layers]) for g in groups}
-    obs_rsa = {g: np.array([float(cell[g, lay]["rsa"]) for lay in layers]) for g in groups}
     why = {g: [cell[g, lay].get("reason", "") or "" for lay in layers] for g in groups}
     why["mean"] = ["; ".join(f"group {g}: {why[g][j]}" for g in groups if why[g][j])
                    for j in range(len(layers))]
     n_perm = min((nulls[g]["two_vs_two"].shape[0] for g in groups), default=0) if nulls else 0
-    series: list[tuple[str, NDArray[np.float64], NDArray[np.float64],
-                       NDArray[np.float64] | None, NDArray[np.float64] | None]] = []
-    for g in groups:
-        series.append((g, obs[g], obs_rsa[g], nulls[g]["two_vs_two"] if n_perm else None,
-                       nulls[g]["rsa"] if n_perm else None))
-    mean_null = (np.mean([nulls[g]["two_vs_two"] for g in groups], axis=0) if n_perm else None)
-    mean_rsa_null = (np.mean([nulls[g]["rsa"] for g in groups], axis=0) if n_perm else None)
-    series.append(("mean", np.mean([obs[g] for g in groups], axis=0),
-                   np.mean([obs_rsa[g] for g in groups], axis=0), mean_null, mean_rsa_null))
+    n_boot = min((boots[g]["two_vs_two"].shape[0] for g in groups), default=0) if boots else 0
+    nan = np.full(len(layers), np.nan)
+
+    def series(m: str) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64] | None,
+                                          NDArray[np.float64] | None]]:
+        """group (and "mean") -> (observed, null, bootstrap) of measure ``m``."""
+        obs = {g: np.array([float(cell[g, lay][m]) for lay in layers]) for g in groups}
+        out = {g: (obs[g], nulls[g][m] if n_perm else None,
+                   boots[g][m] if n_boot and boots else None) for g in groups}
+        out["mean"] = (np.mean([obs[g] for g in groups], axis=0),
+                       np.mean([nulls[g][m] for g in groups], axis=0) if n_perm else None,
+                       np.mean([boots[g][m] for g in groups], axis=0)
+                       if n_boot and boots else None)
+        return out
+
+    columns: dict[str, dict[str, NDArray[np.float64]]] = {g: {} for g in [*groups, "mean"]}
+    for m in measures:
+        prefix = column_prefix(m)
+        for g, (obs, null, boot) in series(m).items():
+            col = columns[g]
+            col[m] = obs
+            if null is not None:
+                col[prefix + "p_value"] = p_values(obs, null)
+                col[prefix + "p_value_fwe"] = family_wise_p_values(obs, null)
+                col[prefix + "null_mean"] = null.mean(axis=0)
+                col[prefix + "null_sd"] = null.std(axis=0, ddof=1 if n_perm > 1 else 0)
+                col[prefix + "null_low"], col[prefix + "null_high"] = percentile_band(
+                    null, confidence)
+                undefined = np.isnan(col[prefix + "p_value"])
+                for c in ("null_mean", "null_sd", "null_low", "null_high"):
+                    col[prefix + c] = np.where(undefined, np.nan, col[prefix + c])
+            if boot is not None:
+                lo, hi = percentile_band(boot, confidence)
+                col[prefix + "ci_low"] = np.where(np.isnan(obs), np.nan, lo)
+                col[prefix + "ci_high"] = np.where(np.isnan(obs), np.nan, hi)
     rows = []
-    for g, acc, rsa_obs, null, rsa_null in series:
-        if null is not None and rsa_null is not None:
-            p, p_fwe = p_values(acc, null), family_wise_p_values(acc, null)
-            rsa_p = p_values(rsa_obs, rsa_null)
-            mu, sd = null.mean(axis=0), null.std(axis=0, ddof=1) if n_perm > 1 else null.std(axis=0)
-        else:
-            p = p_fwe = rsa_p = mu = sd = np.full(len(layers), np.nan)
+    for g in [*groups, "mean"]:
+        col = columns[g]
         for j, lay in enumerate(layers):
-            rows.append({
+            row: dict[str, Any] = {
                 "network": first["network"], "model": first["model"],
                 "word_model": first["word_model"], "group": g, "layer": lay, "layer_index": j,
-                "module": meta[lay]["module"], "k": first["k"], "two_vs_two": float(acc[j]),
-                "p_value": float(p[j]), "p_value_fwe": float(p_fwe[j]),
-                "null_mean": float(mu[j]), "null_sd": float(sd[j]), "rsa": float(rsa_obs[j]),
-                "rsa_p_value": float(rsa_p[j]), "n_permutations": n_perm,
-                "significant": significant(p[j], alpha), "reason": why[g][j],
-            })
+                "module": meta[lay]["module"], "k": first["k"]}
+            for m in measures:
+                row[m] = float(col[m][j])
+                for c in _PER_MEASURE:
+                    row[column_prefix(m) + c] = float(col.get(column_prefix(m) + c, nan)[j])
+            row.update({"n_permutations": n_perm, "n_bootstrap": n_boot,
+                        "confidence": confidence,
+                        "significant": significant(row["p_value"], alpha),
+                        "reason": why[g][j]})
+            rows.append(row)
     return rows
 
 

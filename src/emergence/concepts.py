@@ -106,6 +106,16 @@ def kept_concepts(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     return [(r["wnid"], r["concept"]) for r in rows if r["kept"] == "true"]
 
 
+def word_gram_matrix(vector_wnids: Sequence[str], vectors: np.ndarray,
+                     kept: Sequence[tuple[str, str]]) -> np.ndarray:
+    """The word side of CKA: ``X_c X_cᵀ``, the Gram matrix of the kept concepts' vectors
+    centred over the kept concepts (:func:`emergence.stats.cka.linear_gram`), in kept order."""
+    from emergence.stats.cka import linear_gram
+
+    row_of = {w: i for i, w in enumerate(vector_wnids)}
+    return linear_gram(np.asarray(vectors[[row_of[w] for w, _ in kept]], dtype=np.float64))
+
+
 def word_similarity_matrix(
     word_model: str, vector_wnids: Sequence[str], vectors: np.ndarray,
     kept: Sequence[tuple[str, str]],

@@ -26,6 +26,7 @@ from emergence.errors import ConfigError
 from emergence.sources.image_sources import ImageSourceSpec
 from emergence.sources.models import NetworkSpec, network_specs
 from emergence.sources.words import WordModelSpec
+from emergence.stats.measures import MeasureSpec
 
 __all__ = ["ConfigError", "Study", "check_config"]
 
@@ -42,6 +43,7 @@ class Study:
     word_models: dict[str, WordModelSpec]
     primary_word_model: str  # the word model of Figs. 2-4
     label_map: str | None = None  # one_vs_two.label_map
+    measures: MeasureSpec = MeasureSpec()  # measures.names, two_vs_two.rsa_method
 
     @property
     def groups(self) -> list[str]:
@@ -167,4 +169,5 @@ def _study(config: Mapping[str, Any]) -> Study:
     return Study(results=config["results"], seed=config["seed"], images=images,
                  networks=networks, word_models=word_models,
                  primary_word_model=primary or next(iter(word_models)),
-                 label_map=config["one_vs_two"].get("label_map"))
+                 label_map=config["one_vs_two"].get("label_map"),
+                 measures=MeasureSpec.from_config(config))

@@ -26,6 +26,9 @@ PRIMARY_WM = STUDY.primary_word_model
 CONTROLS = STUDY.controls
 TRAINED = [n for n in NETWORKS if n not in CONTROLS]
 N_SHARDS = config["permutations"]["shards"]
+N_BOOT_SHARDS = config["bootstrap"]["shards"]
+BOOTSTRAP = config["bootstrap"]["n"] > 0
+MEASURES = STUDY.measures.params()  # the score, null, bootstrap and table jobs' params
 ONE_VS_TWO_GROUPS = (GROUPS if config["one_vs_two"]["groups"] == "all"
                      else list(config["one_vs_two"]["groups"]))
 FORMATS = config["figures"]["formats"]
@@ -141,6 +144,38 @@ def shard_files(wildcards):
     ) if config["permutations"]["n"] > 0 else []
 
 
+def bootstrap_files(wildcards, network=None, word_model=None):
+    """The bootstrap shards of a network x word model (none without bootstrap samples)."""
+    net, wm = network or wildcards.network, word_model or wildcards.word_model
+    return expand(
+        f"{R}/two_vs_two/{net}/{wm}/bootstrap/shard-{{shard}}-of-{N_BOOT_SHARDS}.h5",
+        shard=range(N_BOOT_SHARDS),
+    ) if BOOTSTRAP else []
+
+
+def comparison_sources(wildcards):
+    """What one comparisons table pairs, as "network/word_model" keys: this network and
+    word model, the network's untrained control (same word model), and every other word
+    model (same network). The input files follow the same keys."""
+    net, wm = wildcards.network, wildcards.word_model
+    keys = [(net, wm), *((c, wm) for c in STUDY.controls_of(net)),
+            *((net, other) for other in WORD_MODELS if other != wm)]
+    return {"self": f"{net}/{wm}",
+            "control": [f"{c}/{wm}" for c in STUDY.controls_of(net)],
+            "word_models": [f"{net}/{o}" for o in WORD_MODELS if o != wm],
+            "keys": [f"{n}/{w}" for n, w in keys]}
+
+
+def comparison_inputs(wildcards):
+    """Per source key: its scores.tsv and its bootstrap shards."""
+    out = {}
+    for i, key in enumerate(comparison_sources(wildcards)["keys"]):
+        net, wm = key.split("/")
+        out[f"scores_{i}"] = f"{R}/two_vs_two/{net}/{wm}/scores.tsv"
+        out[f"bootstrap_{i}"] = bootstrap_files(wildcards, net, wm)
+    return out
+
+
 def figure_paths(stem):
     return [f"{R}/figures/{stem}.{fmt}" for fmt in FORMATS]
 
@@ -162,10 +197,14 @@ def all_outputs():
                     f"{R}/two_vs_two/{net}/{wm}/significance.tsv",
                     f"{R}/one_vs_two/{net}/{wm}.tsv",
                     f"{R}/one_vs_two/{net}/{wm}_tests.tsv"]
+            if BOOTSTRAP:
+                out.append(f"{R}/two_vs_two/{net}/{wm}/comparisons.tsv")
     out += figure_paths("overview")
     for net in NETWORKS:
         out += figure_paths(f"fig1_word_models_{net}")
         out += figure_paths(f"fig4_one_vs_two_{net}")
     for net in TRAINED:
         out += figure_paths(f"fig2_layers_{net}")
+        if BOOTSTRAP and STUDY.controls_of(net):
+            out += figure_paths(f"fig3_control_{net}")
     return out

@@ -1,4 +1,5 @@
-# The paper's figures (PNG and PDF) and an overview of every network.
+# The paper's figures (PNG and PDF), the trained-minus-control comparison and an overview
+# of every network.
 
 
 rule fig1_word_models:
@@ -43,6 +44,26 @@ rule fig2_layers:
         f"{R}/benchmarks/figures/fig2_layers_{{network}}.tsv"
     script:
         "../scripts/fig2_layers.py"
+
+
+rule fig3_control:
+    input:
+        f"{R}/two_vs_two/{{network}}/{PRIMARY_WM}/comparisons.tsv",
+    output:
+        report(figure_paths("fig3_control_{network}"),
+               caption="../report/fig3.rst", category="Figures"),
+    log:
+        f"{R}/logs/figures/fig3_{{network}}.log",
+    params:
+        word_model=PRIMARY_WM,
+        control=lambda wc: STUDY.controls_of(wc.network),
+        labels=lambda wc: labels(wc.network, *STUDY.controls_of(wc.network), PRIMARY_WM),
+    conda:
+        "../../envs/figures.yaml"
+    benchmark:
+        f"{R}/benchmarks/figures/fig3_control_{{network}}.tsv"
+    script:
+        "../scripts/fig3_control.py"
 
 
 rule fig4_one_vs_two:

@@ -1,5 +1,7 @@
-# 2 vs 2 accuracy and RSA for every layer and group of a network against a word model;
-# the permutation null in parallel shards; p-values (per layer, family-wise, group mean).
+# Every measure (2 vs 2, RSA, CKA, mutual kNN: `measures`) for every layer and group of a
+# network against a word model; the permutation null and the bootstrap over concepts in
+# parallel shards; p-values (per layer, family-wise, group mean), the null's band and
+# confidence intervals; paired comparisons (layers, control, word models, depth trend).
 
 
 rule two_vs_two:
@@ -12,7 +14,7 @@ rule two_vs_two:
         f"{R}/logs/two_vs_two/{{network}}/{{word_model}}.log",
     params:
         groups=GROUPS,
-        rsa_method=config["two_vs_two"]["rsa_method"],
+        measures=MEASURES,
     conda:
         "../../envs/statistics.yaml"
     benchmark:
@@ -30,10 +32,11 @@ rule permutations:
     log:
         f"{R}/logs/permutations/{{network}}/{{word_model}}/shard-{{shard}}.log",
     params:
+        kind="permutation",
         groups=GROUPS,
         seed=config["seed"],
-        permutations=config["permutations"],
-        rsa_method=config["two_vs_two"]["rsa_method"],
+        settings=config["permutations"],
+        measures=MEASURES,
     conda:
         "../../envs/statistics.yaml"
     threads: 1
@@ -45,10 +48,36 @@ rule permutations:
         "../scripts/permutations.py"
 
 
+rule bootstrap:
+    input:
+        groups=activation_files,
+        matrix=f"{R}/words/{{word_model}}/similarity.h5",
+    output:
+        f"{R}/two_vs_two/{{network}}/{{word_model}}/bootstrap/shard-{{shard}}-of-{N_BOOT_SHARDS}.h5",
+    log:
+        f"{R}/logs/bootstrap/{{network}}/{{word_model}}/shard-{{shard}}.log",
+    params:
+        kind="bootstrap",
+        groups=GROUPS,
+        seed=config["seed"],
+        settings=config["bootstrap"],
+        measures=MEASURES,
+    conda:
+        "../../envs/statistics.yaml"
+    threads: 1
+    resources:
+        gpu=int(uses_cuda(config["bootstrap"]["device"])),
+    benchmark:
+        f"{R}/benchmarks/bootstrap/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
+    script:
+        "../scripts/permutations.py"
+
+
 rule significance:
     input:
         scores=f"{R}/two_vs_two/{{network}}/{{word_model}}/scores.tsv",
         shards=shard_files,
+        bootstrap=bootstrap_files,
     output:
         report(
             f"{R}/two_vs_two/{{network}}/{{word_model}}/significance.tsv",
@@ -59,12 +88,37 @@ rule significance:
         f"{R}/logs/significance/{{network}}/{{word_model}}.log",
     params:
         alpha=config["figures"]["alpha"],
+        confidence=config["bootstrap"]["confidence"],
+        measures=MEASURES,
     conda:
         "../../envs/statistics.yaml"
     benchmark:
         f"{R}/benchmarks/significance/{{network}}/{{word_model}}.tsv"
     script:
         "../scripts/significance.py"
+
+
+rule comparisons:
+    input:
+        unpack(comparison_inputs),
+    output:
+        report(
+            f"{R}/two_vs_two/{{network}}/{{word_model}}/comparisons.tsv",
+            caption="../report/comparisons.rst",
+            category="Comparisons",
+        ),
+    log:
+        f"{R}/logs/comparisons/{{network}}/{{word_model}}.log",
+    params:
+        sources=comparison_sources,
+        confidence=config["bootstrap"]["confidence"],
+        measures=MEASURES,
+    conda:
+        "../../envs/statistics.yaml"
+    benchmark:
+        f"{R}/benchmarks/comparisons/{{network}}/{{word_model}}.tsv"
+    script:
+        "../scripts/comparisons.py"
 
 
 rule summary_two_vs_two:

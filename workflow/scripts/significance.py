@@ -1,6 +1,6 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
-from emergence.analysis import SIGNIFICANCE_COLUMNS, significance_rows
+from emergence.analysis import significance_columns, significance_rows
 from emergence.formats.nulls import read_nulls
 from emergence.io import read_tsv, write_tsv
 from emergence.runner import start
@@ -9,8 +9,10 @@ smk = snakemake  # noqa: F821
 log = start(smk)
 scores = read_tsv(smk.input.scores)
 nulls = read_nulls(list(smk.input.shards)) if smk.input.shards else {}
-rows = significance_rows(scores, nulls, smk.params.alpha)
-write_tsv(smk.output[0], rows, SIGNIFICANCE_COLUMNS)
+boots = read_nulls(list(smk.input.bootstrap)) if smk.input.bootstrap else {}
+rows = significance_rows(scores, nulls, smk.params.alpha, boots=boots,
+                         confidence=smk.params.confidence)
+write_tsv(smk.output[0], rows, significance_columns(smk.params.measures["names"]))
 for r in rows:
     if r["reason"]:
         log.warning("group %s, layer %s not tested (nan): %s", r["group"], r["layer"], r["reason"])

@@ -4,6 +4,7 @@ from emergence.concepts import (
     check_enough_concepts,
     kept_concepts,
     select_concepts,
+    word_gram_matrix,
     word_similarity_matrix,
     write_concepts,
 )
@@ -25,6 +26,7 @@ log.info("%s: %d of %d concepts kept", wm, len(kept), len(rows))
 check_enough_concepts(rows, wm, smk.input[f"coverage_{wm}"])
 wnids, vectors = read_word_vectors(smk.input.vectors)
 w_mat = word_similarity_matrix(wm, wnids, vectors, kept)
-write_word_matrix(smk.output.matrix, wm, smk.params.spec, kept, w_mat, vectors.shape[1])
+write_word_matrix(smk.output.matrix, wm, smk.params.spec, kept, w_mat, vectors.shape[1],
+                  word_gram_matrix(wnids, vectors, kept))
 write_concepts(smk.output.concepts, rows)
 assert kept_concepts(smk.output.concepts) == kept

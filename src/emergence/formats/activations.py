@@ -287,6 +287,7 @@ class GroupSimilarities:
     concepts: list[str] = field(default_factory=list)  # their words, when known
     # why no image has a predicted concept ("" when predictions map onto the concepts)
     no_prediction: str = ""
+    gram: NDArray[np.float64] | None = None  # (L, k, k) centred linear Gram, when asked for
 
 
 def _strings(ds: h5py.Dataset) -> list[str]:
@@ -294,6 +295,17 @@ def _strings(ds: h5py.Dataset) -> list[str]:
 
 
 _WNID = re.compile(r"n\d{8}")
+
+
+def _concept_moments(layer: h5py.Group, members: NDArray[np.intp]) -> PearsonAccumulator:
+    """The Pearson statistics of each concept's mean row (``members``: k x n image indices;
+    n = 1: the images themselves), exact in float64 (see :func:`averaged_correlation`)."""
+    k, n = members.shape
+    flat = members.reshape(-1)
+    gram = layer["gram"][()][np.ix_(flat, flat)].reshape(k, n, k, n).mean(axis=(1, 3))
+    sums = layer["sums"][()][flat].reshape(k, n).mean(axis=1)
+    shift = layer["shift"][()][flat].reshape(k, n).mean(axis=1)
+    return PearsonAccumulator.from_moments(sums, gram, shift, int(layer.attrs["n_features"]))
 
 
 def averaged_correlation(layer: h5py.Group, members: NDArray[np.intp]) -> NDArray[np.float64]:
@@ -306,13 +318,7 @@ def averaged_correlation(layer: h5py.Group, members: NDArray[np.intp]) -> NDArra
     the covariance and correlation then follow as for one image per concept
     (:meth:`~emergence.stats.similarity.PearsonAccumulator.correlation`), in float64.
     """
-    k, n = members.shape
-    flat = members.reshape(-1)
-    gram = layer["gram"][()][np.ix_(flat, flat)].reshape(k, n, k, n).mean(axis=(1, 3))
-    sums = layer["sums"][()][flat].reshape(k, n).mean(axis=1)
-    shift = layer["shift"][()][flat].reshape(k, n).mean(axis=1)
-    acc = PearsonAccumulator.from_moments(sums, gram, shift, int(layer.attrs["n_features"]))
-    return acc.correlation()
+    return _concept_moments(layer, members).correlation()
 
 
 def _predicted(f: h5py.File, rows: NDArray[np.intp], kept_wnids: Sequence[str],
@@ -348,7 +354,7 @@ def _predicted(f: h5py.File, rows: NDArray[np.intp], kept_wnids: Sequence[str],
 
 def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
                network: str, group: str, *, label_map: Mapping[str, str] | None = None,
-               ) -> GroupSimilarities:
+               gram: bool = False) -> GroupSimilarities:
     """Read one activations file and restrict it to ``kept_wnids`` (in that order).
 
     A concept with several images gets the statistics of their mean
@@ -357,6 +363,8 @@ def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
     its wnid, or its index when the network's classes are not ImageNet's), or else by the
     class's wnid being a concept id; ``no_prediction`` says why no image has a predicted
     concept (averaged rows, no predictions, or labels that cannot be concept ids).
+    ``gram=True`` also gives each layer's centred linear Gram matrix over the kept concepts
+    (:meth:`~emergence.stats.similarity.PearsonAccumulator.centred_gram`, for CKA).
     """
     with open_h5(path, "activations file") as f:
         wnids = _strings(f["images/wnid"])
@@ -381,6 +389,8 @@ def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
         else:
             sims = np.stack([f[f"layers/{name}/correlation"][()][np.ix_(rows, rows)]
                              for name in layers])
+        grams = (np.stack([_concept_moments(f[f"layers/{name}"], members).centred_gram()
+                           for name in layers]) if gram else None)
         modules = [str(f[f"layers/{name}"].attrs["module"]) for name in layers]
         n_features = [int(f[f"layers/{name}"].attrs["n_features"]) for name in layers]
         predicted, top1, why = _predicted(f, rows, kept_wnids, label_map, averaged)
@@ -389,16 +399,17 @@ def load_group(path: str | os.PathLike[str], kept_wnids: Sequence[str],
         model = str(f.attrs.get("model", ""))
     return GroupSimilarities(network, model, group, layers, modules, n_features, sims, predicted,
                              top1, [paths[r] for r in rows], list(kept_wnids),
-                             [words[r] for r in rows] if words else [], why)
+                             [words[r] for r in rows] if words else [], why, grams)
 
 
 def load_groups(paths: Sequence[str | os.PathLike[str]], groups: Sequence[str],
                 kept_wnids: Sequence[str], network: str, *,
-                label_map: Mapping[str, str] | None = None) -> list[GroupSimilarities]:
+                label_map: Mapping[str, str] | None = None,
+                gram: bool = False) -> list[GroupSimilarities]:
     """:func:`load_group` for each activations file and its group name, pairwise (a rule
     passes the files and the group names in the same order)."""
     if len(paths) != len(groups):
         raise ValueError(f"{len(paths)} activations files for {len(groups)} groups "
                          f"({', '.join(groups)})")
-    return [load_group(p, kept_wnids, network, g, label_map=label_map)
+    return [load_group(p, kept_wnids, network, g, label_map=label_map, gram=gram)
             for p, g in zip(paths, groups, strict=True)]

@@ -1,15 +1,18 @@
-"""The permutation-null shard: one HDF5 file per shard of permutations, writer and reader.
+"""Resampling shards: one HDF5 file per shard of permutations (the null) or of bootstrap
+samples, writer and reader.
 
-Layout of ``shard-<i>-of-<n>.h5`` (the ``permutations`` rule)::
+Layout of ``null/shard-<i>-of-<n>.h5`` (the ``permutations`` rule) and
+``bootstrap/shard-<i>-of-<n>.h5`` (the ``bootstrap`` rule)::
 
-    attrs   what, network, model, word_model, seed, start, stop, batch_size,
-            rsa_method, layer_names, k
-    groups/<group>/two_vs_two   (stop - start, L) float64   2 vs 2 accuracy per permutation
-    groups/<group>/rsa          (stop - start, L) float64   RSA per permutation
-    groups/<group>/index        (stop - start,)   int64     the permutation indices
+    attrs   what, kind (permutation | bootstrap), network, model, word_model, seed, start,
+            stop, batch_size, rsa_method, measures, layer_names, k, concepts
+            (+ mutual_knn_k when mutual_knn is a measure)
+    groups/<group>/<measure>    (stop - start, L) float64   the measure per sample
+    groups/<group>/index        (stop - start,)   int64     the sample indices
 
-A layer that cannot be scored has a NaN column. :func:`read_nulls` concatenates the
-shards of one network x word model in permutation order (the ``significance`` rule).
+``<measure>`` is each of ``measures`` (:data:`emergence.stats.measures.MEASURES`). A layer
+that cannot be scored has a NaN column. :func:`read_nulls` concatenates the shards of one
+network x word model in sample order (the ``significance`` and ``comparisons`` rules).
 """
 
 from __future__ import annotations
@@ -24,32 +27,41 @@ from emergence.io import atomic_h5, open_h5
 
 __all__ = ["WHAT", "read_nulls", "write_null_shard"]
 
-WHAT = "permutation null of 2 vs 2 accuracy and RSA (image space shuffled)"
+WHAT = {"permutation": "permutation null of the measures (image space shuffled)",
+        "bootstrap": "bootstrap distribution of the measures (concepts resampled with "
+                     "replacement; a copy of a concept counts as the concept itself)"}
 
 
 def write_null_shard(path: str | os.PathLike[str], *, network: str, model: str,
                      word_model: str, seed: int, start: int, stop: int, batch_size: int,
                      rsa_method: str, layer_names: Sequence[str], k: int,
-                     nulls: Iterable[tuple[str, Mapping[str, NDArray[np.generic]]]]) -> None:
-    """Write permutations ``start .. stop-1``: ``nulls`` yields ``(group, null)`` with
-    ``null`` as :func:`emergence.stats.permutation.permutation_null` returns it. It is
-    consumed while the file is open (one group's null in memory at a time); the file
-    appears at ``path`` only when complete."""
-    attrs = {"what": WHAT, "network": network, "model": model, "word_model": word_model,
-             "seed": seed, "start": start, "stop": stop, "batch_size": batch_size,
-             "rsa_method": rsa_method, "layer_names": layer_names, "k": k}
+                     nulls: Iterable[tuple[str, Mapping[str, NDArray[np.generic]]]],
+                     measures: Sequence[str] = ("two_vs_two", "rsa"),
+                     kind: str = "permutation", concepts: Sequence[str] = (),
+                     knn_k: int | None = None) -> None:
+    """Write samples ``start .. stop-1``: ``nulls`` yields ``(group, values)`` with
+    ``values`` as :func:`emergence.stats.permutation.permutation_null` (or
+    :func:`emergence.stats.bootstrap.bootstrap_distribution`) returns it. It is consumed
+    while the file is open (one group's values in memory at a time); the file appears at
+    ``path`` only when complete."""
+    attrs = {"what": WHAT[kind], "kind": kind, "network": network, "model": model,
+             "word_model": word_model, "seed": seed, "start": start, "stop": stop,
+             "batch_size": batch_size, "rsa_method": rsa_method, "measures": list(measures),
+             "layer_names": layer_names, "k": k, "concepts": list(concepts)}
+    if knn_k is not None and "mutual_knn" in measures:
+        attrs["mutual_knn_k"] = knn_k
     with atomic_h5(path, attrs) as f:
         for group, null in nulls:
             grp = f.create_group(f"groups/{group}")
-            grp.create_dataset("two_vs_two", data=null["two_vs_two"])
-            grp.create_dataset("rsa", data=null["rsa"])
+            for m in measures:
+                grp.create_dataset(m, data=null[m])
             grp.create_dataset("index", data=null["index"])
 
 
 def read_nulls(
     paths: Sequence[str | os.PathLike[str]],
 ) -> dict[str, dict[str, NDArray[np.float64]]]:
-    """Concatenate shard files in permutation order: group -> {"two_vs_two", "rsa"} (n x L)."""
+    """Concatenate shard files in sample order: group -> {measure: (n, L)}."""
     parts: dict[str, dict[str, list[NDArray[np.float64]]]] = {}
     starts: list[tuple[int, str | os.PathLike[str]]] = []
     for p in paths:
@@ -62,7 +74,8 @@ def read_nulls(
                 raise ValueError(f"{p}: shard starts at permutation {start}, expected {expected}")
             expected = int(f.attrs["stop"])
             for name, grp in f["groups"].items():
-                d = parts.setdefault(name, {"two_vs_two": [], "rsa": []})
-                d["two_vs_two"].append(grp["two_vs_two"][()])
-                d["rsa"].append(grp["rsa"][()])
+                d = parts.setdefault(name, {})
+                for m, ds in grp.items():
+                    if m != "index":
+                        d.setdefault(m, []).append(ds[()])
     return {g: {k: np.concatenate(v) for k, v in d.items()} for g, d in parts.items()}

@@ -111,6 +111,28 @@ class PearsonAccumulator:
         """Pearson correlation between rows; constant rows give NaN off the diagonal."""
         return correlation_from_moments(self.covariance())
 
+    def centred_gram(self) -> NDArray[np.float64]:
+        """``X_c X_cᵀ``: the Gram matrix of the rows ``x_i`` centred over the rows (each
+        feature's mean over the rows subtracted), the linear kernel of CKA.
+
+        From the shifted statistics (``y_i = x_i - shift_i``, ``G = Y Yᵀ``, ``s = Y 1``):
+        with ``H`` the centring over rows, ``H X = H Y + (H shift) 1ᵀ``, so
+        ``X_c X_cᵀ = H G H + u (H s)ᵀ + (H s) uᵀ + F u uᵀ`` where ``u = H shift``; every
+        term is of centred quantities (no large-mean cancellation). Exactly symmetric.
+        """
+        if self.n_features == 0:
+            raise ValueError("PearsonAccumulator has seen no features")
+        g = self.gram
+        col = g.mean(axis=0)
+        hgh = g - col[None, :] - col[:, None] + col.mean()
+        shift = self.shift if self.shift is not None else np.zeros(self.n_rows)
+        u = shift - shift.mean()
+        hs = self.sums - self.sums.mean()
+        out = hgh + np.outer(u, hs) + np.outer(hs, u) + float(self.n_features) * np.outer(u, u)
+        upper = np.triu_indices_from(out, k=1)
+        out.T[upper] = out[upper]
+        return out
+
 
 def correlation_from_moments(cov: NDArray[np.float64]) -> NDArray[np.float64]:
     """Turn a covariance matrix into a correlation matrix with an exact unit diagonal."""
