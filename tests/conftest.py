@@ -64,7 +64,9 @@ def small_config(tmp: Path) -> dict:
         # Each word model keeps the concepts it covers (the paper's intersection rule is
         # exercised by tests/test_paper.py), so adding a word model leaves the others alone.
         "concepts": {"intersect_word_models": False},
-        "extraction": {"batch_size": 8, "device": "cpu"},
+        # raw activations kept (every layer at 64 px): tests/test_measures.py scores them
+        # with the literal measures
+        "extraction": {"batch_size": 8, "device": "cpu", "keep_raw_max_features": 40000},
         "permutations": {"n": 40, "shards": 3, "batch_size": 8},
         "measures": {"names": ["two_vs_two", "rsa", "cka", "cka_debiased", "mutual_knn"],
                      "mutual_knn_k": 3},

@@ -63,6 +63,30 @@ def test_average_equals_corrcoef_of_mean_activations(files: dict[str, Path]) -> 
             assert (np.diag(g.similarity[j]) == 1.0).all()
 
 
+def test_centred_gram_equals_the_gram_of_centred_activations(files: dict[str, Path]) -> None:
+    """CKA's image side: load_group(gram=True) gives X_c X_cᵀ of the (mean) activations of
+    the kept concepts, centred over them, from the stored statistics alone."""
+    from emergence.stats.cka import linear_gram
+
+    kept = ["c3", "c0", "c4", "c1"]
+    g = load_group(files["averaged"], kept, "net", "1", gram=True)
+    assert load_group(files["averaged"], kept, "net", "1").gram is None
+    assert g.gram is not None and g.gram.shape == g.similarity.shape
+    with h5py.File(files["averaged"]) as f:
+        ids = f["images/wnid"].asstr()[()].tolist()
+        for j, name in enumerate(g.layers):
+            raw = f[f"layers/{name}/activations"][()].astype(np.float64)
+            means = np.stack([raw[[i for i, w in enumerate(ids) if w == c]].mean(axis=0)
+                              for c in kept])
+            expected = linear_gram(means)
+            scale = np.abs(expected).max()
+            np.testing.assert_allclose(g.gram[j], expected, rtol=0, atol=1e-11 * scale,
+                                       err_msg=name)
+            assert (g.gram[j] == g.gram[j].T).all()
+            single = load_group(files["averaged"], kept, "net", "1", gram=True)
+            assert (single.gram[j] == g.gram[j]).all()  # bit-identical on every read
+
+
 def test_single_image_reads_the_stored_correlation(files: dict[str, Path]) -> None:
     with h5py.File(files["single"]) as f:
         wnids = f["images/wnid"].asstr()[()].tolist()

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from emergence.io import atomic_h5, open_h5
 
-__all__ = ["WHAT", "read_nulls", "write_null_shard"]
+__all__ = ["WHAT", "read_nulls", "shard_concepts", "write_null_shard"]
 
 WHAT = {"permutation": "permutation null of the measures (image space shuffled)",
         "bootstrap": "bootstrap distribution of the measures (concepts resampled with "
@@ -79,3 +79,16 @@ def read_nulls(
                     if m != "index":
                         d.setdefault(m, []).append(ds[()])
     return {g: {k: np.concatenate(v) for k, v in d.items()} for g, d in parts.items()}
+
+
+def shard_concepts(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The concepts (matrix order) the shards were drawn over; one line if they differ."""
+    found: list[str] | None = None
+    for p in paths:
+        with open_h5(p, "resampling shard") as f:
+            concepts = [str(c) for c in f.attrs.get("concepts", [])]
+        if found is not None and concepts != found:
+            raise ValueError(f"{p}: drawn over other concepts than the other shards; "
+                             "delete the shards so that they are drawn again")
+        found = concepts
+    return found or []
