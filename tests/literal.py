@@ -177,3 +177,69 @@ def rsa_kendall(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
     pairs = list(itertools.combinations(range(k), 2))
     return kendall_tau_a([float(w_mat[a, b]) for a, b in pairs],
                          [float(i_mat[a, b]) for a, b in pairs])
+
+
+# ---- comparisons (helper C)
+
+
+def percentile_interval(samples: list[float], confidence: float) -> tuple[float, float]:
+    """Percentile interval of the finite samples: sort them, then for q = (1-c)/2 and
+    (1+c)/2 interpolate linearly between the order statistics around position (n-1) q."""
+    xs = sorted(s for s in samples if math.isfinite(s))
+    if not xs:
+        return math.nan, math.nan
+    ends = []
+    for q in ((1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0):
+        h = (len(xs) - 1) * q
+        lo = math.floor(h)
+        hi = min(lo + 1, len(xs) - 1)
+        ends.append(xs[lo] + (h - lo) * (xs[hi] - xs[lo]))
+    return ends[0], ends[1]
+
+
+def bootstrap_p(samples: list[float]) -> float:
+    """Two-sided p of "0": count the finite samples <= 0 and >= 0 one at a time,
+    min(1, 2 min(1 + below, 1 + above) / (1 + B))."""
+    below = above = n = 0
+    for s in samples:
+        if not math.isfinite(s):
+            continue
+        n += 1
+        if s <= 0:
+            below += 1
+        if s >= 0:
+            above += 1
+    if n == 0:
+        return math.nan
+    return min(1.0, 2.0 * min(1 + below, 1 + above) / (1 + n))
+
+
+def average_ranks(values: list[float]) -> list[float]:
+    """Ranks 1..n; a run of tied values in sorted order shares the mean of its positions."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for pos in range(start, end + 1):
+            ranks[order[pos]] = (start + end) / 2.0 + 1.0
+        start = end + 1
+    return ranks
+
+
+def spearman(u: list[float], v: list[float]) -> float:
+    """Spearman's rho: Pearson's r of the average ranks, summed term by term; NaN when
+    fewer than 3 values, any is not finite, or either side is constant."""
+    n = len(u)
+    if n < 3 or not all(math.isfinite(x) for x in [*u, *v]):
+        return math.nan
+    ru, rv = average_ranks(u), average_ranks(v)
+    mu, mv = sum(ru) / n, sum(rv) / n
+    num = sum((a - mu) * (b - mv) for a, b in zip(ru, rv, strict=True))
+    su = sum((a - mu) ** 2 for a in ru)
+    sv = sum((b - mv) ** 2 for b in rv)
+    if su == 0 or sv == 0:
+        return math.nan
+    return num / math.sqrt(su * sv)

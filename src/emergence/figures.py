@@ -1,8 +1,10 @@
-"""The paper's figures, drawn from the significance and 1 vs 2 tables.
+"""The paper's figures, drawn from the significance, 1 vs 2 and comparisons tables.
 
 * Fig. 1: 2 vs 2 accuracy per layer of one network, one line per word model.
 * Figs. 2-3: 2 vs 2 accuracy per layer of one network for the primary word model,
   with p < alpha markers and the untrained control beside it.
+* Fig. 3 (control difference): trained minus untrained control per layer, one panel per
+  measure, with bootstrap confidence intervals (``comparisons.tsv``, mean over groups).
 * Fig. 4: 1 vs 2 accuracy per layer, significant layers marked.
 * Overview: every network on a relative-depth axis (the README's main figure).
 
@@ -11,6 +13,15 @@ mean over groups: permutation p < alpha). Hollow: not significant. The 1 vs 2 ta
 such column, so Fig. 4 decides with :func:`emergence.stats.permutation.significant`, the
 rule the significance table uses. Layers that could not be scored (NaN, with a ``reason``
 in the tables) have no point: the line breaks there.
+
+Bands (Figs. 1, 2 and the overview): the shaded band in a line's colour is the bootstrap
+confidence interval of the mean over groups (``ci_low`` .. ``ci_high``, at the table's
+``confidence``); the hatched grey band is the permutation null's central 95 %
+(``null_low`` .. ``null_high``): chance for a finite k is not exactly 0.5. A band is drawn
+only where the table has those columns and they are finite (tables written before them
+plot without).
+In the control-difference figure, filled markers are bootstrap p < alpha (two-sided, of
+"difference = 0"; :mod:`emergence.comparisons`).
 
 One function per figure; each figure rule has its own script that calls it.
 """
@@ -29,7 +40,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from emergence.stats.permutation import significant  # noqa: E402
 
-__all__ = ["plot_network", "plot_one_vs_two", "plot_overview", "plot_word_models"]
+__all__ = ["plot_control_difference", "plot_network", "plot_one_vs_two", "plot_overview",
+           "plot_word_models"]
 
 Rows = Sequence[Mapping[str, str]]
 
@@ -59,8 +71,52 @@ def _markers(xs: Sequence[float], ys: Sequence[float], sig: Sequence[bool],
     return [a for a, _ in kept], [b for _, b in kept]
 
 
+def _column(rows: Sequence[Mapping[str, str]], name: str) -> list[float] | None:
+    """A float column of ``rows``; None when absent (older tables) or nowhere finite."""
+    if not rows or name not in rows[0]:
+        return None
+    values = []
+    for r in rows:
+        try:
+            values.append(float(r[name]))
+        except (TypeError, ValueError):
+            values.append(math.nan)
+    return values if any(math.isfinite(v) for v in values) else None
+
+
+def _band(ax: plt.Axes, xs: Sequence[float], rows: Sequence[Mapping[str, str]], low: str,
+          high: str, **style: object) -> bool:
+    """Shade ``low`` .. ``high`` where both are finite; False when there is nothing to shade."""
+    lo, hi = _column(rows, low), _column(rows, high)
+    if lo is None or hi is None:
+        return False
+    where = [math.isfinite(a) and math.isfinite(b) for a, b in zip(lo, hi, strict=True)]
+    if not any(where):
+        return False
+    ax.fill_between(list(xs), [a if ok else 0.0 for a, ok in zip(lo, where, strict=True)],
+                    [b if ok else 0.0 for b, ok in zip(hi, where, strict=True)], where=where,
+                    lw=0, **style)  # type: ignore[arg-type]
+    return True
+
+
+def _null_band(ax: plt.Axes, rows: Rows, x: Sequence[float] | None = None,
+               label: bool = True) -> bool:
+    """The permutation null's central 95 % of the mean over groups, hatched grey."""
+    mean = _mean_rows(rows)
+    xs = list(x) if x is not None else list(range(len(mean)))
+    return _band(ax, xs, mean, "null_low", "null_high", facecolor="none", edgecolor="0.6",
+                 hatch="////", label="null 95 %" if label else None)
+
+
+def _confidence(rows: Rows) -> str:
+    """"95 %" from the table's ``confidence`` column (95 % when absent)."""
+    c = _column(list(rows)[:1], "confidence")
+    return f"{100 * c[0]:g} %" if c else "95 %"
+
+
 def _line(ax: plt.Axes, rows: Rows, label: str, x: Sequence[float] | None = None,
-          **style: object) -> None:
+          **style: object) -> bool:
+    """The mean-over-groups line with significance markers and its CI band (True if drawn)."""
     mean = _mean_rows(rows)
     xs = list(x) if x is not None else list(range(len(mean)))
     ys = [float(r["two_vs_two"]) for r in mean]
@@ -69,6 +125,13 @@ def _line(ax: plt.Axes, rows: Rows, label: str, x: Sequence[float] | None = None
     ax.scatter(*_markers(xs, ys, sig, True), color=line.get_color(), zorder=3, s=22)
     ax.scatter(*_markers(xs, ys, sig, False), facecolors="white",
                edgecolors=line.get_color(), zorder=3, s=22)
+    return _band(ax, xs, mean, "ci_low", "ci_high", color=line.get_color(), alpha=0.18)
+
+
+def _bands_note(ci: bool, null: bool, rows: Rows) -> str:
+    parts = ([f"shaded: {_confidence(rows)} bootstrap CI"] if ci else []) + \
+        (["hatched: null 95 %"] if null else [])
+    return ("; " + ", ".join(parts)) if parts else ""
 
 
 def _layer_axis(ax: plt.Axes, rows: Rows) -> None:
@@ -83,24 +146,32 @@ def _layer_axis(ax: plt.Axes, rows: Rows) -> None:
 
 def plot_word_models(tables: Mapping[str, Rows], labels: Mapping[str, str], network: str,
                      paths: Sequence[str | os.PathLike[str]]) -> None:
-    """Fig. 1: one network, one line per word model."""
+    """Fig. 1: one network, one line per word model, CI and null bands where available."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    ci = null = False
     for wm, rows in tables.items():
-        _line(ax, rows, labels.get(wm, wm), marker=None)
-    _layer_axis(ax, next(iter(tables.values())))
-    k = next(iter(tables.values()))[0]["k"]
-    ax.set_title(f"2 vs 2 accuracy per layer of {network} (k = {k} concepts)")
+        null = _null_band(ax, rows, label=not null) or null
+        ci = _line(ax, rows, labels.get(wm, wm), marker=None) or ci
+    first = next(iter(tables.values()))
+    _layer_axis(ax, first)
+    k = first[0]["k"]
+    note = _bands_note(ci, null, first)
+    ax.set_title(f"2 vs 2 accuracy per layer of {network} (k = {k} concepts){note}",
+                 **({"fontsize": 9} if note else {}))
     ax.legend(fontsize=8, loc="lower right")
     _save(fig, paths)
 
 
 def plot_network(rows: Rows, label: str, control: Rows | None, control_label: str,
                  word_model: str, alpha: float, paths: Sequence[str | os.PathLike[str]]) -> None:
-    """Figs. 2-3: one network, primary word model, control beside, p < alpha filled."""
+    """Figs. 2-3: one network, primary word model, control beside, p < alpha filled; CI and
+    null bands where the tables have them."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    _line(ax, rows, label, color="C0")
+    null = _null_band(ax, rows)
+    ci = _line(ax, rows, label, color="C0")
     if control is not None:
-        _line(ax, control, control_label, color="0.45", ls="--")
+        null = _null_band(ax, control, label=not null) or null
+        ci = _line(ax, control, control_label, color="0.45", ls="--") or ci
     groups = sorted({r["group"] for r in rows} - {"mean"})
     for g in groups:
         sub = sorted((r for r in rows if r["group"] == g), key=lambda r: int(r["layer_index"]))
@@ -109,7 +180,7 @@ def plot_network(rows: Rows, label: str, control: Rows | None, control_label: st
     _layer_axis(ax, rows)
     n = rows[0]["n_permutations"]
     ax.set_title(f"{label} vs {word_model}: filled = p < {alpha:g} ({n} permutations); "
-                 f"thin = single groups", fontsize=9)
+                 f"thin = single groups{_bands_note(ci, null, rows)}", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     _save(fig, paths)
 
@@ -142,20 +213,95 @@ def plot_one_vs_two(rows: Rows, label: str, word_model: str, alpha: float,
 def plot_overview(tables: Mapping[str, Rows], labels: Mapping[str, str],
                   controls: Sequence[str], word_model: str, alpha: float,
                   paths: Sequence[str | os.PathLike[str]]) -> None:
-    """All networks on a relative-depth axis (0 = pixels, 1 = last layer)."""
+    """All networks on a relative-depth axis (0 = pixels, 1 = last layer), with each
+    network's CI band and the null bands where the tables have them."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    ci = null = False
     for i, (net, rows) in enumerate(tables.items()):
         mean = _mean_rows(rows)
         depth = [j / max(len(mean) - 1, 1) for j in range(len(mean))]
         style: dict[str, object] = (
             {"color": "0.45", "ls": "--"} if net in controls else {"color": f"C{i}"})
-        _line(ax, rows, labels.get(net, net), x=depth, **style)
+        null = _null_band(ax, rows, x=depth, label=not null) or null
+        ci = _line(ax, rows, labels.get(net, net), x=depth, **style) or ci
     ax.axhline(0.5, color="0.6", lw=0.8, ls=":", label="chance")
     ax.set_xlabel("relative depth (0 = pixels, 1 = logits)")
     ax.set_ylabel("2 vs 2 accuracy (mean over groups)")
     ax.set_ylim(0.3, 1.0)
     ax.grid(alpha=0.3)
-    ax.set_title(f"Semantics emerge with depth: 2 vs 2 vs {word_model}; filled = p < {alpha:g}",
-                 fontsize=9)
+    first = next(iter(tables.values()), [])
+    ax.set_title(f"Semantics emerge with depth: 2 vs 2 vs {word_model}; filled = p < {alpha:g}"
+                 f"{_bands_note(ci, null, first)}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
+    _save(fig, paths)
+
+
+def _comparison_panel(ax: plt.Axes, rows: Sequence[Mapping[str, str]], measure: str,
+                      labels: Mapping[str, str], alpha: float) -> None:
+    """One measure of the control-difference figure: one series per control."""
+    controls = list(dict.fromkeys(r["b"] for r in rows))
+    drawn = False
+    for c, b in enumerate(controls):
+        sub = sorted((r for r in rows if r["b"] == b), key=lambda r: int(r["layer_index"]))
+        xs = [int(r["layer_index"]) for r in sub]
+        est, lo, hi = (_column(sub, col) or [math.nan] * len(sub)
+                       for col in ("estimate", "ci_low", "ci_high"))
+        if not any(math.isfinite(v) for v in est):
+            continue
+        drawn = True
+        color = f"C{c}"
+        ok = [math.isfinite(e) and math.isfinite(a) and math.isfinite(z)
+              for e, a, z in zip(est, lo, hi, strict=True)]
+        ax.errorbar([x for x, o in zip(xs, ok, strict=True) if o],
+                    [e for e, o in zip(est, ok, strict=True) if o],
+                    yerr=[[e - a for e, a, o in zip(est, lo, ok, strict=True) if o],
+                          [z - e for e, z, o in zip(est, hi, ok, strict=True) if o]],
+                    fmt="none", ecolor=color, elinewidth=1.0, capsize=2.5)
+        ax.plot(xs, est, color=color, lw=1.0,
+                label=f"{labels.get(sub[0]['a'], sub[0]['a'])} - {labels.get(b, b)}")
+        p = _column(sub, "p_value") or [math.nan] * len(sub)
+        sig = [significant(v, alpha) for v in p]
+        ax.scatter(*_markers(xs, est, sig, True), color=color, zorder=3, s=22)
+        ax.scatter(*_markers(xs, est, sig, False), facecolors="white", edgecolors=color,
+                   zorder=3, s=22)
+    if not drawn:
+        why = next((r["reason"] for r in rows if r.get("reason")), "no rows")
+        ax.text(0.5, 0.5, f"not compared: {why}", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8, wrap=True)
+    ax.axhline(0.0, color="0.4", lw=0.8)
+    ax.set_ylabel(f"{measure}\ntrained - control", fontsize=8)
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=7, loc="best")
+
+
+def plot_control_difference(rows: Rows, labels: Mapping[str, str],
+                            paths: Sequence[str | os.PathLike[str]], alpha: float = 0.05) -> None:
+    """Trained minus untrained control per layer with bootstrap CIs, one panel per measure.
+
+    ``rows``: ``comparisons.tsv`` of one network x word model (read_tsv strings or the
+    dicts of :func:`emergence.comparisons.comparison_rows`); the rows with ``comparison ==
+    layer_vs_control`` and ``group == mean`` are drawn. ``labels``: display names of the
+    network, its controls and the word model (ids not in it are shown as they are).
+    Filled markers: bootstrap p < alpha. A measure without a comparable layer says why.
+    """
+    sel = [r for r in rows if r["comparison"] == "layer_vs_control" and r["group"] == "mean"]
+    measures = list(dict.fromkeys(r["measure"] for r in sel)) or [""]
+    fig, axes = plt.subplots(len(measures), 1, figsize=(7.5, 1.2 + 2.2 * len(measures)),
+                             sharex=True, squeeze=False)
+    for ax, m in zip(axes[:, 0], measures, strict=True):
+        _comparison_panel(ax, [r for r in sel if r["measure"] == m], m, labels, alpha)
+    first = sorted((r for r in sel if r["measure"] == measures[0]),
+                   key=lambda r: int(r["layer_index"]))
+    bottom = axes[-1, 0]
+    bottom.set_xticks([int(r["layer_index"]) for r in first])
+    bottom.set_xticklabels([r["layer"] for r in first], rotation=60 if len(first) > 8 else 0,
+                           ha="right", fontsize=8)
+    net = rows[0]["network"] if rows else ""
+    wm = rows[0]["word_model"] if rows else ""
+    conf = _column(sel[:1], "confidence")
+    level = f"{100 * conf[0]:g} %" if conf else "95 %"
+    axes[0, 0].set_title(
+        f"{labels.get(net, net)} minus its untrained control vs {labels.get(wm, wm)} (mean over "
+        f"groups): bars = {level} bootstrap CI, filled = bootstrap p < {alpha:g}", fontsize=9)
     _save(fig, paths)
