@@ -55,9 +55,8 @@ rule fig3_control:
     log:
         f"{R}/logs/figures/fig3_{{network}}.log",
     params:
-        word_model=PRIMARY_WM,
-        control=lambda wc: STUDY.controls_of(wc.network),
         labels=lambda wc: labels(wc.network, *STUDY.controls_of(wc.network), PRIMARY_WM),
+        alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"
     benchmark:
