@@ -119,6 +119,54 @@ def bench_permutations(rows: list[dict]) -> None:
                  "measured": f"{rate:,.0f} / s", "holds": rate >= 2000})
 
 
+def bench_measures(rows: list[dict]) -> None:
+    """Per-evaluation time of each measure's permutation null at k = 166, one thread, beside
+    the 2 vs 2's, in one subprocess (the ratios compare things measured side by side)."""
+    code = (
+        "import json, time, numpy as np, torch, emergence\n"
+        "from bench.bench import planted, K\n"
+        "from emergence.stats.cka import linear_gram\n"
+        "from emergence.stats.permutation import permutation_null, permutations\n"
+        "torch.set_num_threads(1)\n"
+        "x, y = planted(K, 3)\n"
+        "w, i = emergence.similarity_matrix(x), emergence.similarity_matrix(y)\n"
+        "kw, ki = linear_gram(x), linear_gram(y)\n"
+        "runs = {'two_vs_two': ('two_vs_two', 'pearson'), 'rsa pearson': ('rsa', 'pearson'),\n"
+        "        'rsa kendall': ('rsa', 'kendall'), 'cka': ('cka', 'pearson'),\n"
+        "        'cka_debiased': ('cka_debiased', 'pearson'),\n"
+        "        'mutual_knn': ('mutual_knn', 'pearson')}\n"
+        "n, layers, out = 256, 4, {}\n"
+        "def run(m, method, stop):\n"
+        "    permutation_null(w, [i] * layers, seed=0, start=0, stop=stop, measures=(m,),\n"
+        "                     rsa_method=method, word_gram=kw, image_grams=[ki] * layers)\n"
+        "for name, (m, method) in runs.items():\n"
+        "    run(m, method, 8)  # JIT warm-up\n"
+        "for rep in range(3):  # interleaved, best of 3: the machine drifts\n"
+        "    for name, (m, method) in runs.items():\n"
+        "        t = time.perf_counter()\n"
+        "        run(m, method, n)\n"
+        "        dt = (time.perf_counter() - t) / (n * layers)\n"
+        "        out[name] = min(out.get(name, dt), dt)\n"
+        "t = time.perf_counter()\n"
+        "permutations(0, 0, n, K)\n"
+        "out['drawing the permutations'] = (time.perf_counter() - t) / (n * layers)\n"
+        "print(json.dumps(out))\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=single_thread_env(),
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the measures benchmark failed:\n{proc.stderr[-4000:]}")
+    import json
+
+    times = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = times["two_vs_two"]
+    parts = [f"{name} {t * 1e3:.3f} ms ({t / base:.2f}x)" for name, t in times.items()]
+    slowest = max(t for name, t in times.items() if name != "two_vs_two")
+    rows.append({"check": f"permutation null per evaluation, k={K}, one thread, by measure "
+                          "(4 layers x 256 permutations each)",
+                 "target": "each new measure's null <= 2x the 2 vs 2's per evaluation",
+                 "measured": "; ".join(parts), "holds": slowest <= 2 * base})
+
+
 def bench_full_analysis(rows: list[dict], cores: int) -> None:
     """77 layers x 5 groups x 4 word models x 1000 permutations on random matrices.
 
@@ -266,6 +314,7 @@ def main() -> None:
     cores = min(os.cpu_count() or 1, 2)
     rows: list[dict] = []
     checks = [lambda: bench_two_vs_two(rows), lambda: bench_permutations(rows),
+              lambda: bench_measures(rows),
               lambda: bench_full_analysis(rows, cores),
               lambda: bench_scale(rows),
               lambda: bench_memory(rows),

@@ -243,3 +243,62 @@ def spearman(u: list[float], v: list[float]) -> float:
     if su == 0 or sv == 0:
         return math.nan
     return num / math.sqrt(su * sv)
+
+
+# ---- permutation nulls of the new measures (helper B)
+# One null entry = the literal measure of the fixed word side against the explicitly
+# permuted image side (permuted() above: concept c takes the place of perm[c]), one
+# permutation at a time, from matrices (similarities or centred Gram matrices).
+
+
+def cka_from_grams(k_mat: np.ndarray, l_mat: np.ndarray) -> float:
+    """Kornblith et al. (2019) from Gram matrices: HSIC(K, L) = tr(K H L H) / (n - 1)²."""
+    n = k_mat.shape[0]
+    h = centring_matrix(n)
+
+    def hsic(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.trace(a @ h @ b @ h)) / (n - 1) ** 2
+
+    return hsic(k_mat, l_mat) / math.sqrt(hsic(k_mat, k_mat) * hsic(l_mat, l_mat))
+
+
+def cka_debiased_from_grams(k_mat: np.ndarray, l_mat: np.ndarray) -> float:
+    """Debiased CKA from centred Gram matrices: the unbiased HSIC (hsic_unbiased above)."""
+    return hsic_unbiased(k_mat, l_mat) / math.sqrt(
+        hsic_unbiased(k_mat, k_mat) * hsic_unbiased(l_mat, l_mat))
+
+
+def shared_neighbours(s_x: np.ndarray, s_y: np.ndarray, k: int) -> list[int]:
+    """Per concept, how many of its k nearest other concepts (highest similarity, ties to
+    the lower index) the two similarity matrices share."""
+    n = s_x.shape[0]
+    shared = []
+    for i in range(n):
+        near_x = sorted((j for j in range(n) if j != i), key=lambda j: (-s_x[i, j], j))[:k]
+        near_y = sorted((j for j in range(n) if j != i), key=lambda j: (-s_y[i, j], j))[:k]
+        shared.append(len(set(near_x) & set(near_y)))
+    return shared
+
+
+def mutual_knn_from_similarity(s_x: np.ndarray, s_y: np.ndarray, k: int) -> float:
+    """Mutual kNN alignment of two similarity matrices: the mean shared fraction."""
+    shared = shared_neighbours(s_x, s_y, k)
+    return sum(c / k for c in shared) / len(shared)
+
+
+def null_entry(measure: str, w_mat: np.ndarray, i_mat: np.ndarray, perm: np.ndarray,
+               knn_k: int = 10) -> float:
+    """The literal measure of W (or Kw) against the permuted I (or Ki): one null entry.
+    measure: 'rsa' (Pearson), 'rsa_kendall', 'cka', 'cka_debiased' or 'mutual_knn'."""
+    p = permuted(i_mat, perm)
+    if measure == "rsa":
+        return rsa(w_mat, p)
+    if measure == "rsa_kendall":
+        return rsa_kendall(w_mat, p)
+    if measure == "cka":
+        return cka_from_grams(w_mat, p)
+    if measure == "cka_debiased":
+        return cka_debiased_from_grams(w_mat, p)
+    if measure == "mutual_knn":
+        return mutual_knn_from_similarity(w_mat, p, knn_k)
+    raise ValueError(measure)

@@ -14,16 +14,26 @@ kernels are the concept x concept Gram matrices of the column-centred features,
 
 Both work from the Gram matrices alone (:func:`cka_from_gram`), which is what the
 activations file already holds exactly for every layer.
+
+Permutation null (:class:`CkaNull`): with ``L_p = L[p][:, p]`` (still a centred Gram
+matrix: the centring commutes with permutations) the denominators do not change, nor do
+``1ᵀL̃1`` and the multiset of ``L̃``'s row sums; per permutation only
+``tr(K L_p) = 2 sum_{i<j} K[i, j] L[p_i, p_j] + sum_i K[i, i] L[p_i, p_i]`` (a permuted
+upper-triangle dot product, the RSA null's kernel) and ``1ᵀK̃L̃_p1 = sum_j (1ᵀK̃)_j
+(L̃1)_{p_j}`` are computed: O(k²) per permutation, equal to :func:`cka_from_gram` of the
+permuted matrix up to float64 rounding (~1e-13).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["cka", "cka_from_gram", "linear_gram"]
+__all__ = ["CkaNull", "cka", "cka_from_gram", "linear_gram", "permuted_upper_dot"]
 
 
 def linear_gram(x: ArrayLike) -> NDArray[np.float64]:
@@ -82,3 +92,82 @@ def cka(x: ArrayLike, y: ArrayLike, debiased: bool = False) -> float:
         raise ValueError(f"x and y must have the same number of rows (concepts), got "
                          f"{gx.shape[0]} and {gy.shape[0]}")
     return cka_from_gram(gx, gy, debiased)
+
+
+def permuted_upper_dot(w: NDArray[np.float64], m: NDArray[np.float64], perms: NDArray[np.int64],
+                       dev: torch.device) -> NDArray[np.float64]:
+    """``sum_{i<j} w[i, j] m[p_i, p_j]`` per permutation ``p`` (``w`` zero on and below the
+    diagonal): numba on the CPU, float64 torch on CUDA; the same bits at any thread count."""
+    if dev.type == "cpu":
+        from emergence.stats import _kernels
+
+        return _kernels.permuted_upper_dot(w, m, perms)
+    p = torch.from_numpy(perms).to(dev)
+    mt = torch.as_tensor(m, device=dev)[p[:, :, None], p[:, None, :]]
+    return (mt * torch.as_tensor(w, device=dev)).sum(dim=(1, 2)).cpu().numpy()
+
+
+class CkaNull:
+    """Biased and/or debiased CKA of a fixed word Gram matrix ``K`` against ``L[p][:, p]``
+    for batches of permutations ``p`` (module doc); each entry equals
+    ``cka_from_gram(K, L[p][:, p], debiased)`` up to float64 rounding."""
+
+    def __init__(self, word_gram: ArrayLike, *, biased: bool = True, debiased: bool = False,
+                 device: torch.device | None = None) -> None:
+        k_mat = np.ascontiguousarray(word_gram, dtype=np.float64)
+        n = k_mat.shape[0]
+        if k_mat.ndim != 2 or k_mat.shape[1] != n:
+            raise ValueError(f"expected a k x k word Gram matrix, got shape {k_mat.shape}")
+        if not np.isfinite(k_mat).all():
+            raise ValueError("the word Gram matrix has NaN or infinite entries")
+        if debiased and n < 4:
+            raise ValueError(f"debiased CKA needs at least 4 concepts, got {n}")
+        self.n, self.biased, self.debiased = n, biased, debiased
+        self.dev = device if device is not None else torch.device("cpu")
+        self._upper = np.triu(k_mat, 1)
+        self._diag = k_mat.diagonal().copy()
+        self._xx = float(np.sum(k_mat * k_mat))
+        if debiased:
+            k_t = k_mat.copy()
+            np.fill_diagonal(k_t, 0.0)
+            self._xx_u = _hsic_unbiased(k_mat, k_mat)
+            self._sum_k = float(k_t.sum())
+            self._col_k = k_t.sum(axis=0)
+
+    def layer(self, image_gram: ArrayLike) -> Callable[[NDArray[np.int64]],
+                                                      dict[str, NDArray[np.float64]]]:
+        """The null of one (finite) image Gram matrix: ``perms`` (B, k) -> ``{"cka": (B,),
+        "cka_debiased": (B,)}`` (the requested ones)."""
+        l_mat = np.ascontiguousarray(image_gram, dtype=np.float64)
+        n = self.n
+        if l_mat.shape != (n, n):
+            raise ValueError(f"every image Gram matrix must be {n} x {n}, got {l_mat.shape}")
+        l_diag = l_mat.diagonal().copy()
+        yy = float(np.sum(l_mat * l_mat))
+        if self.debiased:
+            l_t = l_mat.copy()
+            np.fill_diagonal(l_t, 0.0)
+            yy_u = _hsic_unbiased(l_mat, l_mat)
+            sums = self._sum_k * float(l_t.sum()) / ((n - 1) * (n - 2))
+            row_l = l_t.sum(axis=1)
+
+        def null(perms: NDArray[np.int64]) -> dict[str, NDArray[np.float64]]:
+            perms = np.ascontiguousarray(perms)
+            upper = permuted_upper_dot(self._upper, l_mat, perms, self.dev)
+            out = {}
+            if self.biased:
+                xy = 2.0 * upper + (self._diag[None, :] * l_diag[perms]).sum(axis=1)
+                out["cka"] = _ratio(xy, self._xx, yy)
+            if self.debiased:
+                cross = 2.0 / (n - 2) * (self._col_k[None, :] * row_l[perms]).sum(axis=1)
+                xy = (2.0 * upper + sums - cross) / (n * (n - 3))
+                out["cka_debiased"] = _ratio(xy, self._xx_u, yy_u)
+            return out
+
+        return null
+
+
+def _ratio(xy: NDArray[np.float64], xx: float, yy: float) -> NDArray[np.float64]:
+    if xx <= 0.0 or yy <= 0.0:  # no variance: undefined, as cka_from_gram
+        return np.full(xy.shape, np.nan)
+    return xy / math.sqrt(xx * yy)

@@ -1,4 +1,4 @@
-"""Permutation tests: the null distribution of 2 vs 2 accuracy and RSA.
+"""Permutation tests: the null distributions of 2 vs 2 accuracy, RSA, CKA and mutual kNN.
 
 Significance follows the paper: shuffle the concepts of one space (here the image
 space, ``I -> I[p][:, p]``) and rerun the full similarity-encoding analysis.
@@ -17,26 +17,42 @@ Reproducibility contract
   pipeline, the 1 vs 2 test's included), and a result is significant when
   ``p < alpha`` (:func:`significant`).
 
+Measures
+--------
+:data:`MEASURES` can be asked for (``measures=``); every one is scored on the same
+permutations (drawn once per batch and shared by every measure and layer), so the
+family-wise correction and the mean over groups hold for each. The 2 vs 2 and RSA nulls
+are those of the paper's analysis; RSA's method is Pearson, Spearman or Kendall's tau-a
+(:class:`~emergence.stats.rsa.KendallNull`); CKA (biased, debiased) permutes the image
+Gram matrix ``Ki -> Ki[p][:, p]`` (:class:`~emergence.stats.cka.CkaNull`), mutual kNN the
+image similarity (:class:`~emergence.stats.knn.MutualKnnNull`). Each null entry is the
+observed statistic of the permuted matrices (exactly, or to float64 rounding for CKA).
+
 Undefined layers
 ----------------
 An image matrix with NaN entries (a concept with constant activations in that layer)
 cannot be scored: its null column is NaN, and so are its p-values. The family-wise
-correction takes the maximum over the layers that can be scored only.
+correction takes the maximum over the layers that can be scored only. When image Gram
+matrices are given, a layer whose Gram matrix has a non-finite entry cannot be scored
+either: a NaN column for every measure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
 from emergence.device import resolve_device
-from emergence.stats.rsa import centred_norm, rsa_matrix, upper_triangle
+from emergence.stats.cka import CkaNull, permuted_upper_dot
+from emergence.stats.knn import MutualKnnNull
+from emergence.stats.rsa import METHODS, KendallNull, centred_norm, rsa_matrix, upper_triangle
 from emergence.stats.two_vs_two import TwoVsTwo
 
 __all__ = [
+    "MEASURES",
     "batch_ranges",
     "family_wise_p_values",
     "p_values",
@@ -47,6 +63,10 @@ __all__ = [
     "shard_range",
     "significant",
 ]
+
+
+MEASURES = ("two_vs_two", "rsa", "cka", "cka_debiased", "mutual_knn")
+"""Every measure with a permutation null, in canonical order (the names of the outputs)."""
 
 
 def permutation(seed: int, index: int, k: int) -> NDArray[np.int64]:
@@ -96,8 +116,12 @@ def permutation_null(
     rsa_method: str = "pearson",
     device: str | torch.device = "cpu",
     progress: bool = False,
+    measures: Sequence[str] = ("two_vs_two", "rsa"),
+    word_gram: ArrayLike | None = None,
+    image_grams: Sequence[ArrayLike] | None = None,
+    knn_k: int = 10,
 ) -> dict[str, NDArray[np.float64]]:
-    """Null distributions of 2 vs 2 accuracy and RSA for permutations ``start .. stop-1``.
+    """Null distributions of the ``measures`` for permutations ``start .. stop-1``.
 
     Parameters
     ----------
@@ -105,17 +129,34 @@ def permutation_null(
         ``W`` (k x k), held fixed.
     image_similarities:
         One ``I`` (k x k) per layer; each is permuted by the same permutations.
+    measures:
+        Any of :data:`MEASURES`. ``"cka"`` and ``"cka_debiased"`` need ``word_gram``
+        (``Kw``, k x k) and ``image_grams`` (one ``Ki`` per layer, k x k: centred linear
+        Gram matrices, :func:`~emergence.stats.cka.linear_gram`), permuted as ``I``.
+    rsa_method:
+        ``"pearson"``, ``"spearman"`` or ``"kendall"`` (tau-a).
+    knn_k:
+        Neighbours per concept of ``"mutual_knn"``.
 
     Returns
     -------
-    dict with ``"two_vs_two"`` and ``"rsa"``: arrays (stop - start) x n_layers, and
-    ``"index"``: the permutation indices. A layer whose ``I`` has NaN or infinite entries
-    (it cannot be scored) gets a NaN column in both.
+    dict with one array (stop - start) x n_layers per requested measure, and ``"index"``:
+    the permutation indices. A layer whose ``I`` (or, when given, ``Ki``) has NaN or
+    infinite entries (it cannot be scored) gets a NaN column in every measure.
     """
+    wanted = tuple(dict.fromkeys(measures))
+    unknown = [m for m in wanted if m not in MEASURES]
+    if unknown or not wanted:
+        raise ValueError(f"unknown measures {unknown}; choose among {', '.join(MEASURES)}")
+    if rsa_method not in METHODS:
+        raise ValueError(f"unknown RSA method {rsa_method!r}; use "
+                         + " or ".join(repr(m) for m in METHODS))
     dev = resolve_device(device)
-    engine = TwoVsTwo(word_similarity, device=dev)
-    k = engine.k
     w = np.asarray(word_similarity, dtype=np.float64)
+    engine = TwoVsTwo(word_similarity, device=dev) if "two_vs_two" in wanted else None
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or not np.isfinite(w).all():
+        raise ValueError(f"the word similarity must be a finite k x k matrix, got {w.shape}")
+    k = w.shape[0]
     mats = [np.ascontiguousarray(m, dtype=np.float64) for m in image_similarities]
     for j, m in enumerate(mats):
         if m.shape != (k, k):
@@ -123,52 +164,109 @@ def permutation_null(
         if not np.array_equal(m, m.T, equal_nan=True):
             raise ValueError(f"image similarity matrices must be symmetric (layer {j} is not)")
     scored = [bool(np.isfinite(m).all()) for m in mats]
-    # RSA under permutation: the upper triangle of I[p][:, p] holds the same values as
-    # I's (I is symmetric), so its mean and norm are invariant; only the dot product
-    # with the centred word triangle changes.
-    iu = np.triu_indices(k, k=1)
-    w_ut = upper_triangle(rsa_matrix(w, rsa_method))
-    w_centred = np.zeros((k, k))
-    w_centred[iu] = w_ut - w_ut.mean()
-    w_norm = centred_norm(w_ut)[1]
-    rsa_mats = [rsa_matrix(m, rsa_method) if ok else m for m, ok in zip(mats, scored,
-                                                                        strict=True)]
-    rsa_norms = [centred_norm(upper_triangle(m))[1] for m in rsa_mats]
+    grams = _image_grams(image_grams, len(mats), k, scored)
+    nulls = _measure_nulls(wanted, w, mats, scored, rsa_method, dev, word_gram, grams, knn_k)
 
     n = max(stop - start, 0)
-    acc = np.empty((n, len(mats)), dtype=np.float64)
-    rsa_null = np.empty((n, len(mats)), dtype=np.float64)
+    out = {name: np.empty((n, len(mats)), dtype=np.float64) for name in wanted}
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=n, desc="permutations", unit="perm", mininterval=2.0)
     for lo, hi in batch_ranges(start, stop, batch_size):
-        perms = permutations(seed, lo, hi, k)
-        for j, (m, r) in enumerate(zip(mats, rsa_mats, strict=True)):
+        perms = permutations(seed, lo, hi, k)  # one draw per batch, shared by everything
+        rows = slice(lo - start, hi - start)
+        for j, m in enumerate(mats):
             if not scored[j]:  # undefined correlations: no null
-                acc[lo - start : hi - start, j] = rsa_null[lo - start : hi - start, j] = np.nan
+                for name in wanted:
+                    out[name][rows, j] = np.nan
                 continue
-            acc[lo - start : hi - start, j] = engine.permuted_accuracy(m, perms)
-            rsa_null[lo - start : hi - start, j] = _upper_dot(w_centred, r, perms, dev) / (
-                w_norm * rsa_norms[j])
+            if engine is not None:
+                out["two_vs_two"][rows, j] = engine.permuted_accuracy(m, perms)
+            for layer_null in nulls[j]:
+                for name, values in layer_null(perms).items():
+                    out[name][rows, j] = values
         if bar is not None:
             bar.update(hi - lo)
     if bar is not None:
         bar.close()
-    return {"two_vs_two": acc, "rsa": rsa_null, "index": np.arange(start, stop)}
+    return {**out, "index": np.arange(start, stop)}
+
+
+def _image_grams(image_grams: Sequence[ArrayLike] | None, n_layers: int, k: int,
+                 scored: list[bool]) -> list[NDArray[np.float64]] | None:
+    """The image Gram matrices as float64 (None when not given); a layer whose Gram matrix
+    has a non-finite entry is marked as not scored (``scored`` is updated)."""
+    if image_grams is None:
+        return None
+    grams = [np.ascontiguousarray(g, dtype=np.float64) for g in image_grams]
+    if len(grams) != n_layers:
+        raise ValueError(f"{len(grams)} image Gram matrices for {n_layers} layers")
+    for j, g in enumerate(grams):
+        if g.shape != (k, k):
+            raise ValueError(f"every image Gram matrix must be {k} x {k}, got {g.shape}")
+        scored[j] = scored[j] and bool(np.isfinite(g).all())
+    return grams
+
+
+def _measure_nulls(
+    wanted: tuple[str, ...], w: NDArray[np.float64], mats: list[NDArray[np.float64]],
+    scored: list[bool], rsa_method: str, dev: torch.device, word_gram: ArrayLike | None,
+    grams: list[NDArray[np.float64]] | None, knn_k: int,
+) -> list[list[Callable[[NDArray[np.int64]], dict[str, NDArray[np.float64]]]]]:
+    """Per layer, the null functions of the requested measures other than 2 vs 2:
+    ``perms`` (B, k) -> ``{measure: (B,)}`` (nothing for a layer that cannot be scored)."""
+    per_layer: list[list[Callable]] = [[] for _ in mats]
+    if "rsa" in wanted and rsa_method == "kendall":
+        kendall = KendallNull(w)
+        for j, m in enumerate(mats):
+            if scored[j]:
+                per_layer[j].append(_named("rsa", kendall.layer(m)))
+    elif "rsa" in wanted:
+        # RSA under permutation: the upper triangle of I[p][:, p] holds the same values as
+        # I's (I is symmetric), so its mean and norm are invariant; only the dot product
+        # with the centred word triangle changes.
+        k = w.shape[0]
+        iu = np.triu_indices(k, k=1)
+        w_ut = upper_triangle(rsa_matrix(w, rsa_method))
+        w_centred = np.zeros((k, k))
+        w_centred[iu] = w_ut - w_ut.mean()
+        w_norm = centred_norm(w_ut)[1]
+        for j, m in enumerate(mats):
+            if scored[j]:
+                r = rsa_matrix(m, rsa_method)
+                norm = centred_norm(upper_triangle(r))[1]
+                per_layer[j].append(_named("rsa", lambda perms, r=r, norm=norm: _upper_dot(
+                    w_centred, r, perms, dev) / (w_norm * norm)))
+    biased, debiased = "cka" in wanted, "cka_debiased" in wanted
+    if biased or debiased:
+        if word_gram is None or grams is None:
+            raise ValueError("the CKA nulls need word_gram and image_grams")
+        cka = CkaNull(word_gram, biased=biased, debiased=debiased, device=dev)
+        if cka.n != w.shape[0]:
+            raise ValueError(f"the word Gram matrix is {cka.n} x {cka.n}, the word "
+                             f"similarity {w.shape[0]} x {w.shape[0]}")
+        for j, g in enumerate(grams):
+            if scored[j]:
+                per_layer[j].append(cka.layer(g))
+    if "mutual_knn" in wanted:
+        knn = MutualKnnNull(w, knn_k)
+        for j, m in enumerate(mats):
+            if scored[j]:
+                per_layer[j].append(_named("mutual_knn", knn.layer(m)))
+    return per_layer
+
+
+def _named(name: str, fn: Callable[[NDArray[np.int64]], NDArray[np.float64]]
+           ) -> Callable[[NDArray[np.int64]], dict[str, NDArray[np.float64]]]:
+    return lambda perms: {name: fn(perms)}
 
 
 def _upper_dot(w: NDArray[np.float64], m: NDArray[np.float64], perms: NDArray[np.int64],
                dev: torch.device) -> NDArray[np.float64]:
     """sum_{i<j} w[i, j] m[p_i, p_j] per permutation (w is zero on and below the diagonal)."""
-    if dev.type == "cpu":
-        from emergence.stats import _kernels
-
-        return _kernels.permuted_upper_dot(w, m, perms)
-    p = torch.from_numpy(perms).to(dev)
-    mt = torch.as_tensor(m, device=dev)[p[:, :, None], p[:, None, :]]
-    return (mt * torch.as_tensor(w, device=dev)).sum(dim=(1, 2)).cpu().numpy()
+    return permuted_upper_dot(w, m, perms, dev)
 
 
 def _undefined(obs: NDArray[np.float64], nul: NDArray[np.float64]) -> NDArray[np.bool_]:
