@@ -84,4 +84,4 @@ def test_kendall_tau_a_counts_ties_as_zero() -> None:
     assert tau_a == pytest.approx(literal.rsa_kendall(w, i), abs=1e-12)
     assert abs(tau_a) < abs(stats.kendalltau(upper_triangle(w), upper_triangle(i)).statistic)
     with pytest.raises(ValueError, match="unknown RSA method 'kendall'"):
-        rsa_matrix(w, "kendall")  # no permutation null for Kendall yet
+        rsa_matrix(w, "kendall")  # tau-a is no Pearson of transformed entries: no rsa_matrix

@@ -104,7 +104,7 @@ class MeasureSpec:
                  image_grams: Sequence[NDArray[np.float64]] | NDArray[np.float64] | None = None,
                  ) -> dict[str, NDArray[np.float64]]:
         """Every measure for every layer: ``{measure: (L,)}``. A layer whose similarity
-        matrix has non-finite entries cannot be scored: NaN for every measure (CKA
+        (or Gram) matrix has non-finite entries cannot be scored: NaN for every measure (CKA
         included, although its Gram matrix is defined, so that a layer is scored by all
         measures or by none), as in the nulls and the bootstrap."""
         from emergence.stats.cka import cka_from_gram
@@ -129,6 +129,8 @@ class MeasureSpec:
                 out[m] = np.array([cka_from_gram(word_gram, g, m == "cka_debiased")
                                    for g in image_grams])  # type: ignore[union-attr]
         undefined = ~np.isfinite(mats.reshape(len(mats), -1)).all(axis=1)
+        if image_grams is not None:  # as the nulls: a non-finite Gram is undefined too
+            undefined |= ~np.isfinite(np.asarray(image_grams).reshape(len(mats), -1)).all(axis=1)
         for values in out.values():
             values[undefined] = np.nan
         return out
