@@ -128,31 +128,44 @@ def _word_side(w, g, mw):  # pragma: no cover - compiled
     wg, sw, qw, ew = _gather(w, g, mw, False)
     d = g.shape[0]
     wm = np.zeros_like(wg)
+    wt = np.empty((d, d))
+    dw = np.empty(d)
     for u in range(d):
+        dw[u] = wg[u, u]
         for c in range(d):
             wm[u, c] = wg[u, c] * mw[c]
-    return wg, sw, qw, ew, wm
+            wt[c, u] = wg[u, c]
+    return wg, sw, qw, ew, wm, wt, dw
 
 
 @njit(cache=True, error_model="numpy")
-def _two_vs_two_one(k, g, mw, word, im, tol):  # pragma: no cover - compiled
-    """Weighted passed pairs of one sample and one layer (see the bootstrap module doc)."""
-    wg, sw, qw, ew, wm = word
+def _transposed(x, g):  # pragma: no cover - compiled
+    """``out[c, v] = x[g_v, g_c]``."""
+    d = g.shape[0]
+    out = np.empty((d, d))
+    for v in range(d):
+        xv = x[g[v]]
+        for c in range(d):
+            out[c, v] = xv[g[c]]
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def _two_vs_two_one(k, g, mw, mi, word, im, symmetric, tol):  # pragma: no cover - compiled
+    """Weighted passed pairs of one sample and one layer (see the bootstrap module doc):
+    ``mw`` the drawn concepts' counts as float64, ``mi`` as int64."""
+    wg, sw, qw, ew, wm, wt, dw = word
     d = g.shape[0]
     ig, si, qi, ei = _gather(im, g, mw, False)
-    it, _, _, _ = _gather(im, g, mw, True)  # it[c, v] = I[g_v, g_c]
+    it = ig if symmetric else _transposed(im, g)  # it[c, v] = I[g_v, g_c]
     cr = _cross(wm, it, d)
     ct = np.empty((d, d))
-    wt = np.empty((d, d))
     for u in range(d):
         for v in range(d):
             ct[u, v] = cr[v, u]
-            wt[u, v] = wg[v, u]
-    dw = np.empty(d)
     di = np.empty(d)
     dc = np.empty(d)
     for u in range(d):
-        dw[u] = wg[u, u]
         di[u] = ig[u, u]
         dc[u] = cr[u, u]
     passed = 0
@@ -171,7 +184,7 @@ def _two_vs_two_one(k, g, mw, word, im, tol):  # pragma: no cover - compiled
         qw_a = qw[u]
         si_a = si[u]
         qi_a = qi[u]
-        count = 0.0
+        count = 0
         for v in range(u + 1, d):
             mb = mw[v]
             n = k - ma - mb
@@ -201,8 +214,8 @@ def _two_vs_two_one(k, g, mw, word, im, tol):  # pragma: no cover - compiled
             undefined = (_constant(ew, u, v) | _constant(ew, v, u) | _constant(ei, u, v)
                          | _constant(ei, v, u))
             ok = (stat > tol * (xa * xb) * (ya * yb)) & ~undefined
-            count += ok * mb
-        passed += np.int64(count) * np.int64(ma)
+            count += ok * mi[v]
+        passed += count * mi[u]
     return passed
 
 
@@ -244,16 +257,18 @@ def _two_vs_two_four(g, m, w, im):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def two_vs_two_batch(w, ims, scored, counts, tol):  # pragma: no cover - compiled
+def two_vs_two_batch(w, ims, scored, symmetric, counts, tol):  # pragma: no cover - compiled
     """2 vs 2 accuracy of each sample (rows of ``counts``, B x k) and layer (``ims``,
-    L x k x k; layers with ``scored`` false are NaN): (B, L)."""
+    L x k x k; layers with ``scored`` false are NaN; ``symmetric``: bitwise symmetric
+    layers, whose transpose is not gathered): (B, L)."""
     n_b, k = counts.shape
     n_l = ims.shape[0]
     out = np.full((n_b, n_l), np.nan)
     for b in prange(n_b):
         mw = counts[b]
         g = _drawn(mw)
-        mg = mw[g].astype(np.float64)
+        mi = mw[g]
+        mg = mi.astype(np.float64)
         d = g.shape[0]
         tested = (k * k - np.sum(mw * mw)) // 2
         if tested == 0:
@@ -267,7 +282,7 @@ def two_vs_two_batch(w, ims, scored, counts, tol):  # pragma: no cover - compile
             elif d == 4:
                 passed = _two_vs_two_four(g, mw, w, ims[j])
             else:
-                passed = _two_vs_two_one(k, g, mg, word, ims[j], tol)
+                passed = _two_vs_two_one(k, g, mg, mi, word, ims[j], symmetric[j], tol)
             out[b, j] = passed / tested
     return out
 

@@ -121,6 +121,8 @@ class _Prepared:
         self.w, self.mats, self.kw, self.kis, self.scored = w, mats, kw, kis, scored
         self.measures, self.rsa_method, self.knn_k = tuple(measures), rsa_method, knn_k
         k = w.shape[0]
+        self.symmetric = np.array([np.array_equal(m.view(np.int64), m.view(np.int64).T)
+                                   for m in mats], dtype=bool)
         if "rsa" in measures:
             ea, eb = np.triu_indices(k, k=1)
             self.ea, self.eb = ea.astype(np.int64), eb.astype(np.int64)
@@ -147,8 +149,8 @@ class _Prepared:
         n_l = len(self.mats)
         for measure in self.measures:
             if measure == "two_vs_two":
-                out[measure] = bk.two_vs_two_batch(self.w, self.mats, self.scored, counts,
-                                                   TIE_TOLERANCE)
+                out[measure] = bk.two_vs_two_batch(self.w, self.mats, self.scored,
+                                                   self.symmetric, counts, TIE_TOLERANCE)
             elif measure == "rsa" and self.rsa_method == "kendall":
                 out[measure] = bk.kendall_batch(self.xw, self.ow, self.gw, self.yr, self.ol,
                                                 self.gl, self.n_ranks, self.ea, self.eb,
