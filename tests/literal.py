@@ -202,7 +202,7 @@ def boot_pair_passes(w_b: np.ndarray, i_b: np.ndarray, idx: np.ndarray, s: int, 
     """One pair of positions (s, t) of the materialised matrices: the rows of s and t with
     every column that is a copy of either held-out concept removed; Eq. 1 > Eq. 2 (strict,
     TIE); an undefined correlation (constant or empty row) fails."""
-    keep = [j for j in range(len(idx)) if idx[j] != idx[s] and idx[j] != idx[t]]
+    keep = np.flatnonzero((idx != idx[s]) & (idx != idx[t]))
     w1, w2 = w_b[s, keep], w_b[t, keep]
     i1, i2 = i_b[s, keep], i_b[t, keep]
     matched = pearson_defined(w1, i1) + pearson_defined(w2, i2)
@@ -258,15 +258,27 @@ def boot_gram(k_mat: np.ndarray, m: np.ndarray, debiased: bool) -> np.ndarray:
     return kb
 
 
-def boot_cka(kw: np.ndarray, ki: np.ndarray, m: np.ndarray, debiased: bool) -> float:
+def boot_cka(kw: np.ndarray, ki: np.ndarray, m: np.ndarray, debiased: bool,
+             negligible: float = 1e-10) -> float:
     """CKA of the materialised, re-centred Grams: tr(KL) / sqrt(tr(KK) tr(LL)), or with the
-    unbiased HSIC (:func:`hsic_unbiased`, n = k) after zeroing the copies' entries."""
+    unbiased HSIC (:func:`hsic_unbiased`, n = k) after zeroing the copies' entries. NaN when
+    a side's HSIC with itself is at most ``negligible`` times the sum of its squared
+    materialised entries before centring (debiased: between different concepts, over
+    n (n - 3)): no variance left, the ratio would be rounding noise."""
     kb, lb = boot_gram(kw, m, debiased), boot_gram(ki, m, debiased)
+    idx = materialise(m)
+    n = len(idx)
+    other = idx[:, None] != idx[None, :]
+
+    def scale(g: np.ndarray) -> float:
+        raw = g[np.ix_(idx, idx)] ** 2
+        return float(np.sum(raw[other])) / (n * (n - 3)) if debiased else float(np.sum(raw))
+
     if debiased:
         xy, xx, yy = hsic_unbiased(kb, lb), hsic_unbiased(kb, kb), hsic_unbiased(lb, lb)
     else:
         xy, xx, yy = (float(np.sum(kb * lb)), float(np.sum(kb * kb)), float(np.sum(lb * lb)))
-    if xx <= 0 or yy <= 0:
+    if xx <= negligible * scale(kw) or yy <= negligible * scale(ki):
         return float("nan")
     return xy / math.sqrt(xx * yy)
 

@@ -455,14 +455,24 @@ def kendall_batch(xw, ow, gw, yr, ol, gl, n_ranks, ea, eb, counts,
 
 
 @njit(cache=True, error_model="numpy")
-def _centred(kmat, g, mg, k):  # pragma: no cover - compiled
+def _centred(kmat, g, mg, k, debiased):  # pragma: no cover - compiled
     """H K[idx][:, idx] H on the drawn concepts (D x D): K minus the weighted row and
-    column means over the k positions plus the grand mean."""
+    column means over the k positions plus the grand mean; and the scale of the
+    materialised K before centring (sum of its squared entries; debiased: those between
+    different concepts, over n (n - 3))."""
     d = g.shape[0]
     sub = np.empty((d, d))
+    scale = 0.0
     for u in range(d):
+        row = 0.0
         for v in range(d):
-            sub[u, v] = kmat[g[u], g[v]]
+            x = kmat[g[u], g[v]]
+            sub[u, v] = x
+            if not (debiased and u == v):
+                row += mg[v] * (x * x)
+        scale += mg[u] * row
+    if debiased:
+        scale /= float(k) * (k - 3)
     rm = np.zeros(d)
     cm = np.zeros(d)
     for u in range(d):
@@ -478,7 +488,7 @@ def _centred(kmat, g, mg, k):  # pragma: no cover - compiled
     for u in range(d):
         for v in range(d):
             sub[u, v] = ((sub[u, v] - rm[u]) - cm[v]) + gm
-    return sub
+    return sub, scale
 
 
 @njit(cache=True, error_model="numpy")
@@ -511,8 +521,9 @@ def _hsic(x, y, mg, k, debiased):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def cka_batch(kw, kis, scored, counts, debiased):  # pragma: no cover - compiled
-    """CKA (biased or debiased) of each sample and layer, (B, L)."""
+def cka_batch(kw, kis, scored, counts, debiased, rel):  # pragma: no cover - compiled
+    """CKA (biased or debiased) of each sample and layer, (B, L); NaN where a side's HSIC
+    is at most ``rel`` times its scale (no variance left: the ratio is rounding noise)."""
     n_b, k = counts.shape
     n_l = kis.shape[0]
     out = np.full((n_b, n_l), np.nan)
@@ -520,14 +531,14 @@ def cka_batch(kw, kis, scored, counts, debiased):  # pragma: no cover - compiled
         m = counts[b]
         g = _drawn(m)
         mg = m[g].astype(np.float64)
-        x = _centred(kw, g, mg, k)
+        x, sx = _centred(kw, g, mg, k, debiased)
         xx = _hsic(x, x, mg, k, debiased)
         for j in range(n_l):
             if not scored[j]:
                 continue
-            y = _centred(kis[j], g, mg, k)
+            y, sy = _centred(kis[j], g, mg, k, debiased)
             yy = _hsic(y, y, mg, k, debiased)
-            if xx > 0.0 and yy > 0.0:
+            if xx > rel * sx and yy > rel * sy:
                 out[b, j] = _hsic(x, y, mg, k, debiased) / np.sqrt(xx * yy)
     return out
 

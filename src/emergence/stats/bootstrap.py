@@ -31,7 +31,7 @@ copies adjacent), and every measure is computed on ``W[idx][:, idx]`` and
 * **CKA**: ``K_b = H K[idx][:, idx] H`` (re-centred over the k positions), likewise the word
   Gram; biased CKA as :func:`~emergence.stats.cka.cka_from_gram`. Debiased: additionally
   every entry between two copies of one concept is zeroed (as the diagonal is) before the
-  unbiased HSIC with n = k.
+  unbiased HSIC with n = k. NaN when a side has no variance left (:data:`CKA_NEGLIGIBLE`).
 * **mutual kNN**: a position's candidates are the positions of other concepts (copies
   excluded like the concept itself), ties to the lower position; the mean over the k
   positions of the fraction of shared neighbours. NaN when some position has fewer than
@@ -77,6 +77,12 @@ permutations, ``default_rng([seed, i])``."""
 
 BOOTSTRAP_MEASURES = ("two_vs_two", "rsa", "cka", "cka_debiased", "mutual_knn")
 RSA_METHODS = ("pearson", "spearman", "kendall")
+
+CKA_NEGLIGIBLE = 1e-10
+"""A side whose (unbiased) HSIC with itself is at most this times the scale of its
+materialised Gram (sum of squared entries; debiased: those between different concepts, over
+n (n - 3)) has no variance left in the sample (e.g. two concepts drawn, or concepts with
+identical features): its CKA is NaN, not a ratio of rounding noise."""
 
 
 def bootstrap_counts(seed: int, index: int, k: int) -> NDArray[np.int64]:
@@ -161,7 +167,7 @@ class _Prepared:
                     counts, self.scored, self.rsa_method == "spearman")
             elif measure in ("cka", "cka_debiased"):
                 out[measure] = bk.cka_batch(self.kw, self.kis, self.scored, counts,
-                                            measure == "cka_debiased")
+                                            measure == "cka_debiased", CKA_NEGLIGIBLE)
             else:  # mutual_knn
                 res = np.full((len(counts), n_l), np.nan)
                 for j, order in enumerate(self.ol_knn):
