@@ -40,7 +40,8 @@ copies adjacent), and every measure is computed on ``W[idx][:, idx]`` and
 Computation
 -----------
 Nothing is materialised: each measure is the weighted form of the rule on the drawn
-concepts ``g`` (about 63 % of k) with integer weights (:mod:`._bootstrap_kernels`). For the
+concepts ``g`` (about 63 % of k) with integer weights (:mod:`._bootstrap_kernels`,
+:mod:`._bootstrap_measures`). For the
 2 vs 2, pair ``(a, b)`` of distinct drawn concepts stands for its ``m_a m_b`` position
 pairs, which all have the same rows; the Pearson correlations come from weighted
 sufficient statistics with ``C = W_g diag(m_g) I_gᵀ`` (one float64 matmul of the drawn
@@ -150,6 +151,7 @@ class _Prepared:
 
     def evaluate(self, counts: NDArray[np.int64]) -> dict[str, NDArray[np.float64]]:
         from emergence.stats import _bootstrap_kernels as bk
+        from emergence.stats import _bootstrap_measures as bm
 
         out: dict[str, NDArray[np.float64]] = {}
         n_l = len(self.mats)
@@ -158,21 +160,21 @@ class _Prepared:
                 out[measure] = bk.two_vs_two_batch(self.w, self.mats, self.scored,
                                                    self.symmetric, counts, TIE_TOLERANCE)
             elif measure == "rsa" and self.rsa_method == "kendall":
-                out[measure] = bk.kendall_batch(self.xw, self.ow, self.gw, self.yr, self.ol,
-                                                self.gl, self.n_ranks, self.ea, self.eb,
-                                                counts, self.scored)
+                out[measure] = bm.kendall_batch(self.xw, self.ow, self.gw, self.yr,
+                                                self.n_ranks, self.ea, self.eb, counts,
+                                                self.scored)
             elif measure == "rsa":
-                out[measure] = bk.rank_pearson_batch(
+                out[measure] = bm.rank_pearson_batch(
                     self.xw, self.ow, self.gw, self.yl, self.ol, self.gl, self.ea, self.eb,
                     counts, self.scored, self.rsa_method == "spearman")
             elif measure in ("cka", "cka_debiased"):
-                out[measure] = bk.cka_batch(self.kw, self.kis, self.scored, counts,
+                out[measure] = bm.cka_batch(self.kw, self.kis, self.scored, counts,
                                             measure == "cka_debiased", CKA_NEGLIGIBLE)
             else:  # mutual_knn
                 res = np.full((len(counts), n_l), np.nan)
                 for j, order in enumerate(self.ol_knn):
                     if order is not None:
-                        res[:, j] = bk.mutual_knn_batch(self.ow_knn, order, counts,
+                        res[:, j] = bm.mutual_knn_batch(self.ow_knn, order, counts,
                                                         self.knn_k)
                 out[measure] = res
         return out
