@@ -6,6 +6,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+import torch
 
 import emergence
 from emergence.stats.bootstrap import (
@@ -65,15 +66,35 @@ def test_two_vs_two_equals_literal(k: int, n: int, variant: dict) -> None:
             assert row[1] == literal.boot_two_vs_two(w, w, c)
 
 
+@pytest.mark.parametrize(("k", "n", "variant"), CASES[:9:2])
+def test_two_vs_two_torch_path_equals_literal(k: int, n: int, variant: dict) -> None:
+    """The CUDA path's float64 torch computation, run here on the CPU: the same passes."""
+    from emergence.stats._bootstrap_torch import two_vs_two_torch
+
+    w, i, _, _ = inputs(k, k, **variant)
+    counts = bootstrap_samples(k, 0, n, k)
+    mats = np.stack([i, np.full_like(i, np.nan), w])
+    got = two_vs_two_torch(w, mats, np.array([True, False, True]), counts, 1e-12,
+                           torch.device("cpu"))
+    for c, row in zip(counts, got, strict=True):
+        np.testing.assert_array_equal(row, [literal.boot_two_vs_two(w, i, c), np.nan,
+                                            literal.boot_two_vs_two(w, w, c)])
+
+
 def test_two_vs_two_edge_samples_equal_literal() -> None:
     """One concept drawn k times (nothing tested: NaN), two or three concepts (every row
     constant or empty: all fail), four concepts (correlations exactly +-1, decided exactly)."""
     w, i, _, _ = inputs(6, 3, ties=True)
     for m in ([6, 0, 0, 0, 0, 0], [5, 1, 0, 0, 0, 0], [0, 2, 0, 4, 0, 0], [1, 0, 2, 3, 0, 0],
               [2, 0, 1, 0, 1, 2], [1, 1, 1, 0, 3, 0], [0, 1, 1, 1, 1, 2], [1, 1, 1, 1, 1, 1]):
+        from emergence.stats._bootstrap_torch import two_vs_two_torch
+
         got = bootstrap_statistics(w, [i], np.array([m]), measures=("two_vs_two",))
-        np.testing.assert_array_equal(got["two_vs_two"][0, 0],
-                                      literal.boot_two_vs_two(w, i, np.array(m)))
+        ref = literal.boot_two_vs_two(w, i, np.array(m))
+        np.testing.assert_array_equal(got["two_vs_two"][0, 0], ref)
+        np.testing.assert_array_equal(two_vs_two_torch(w, i[None], np.array([True]),
+                                                       np.array([m]), 1e-12,
+                                                       torch.device("cpu"))[0, 0], ref)
 
 
 @pytest.mark.parametrize("method", ["pearson", "spearman", "kendall"])

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
+from emergence.device import resolve_device
 from emergence.stats.permutation import batch_ranges
 from emergence.stats.two_vs_two import MIN_CONCEPTS, TIE_TOLERANCE
 
@@ -124,8 +125,9 @@ class _Prepared:
     def __init__(self, w: NDArray[np.float64], mats: NDArray[np.float64],
                  kw: NDArray[np.float64] | None, kis: NDArray[np.float64] | None,
                  scored: NDArray[np.bool_], measures: Sequence[str], rsa_method: str,
-                 knn_k: int) -> None:
+                 knn_k: int, device: torch.device) -> None:
         self.w, self.mats, self.kw, self.kis, self.scored = w, mats, kw, kis, scored
+        self.device = device
         self.measures, self.rsa_method, self.knn_k = tuple(measures), rsa_method, knn_k
         k = w.shape[0]
         self.symmetric = np.array([np.array_equal(m.view(np.int64), m.view(np.int64).T)
@@ -156,7 +158,12 @@ class _Prepared:
         out: dict[str, NDArray[np.float64]] = {}
         n_l = len(self.mats)
         for measure in self.measures:
-            if measure == "two_vs_two":
+            if measure == "two_vs_two" and self.device.type != "cpu":
+                from emergence.stats._bootstrap_torch import two_vs_two_torch
+
+                out[measure] = two_vs_two_torch(self.w, self.mats, self.scored, counts,
+                                                TIE_TOLERANCE, self.device)
+            elif measure == "two_vs_two":
                 out[measure] = bk.two_vs_two_batch(self.w, self.mats, self.scored,
                                                    self.symmetric, counts, TIE_TOLERANCE)
             elif measure == "rsa" and self.rsa_method == "kendall":
@@ -182,7 +189,8 @@ class _Prepared:
 
 def _prepare(word_similarity: ArrayLike, image_similarities: ArrayLike | Sequence[ArrayLike],
              measures: Sequence[str], rsa_method: str, word_gram: ArrayLike | None,
-             image_grams: ArrayLike | Sequence[ArrayLike] | None, knn_k: int) -> _Prepared:
+             image_grams: ArrayLike | Sequence[ArrayLike] | None, knn_k: int,
+             device: str | torch.device) -> _Prepared:
     """Check the inputs (one-line ValueErrors) and precompute what does not vary by sample."""
     unknown = [m for m in measures if m not in BOOTSTRAP_MEASURES]
     if unknown:
@@ -221,7 +229,8 @@ def _prepare(word_similarity: ArrayLike, image_similarities: ArrayLike | Sequenc
             scored &= np.isfinite(kis).all(axis=(1, 2))
     if "mutual_knn" in measures and not 1 <= knn_k <= k - 1:
         raise ValueError(f"knn_k = {knn_k}: choose 1 <= knn_k <= {k - 1} (concepts - 1)")
-    return _Prepared(w, mats, kw, kis, scored, measures, rsa_method, knn_k)
+    return _Prepared(w, mats, kw, kis, scored, measures, rsa_method, knn_k,
+                     resolve_device(device))
 
 
 def bootstrap_statistics(
@@ -234,12 +243,14 @@ def bootstrap_statistics(
     word_gram: ArrayLike | None = None,
     image_grams: ArrayLike | Sequence[ArrayLike] | None = None,
     knn_k: int = 10,
+    device: str | torch.device = "cpu",
 ) -> dict[str, NDArray[np.float64]]:
     """Each measure for the given samples (``counts``, B x k: draws per concept) under the
     duplicate rule (module doc): {measure: (B, L)}. A layer that cannot be scored
-    (non-finite I or Gram) is NaN in every measure."""
+    (non-finite I or Gram) is NaN in every measure. ``device``: as
+    :func:`bootstrap_distribution`."""
     prep = _prepare(word_similarity, image_similarities, measures, rsa_method, word_gram,
-                    image_grams, knn_k)
+                    image_grams, knn_k, device)
     c = np.ascontiguousarray(counts, dtype=np.int64)
     k = prep.w.shape[0]
     if c.ndim != 2 or c.shape[1] != k or (c < 0).any() or (c.sum(axis=1) != k).any():
@@ -267,12 +278,12 @@ def bootstrap_distribution(
     """Bootstrap samples ``start .. stop-1`` of each measure: {measure: (stop - start, L),
     "index": arange(start, stop)}, bit-identical for any sharding of the range.
 
-    ``device`` is accepted for the drivers' common signature; every measure runs on the
-    CPU kernels (a CUDA path would change no value, only where it is computed).
+    ``device``: on CUDA the 2 vs 2 test (the costly measure: a D x D x D matmul per sample
+    and layer) runs in torch float64 (:mod:`._bootstrap_torch`); the other measures, O(k^2)
+    per sample, always run on the CPU kernels.
     """
-    del device  # the CPU kernels serve every device (see the docstring)
     prep = _prepare(word_similarity, image_similarities, measures, rsa_method, word_gram,
-                    image_grams, knn_k)
+                    image_grams, knn_k, device)
     k = prep.w.shape[0]
     n = max(stop - start, 0)
     out = {m: np.empty((n, len(prep.mats))) for m in measures}
