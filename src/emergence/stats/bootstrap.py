@@ -91,14 +91,15 @@ def bootstrap_counts(seed: int, index: int, k: int) -> NDArray[np.int64]:
     """Sample ``index`` under ``seed``: how often each of the k concepts is drawn (k,)."""
     draws = np.random.default_rng([int(seed), BOOTSTRAP_STREAM, int(index)]).integers(
         0, k, size=k)
-    return np.bincount(draws, minlength=k).astype(np.int64)
+    return np.bincount(draws, minlength=k).astype(np.int64, copy=False)
 
 
 def bootstrap_samples(seed: int, start: int, stop: int, k: int) -> NDArray[np.int64]:
     """Samples ``start .. stop-1`` stacked: (stop - start, k) counts."""
-    if stop <= start:
-        return np.empty((0, k), dtype=np.int64)
-    return np.stack([bootstrap_counts(seed, i, k) for i in range(start, stop)])
+    out = np.empty((max(stop - start, 0), k), dtype=np.int64)
+    for i in range(start, stop):
+        out[i - start] = bootstrap_counts(seed, i, k)
+    return out
 
 
 def _upper(m: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64],
