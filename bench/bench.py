@@ -167,6 +167,39 @@ def bench_measures(rows: list[dict]) -> None:
                  "measured": "; ".join(parts), "holds": slowest <= 2 * base})
 
 
+def bench_bootstrap(rows: list[dict]) -> None:
+    """Bootstrap 2 vs 2 evaluations / s / core at k = 166 (one layer, one thread) against the
+    permutation null's, measured alternately in the same process (best of 5 rounds each)."""
+    code = (
+        "import time, numpy as np, torch, emergence\n"
+        "from bench.bench import planted, K\n"
+        "from emergence.stats.bootstrap import bootstrap_distribution\n"
+        "torch.set_num_threads(1)\n"
+        "x, y = planted(K, 1)\n"
+        "w, i = emergence.similarity_matrix(x), emergence.similarity_matrix(y)\n"
+        "perm = lambda: emergence.permutation_null(w, [i], seed=0, start=0, stop=256,\n"
+        "                                          batch_size=8)\n"
+        "boot = lambda: bootstrap_distribution(w, [i], seed=0, start=0, stop=256,\n"
+        "                                      measures=('two_vs_two',))\n"
+        "perm(); boot()\n"
+        "best = {'perm': 1e9, 'boot': 1e9}\n"
+        "for _ in range(5):\n"
+        "    for name, fn in (('perm', perm), ('boot', boot)):\n"
+        "        t = time.perf_counter(); fn()\n"
+        "        best[name] = min(best[name], time.perf_counter() - t)\n"
+        "print(256 / best['perm'], 256 / best['boot'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=single_thread_env(),
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the bootstrap benchmark failed:\n{proc.stderr[-4000:]}")
+    perm, boot = (float(v) for v in proc.stdout.strip().splitlines()[-1].split())
+    ratio = boot / perm
+    rows.append({"check": f"bootstrap 2 vs 2, k={K}, one layer, one thread",
+                 "target": ">= 1/1.5 of the permutation null's evaluations / s / core",
+                 "measured": f"{ratio:.2f}x ({boot:,.0f} vs {perm:,.0f} / s)",
+                 "holds": ratio >= 1 / 1.5})
+
+
 def bench_full_analysis(rows: list[dict], cores: int) -> None:
     """77 layers x 5 groups x 4 word models x 1000 permutations on random matrices.
 
@@ -315,6 +348,7 @@ def main() -> None:
     rows: list[dict] = []
     checks = [lambda: bench_two_vs_two(rows), lambda: bench_permutations(rows),
               lambda: bench_measures(rows),
+              lambda: bench_bootstrap(rows),
               lambda: bench_full_analysis(rows, cores),
               lambda: bench_scale(rows),
               lambda: bench_memory(rows),

@@ -302,3 +302,125 @@ def null_entry(measure: str, w_mat: np.ndarray, i_mat: np.ndarray, perm: np.ndar
     if measure == "mutual_knn":
         return mutual_knn_from_similarity(w_mat, p, knn_k)
     raise ValueError(measure)
+
+
+# ---- bootstrap (helper A)
+# A bootstrap sample draws concepts with replacement: counts m (k,), materialised in concept
+# order idx = repeat(arange(k), m) (copies adjacent). The rule: a copy is the concept itself.
+
+
+def materialise(m: np.ndarray) -> np.ndarray:
+    """The positions' concepts: idx = repeat(arange(k), m)."""
+    return np.repeat(np.arange(len(m)), m)
+
+
+def pearson_defined(u: list[float] | np.ndarray, v: list[float] | np.ndarray) -> float:
+    """:func:`pearson`, NaN when a vector is empty or constant (exactly equal entries: the
+    correlation is undefined; computing it would divide rounding noise by rounding noise)."""
+    a, b = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    if len(a) == 0 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return pearson(a, b)
+
+
+def boot_pair_passes(w_b: np.ndarray, i_b: np.ndarray, idx: np.ndarray, s: int, t: int) -> bool:
+    """One pair of positions (s, t) of the materialised matrices: the rows of s and t with
+    every column that is a copy of either held-out concept removed; Eq. 1 > Eq. 2 (strict,
+    TIE); an undefined correlation (constant or empty row) fails."""
+    keep = np.flatnonzero((idx != idx[s]) & (idx != idx[t]))
+    w1, w2 = w_b[s, keep], w_b[t, keep]
+    i1, i2 = i_b[s, keep], i_b[t, keep]
+    matched = pearson_defined(w1, i1) + pearson_defined(w2, i2)
+    mismatched = pearson_defined(w1, i2) + pearson_defined(w2, i1)
+    return bool(matched - mismatched > TIE)
+
+
+def boot_two_vs_two(w_mat: np.ndarray, i_mat: np.ndarray, m: np.ndarray) -> float:
+    """2 vs 2 on the materialised sample: every pair of positions s < t whose concepts
+    differ is tested (:func:`boot_pair_passes`); accuracy = passes / tested (NaN if none)."""
+    idx = materialise(m)
+    w_b, i_b = w_mat[np.ix_(idx, idx)], i_mat[np.ix_(idx, idx)]
+    outcomes = [boot_pair_passes(w_b, i_b, idx, s, t)
+                for s, t in itertools.combinations(range(len(idx)), 2) if idx[s] != idx[t]]
+    return sum(outcomes) / len(outcomes) if outcomes else float("nan")
+
+
+def boot_entries(w_mat: np.ndarray, i_mat: np.ndarray, m: np.ndarray) -> tuple[list, list]:
+    """The entries (s < t) of the materialised matrices whose concepts differ."""
+    idx = materialise(m)
+    pairs = [(s, t) for s, t in itertools.combinations(range(len(idx)), 2) if idx[s] != idx[t]]
+    return ([float(w_mat[idx[s], idx[t]]) for s, t in pairs],
+            [float(i_mat[idx[s], idx[t]]) for s, t in pairs])
+
+
+def boot_rsa(w_mat: np.ndarray, i_mat: np.ndarray, m: np.ndarray, method: str) -> float:
+    """RSA of the materialised sample's entries: Pearson, Spearman (average ranks of those
+    entries) or Kendall's tau-a (pair by pair; NaN when either side is constant)."""
+    from scipy.stats import rankdata
+
+    w, v = boot_entries(w_mat, i_mat, m)
+    if method == "kendall":
+        if len(w) < 2 or len(set(w)) == 1 or len(set(v)) == 1:
+            return float("nan")
+        return kendall_tau_a(w, v)
+    if method == "spearman":
+        if len(w) == 0:
+            return float("nan")
+        w, v = list(rankdata(w)), list(rankdata(v))
+    return pearson_defined(w, v)
+
+
+def boot_gram(k_mat: np.ndarray, m: np.ndarray, debiased: bool) -> np.ndarray:
+    """H K[idx][:, idx] H over the k positions; debiased: entries between two copies of
+    one concept (the diagonal included) set to zero."""
+    idx = materialise(m)
+    n = len(idx)
+    h = centring_matrix(n)
+    kb = h @ k_mat[np.ix_(idx, idx)] @ h
+    if debiased:
+        kb = np.array([[0.0 if idx[s] == idx[t] else kb[s, t] for t in range(n)]
+                       for s in range(n)])
+    return kb
+
+
+def boot_cka(kw: np.ndarray, ki: np.ndarray, m: np.ndarray, debiased: bool,
+             negligible: float = 1e-10) -> float:
+    """CKA of the materialised, re-centred Grams: tr(KL) / sqrt(tr(KK) tr(LL)), or with the
+    unbiased HSIC (:func:`hsic_unbiased`, n = k) after zeroing the copies' entries. NaN when
+    a side's HSIC with itself is at most ``negligible`` times the sum of its squared
+    materialised entries before centring (debiased: between different concepts, over
+    n (n - 3)): no variance left, the ratio would be rounding noise."""
+    kb, lb = boot_gram(kw, m, debiased), boot_gram(ki, m, debiased)
+    idx = materialise(m)
+    n = len(idx)
+    other = idx[:, None] != idx[None, :]
+
+    def scale(g: np.ndarray) -> float:
+        raw = g[np.ix_(idx, idx)] ** 2
+        return float(np.sum(raw[other])) / (n * (n - 3)) if debiased else float(np.sum(raw))
+
+    if debiased:
+        xy, xx, yy = hsic_unbiased(kb, lb), hsic_unbiased(kb, kb), hsic_unbiased(lb, lb)
+    else:
+        xy, xx, yy = (float(np.sum(kb * lb)), float(np.sum(kb * kb)), float(np.sum(lb * lb)))
+    if xx <= negligible * scale(kw) or yy <= negligible * scale(ki):
+        return float("nan")
+    return xy / math.sqrt(xx * yy)
+
+
+def boot_mutual_knn(sx: np.ndarray, sy: np.ndarray, m: np.ndarray, k: int) -> float:
+    """Mutual kNN on the materialised similarities: for each position, its k nearest
+    positions whose concept differs (copies excluded like the concept itself), ties to the
+    lower position; the mean over positions of the fraction shared. NaN when a position
+    has fewer than k candidates."""
+    idx = materialise(m)
+    n = len(idx)
+    shared = 0
+    for s in range(n):
+        cand = [t for t in range(n) if idx[t] != idx[s]]
+        if len(cand) < k:
+            return float("nan")
+        near_x = sorted(cand, key=lambda t: (-sx[idx[s], idx[t]], t))[:k]
+        near_y = sorted(cand, key=lambda t: (-sy[idx[s], idx[t]], t))[:k]
+        shared += len(set(near_x) & set(near_y))
+    return shared / (n * k)
