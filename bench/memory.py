@@ -31,16 +31,17 @@ def write_inputs(folder: Path, k: int = K, layers: int = LAYERS, groups: int = G
     from emergence.formats import activations as fa
     from emergence.formats.word_matrix import write_word_matrix
     from emergence.io import atomic_h5
+    from emergence.stats.cka import linear_gram
     from emergence.stats.similarity import PearsonAccumulator, similarity_matrix
 
     rng = np.random.default_rng(0)
     wnids = [f"c{i:04d}" for i in range(k)]
     words = [f"concept {i}" for i in range(k)]
     latent = rng.standard_normal((k, 8))
-    w_mat = similarity_matrix(latent @ rng.standard_normal((8, 300)) * 0.2
-                              + rng.standard_normal((k, 300)))
+    vectors = latent @ rng.standard_normal((8, 300)) * 0.2 + rng.standard_normal((k, 300))
+    w_mat = similarity_matrix(vectors)
     write_word_matrix(folder / "similarity.h5", "synthetic", {"k": k}, list(zip(wnids, words,
-                      strict=True)), w_mat, 300)
+                      strict=True)), w_mat, 300, linear_gram(vectors))
     names = [f"layer{j}" for j in range(layers)]
     for g in range(groups):
         with atomic_h5(folder / f"{g}.h5") as h5:
@@ -66,12 +67,12 @@ def write_inputs(folder: Path, k: int = K, layers: int = LAYERS, groups: int = G
 
 _JOBS = {
     "two_vs_two": """
-rows = score_rows("synthetic", w_mat, load(), "pearson")
+rows = score_rows("synthetic", w_mat, load())
 write_tsv(os.path.join(d, "scores.tsv"), rows, SCORE_COLUMNS)
 """,
     "permutations": f"""
 null_shard(os.path.join(d, "shard.h5"), "synthetic", w_mat, load(), seed=0, start=0,
-           stop={PERMUTATIONS}, batch_size=8, rsa_method="pearson", device="cpu",
+           stop={PERMUTATIONS}, batch_size=8, device="cpu",
            progress=False)
 """,
     "significance": """

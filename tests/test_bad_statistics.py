@@ -290,7 +290,7 @@ def test_constant_row_scores_are_nan_with_a_reason(tmp_path: Path,
         w_mat, groups[0].similarity[1])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["net, group grey, layer pixels: constant activations for concept(s) "
-                        "n00000003 (word3): correlation undefined; 2 vs 2 and RSA are nan"]
+                        "n00000003 (word3): correlation undefined; every measure is nan"]
 
 
 def test_constant_row_null_and_significance_are_nan_with_a_reason(tmp_path: Path) -> None:
@@ -300,7 +300,7 @@ def test_constant_row_null_and_significance_are_nan_with_a_reason(tmp_path: Path
     shards = [tmp_path / "shard-0.h5", tmp_path / "shard-1.h5"]
     for path, (lo, hi) in zip(shards, [(0, 8), (8, 19)], strict=True):
         analysis.null_shard(path, "wm", w_mat, groups, seed=5, start=lo, stop=hi,
-                            batch_size=8, rsa_method="pearson", device="cpu", progress=False)
+                            batch_size=8, device="cpu", progress=False)
     nulls = read_nulls(shards)
     assert np.isnan(nulls["grey"]["two_vs_two"][:, 0]).all()
     assert np.isnan(nulls["grey"]["rsa"][:, 0]).all()

@@ -111,7 +111,7 @@ def small_groups(k: int = 6, n_layers: int = 2) -> tuple[np.ndarray, list[GroupS
 def write_shard(path: Path, start_: int = 0, stop: int = 8) -> None:
     w_mat, groups = small_groups()
     null_shard(path, "w2v", w_mat, groups, seed=3, start=start_, stop=stop, batch_size=4,
-               rsa_method="pearson", device="cpu", progress=False)
+               device="cpu", progress=False)
 
 
 def test_truncated_or_incomplete_shard_names_the_file(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_truncated_activations_and_word_files_name_the_file(tmp_path: Path) -> N
     vectors = np.random.default_rng(0).standard_normal((5, 7))
     matrix = tmp_path / "similarity.h5"
     w_mat = word_similarity_matrix("w2v", [w for w, _ in kept], vectors, kept)
-    write_word_matrix(matrix, "w2v", {}, kept, w_mat, vectors.shape[1])
+    write_word_matrix(matrix, "w2v", {}, kept, w_mat, vectors.shape[1], w_mat)
     assert read_word_matrix(matrix)[0] == [w for w, _ in kept]
     truncate(matrix)
     with pytest.raises(OSError) as info:
@@ -426,7 +426,7 @@ def stuck(*args, **kwargs):
 analysis.permutation_null = stuck
 w_mat, groups = small_groups()
 analysis.null_shard({out!r}, "w2v", w_mat, groups, seed=3, start=0, stop=8, batch_size=4,
-                    rsa_method="pearson", device="cpu", progress=False)
+                    device="cpu", progress=False)
 """
 
 
