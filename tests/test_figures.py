@@ -155,6 +155,12 @@ def test_control_difference(tmp_path: Path, captured: list[Figure]) -> None:
     # The dicts of comparison_rows plot too (floats, not strings).
     figures.plot_control_difference(rows, {}, written(tmp_path, "fig3b"))
     check(written(tmp_path, "fig3b"))
+    # A percentile interval need not contain the estimate (a skewed bootstrap): still drawn.
+    skewed = [dict(r, ci_low=float(r["estimate"]) + 0.1, ci_high=float(r["estimate"]) + 0.2)
+              if r["comparison"] == "layer_vs_control" and math.isfinite(float(r["estimate"]))
+              else r for r in rows]
+    figures.plot_control_difference(skewed, {}, written(tmp_path, "fig3c"))
+    check(written(tmp_path, "fig3c"))
 
 
 def test_control_difference_without_control(tmp_path: Path, captured: list[Figure]) -> None:

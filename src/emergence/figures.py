@@ -252,11 +252,11 @@ def _comparison_panel(ax: plt.Axes, rows: Sequence[Mapping[str, str]], measure: 
         color = f"C{c}"
         ok = [math.isfinite(e) and math.isfinite(a) and math.isfinite(z)
               for e, a, z in zip(est, lo, hi, strict=True)]
-        ax.errorbar([x for x, o in zip(xs, ok, strict=True) if o],
-                    [e for e, o in zip(est, ok, strict=True) if o],
-                    yerr=[[e - a for e, a, o in zip(est, lo, ok, strict=True) if o],
-                          [z - e for e, z, o in zip(est, hi, ok, strict=True) if o]],
-                    fmt="none", ecolor=color, elinewidth=1.0, capsize=2.5)
+        # The interval as a segment: a percentile interval need not contain the estimate
+        # (a skewed bootstrap distribution), so it is not an error bar around it.
+        ax.vlines([x for x, o in zip(xs, ok, strict=True) if o],
+                  [a for a, o in zip(lo, ok, strict=True) if o],
+                  [z for z, o in zip(hi, ok, strict=True) if o], colors=color, lw=1.0)
         ax.plot(xs, est, color=color, lw=1.0,
                 label=f"{labels.get(sub[0]['a'], sub[0]['a'])} - {labels.get(b, b)}")
         p = _column(sub, "p_value") or [math.nan] * len(sub)
