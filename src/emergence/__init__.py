@@ -11,10 +11,17 @@ Public statistics API (all float64, rows aligned by concept):
 * :func:`permutation_null`, :func:`p_values`, :func:`family_wise_p_values` -- significance.
 * :func:`one_vs_two` -- the 1 vs 2 test for misclassified images.
 * :func:`cka` (linear, biased or debiased), :func:`mutual_knn` -- alignment measures beside
-  2 vs 2 and RSA (``rsa(..., method="kendall")`` for Kendall's tau-a).
+  2 vs 2 and RSA (``rsa(..., method="kendall")`` for Kendall's tau-a); :func:`linear_gram`
+  -- the centred Gram matrix CKA compares.
+* :func:`bootstrap_distribution`, :func:`bootstrap_counts` -- the bootstrap over concepts
+  (every measure; a copy of a concept counts as the concept itself).
+* :func:`confidence_interval`, :func:`bootstrap_p`, :func:`depth_trend` -- intervals, paired
+  bootstrap p-values, the depth-trend statistic.
 """
 
-from emergence.stats.cka import cka
+from emergence.stats.bootstrap import bootstrap_counts, bootstrap_distribution
+from emergence.stats.cka import cka, linear_gram
+from emergence.stats.comparisons import bootstrap_p, confidence_interval, depth_trend
 from emergence.stats.knn import mutual_knn
 from emergence.stats.one_vs_two import OneVsTwo, one_vs_two
 from emergence.stats.permutation import (
@@ -34,8 +41,14 @@ __all__ = [
     "PearsonAccumulator",
     "TwoVsTwo",
     "__version__",
+    "bootstrap_counts",
+    "bootstrap_distribution",
+    "bootstrap_p",
     "cka",
+    "confidence_interval",
+    "depth_trend",
     "family_wise_p_values",
+    "linear_gram",
     "mutual_knn",
     "one_vs_two",
     "p_values",
