@@ -294,3 +294,9 @@ def test_bad_inputs() -> None:
     data["bootstrap"]["net", "wm1"]["photo"]["rsa"] = np.zeros((B, 3))
     with pytest.raises(ValueError, match="expected"):
         rows_of(data)
+
+
+def test_pixel_layer_name_is_the_layers_one() -> None:
+    from emergence.sources.layers import PIXELS
+
+    assert cmp.PIXELS == PIXELS

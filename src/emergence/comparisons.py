@@ -60,7 +60,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from emergence.sources.layers import PIXELS
 from emergence.stats.comparisons import (
     MIN_TREND_LAYERS,
     bootstrap_p,
@@ -68,6 +67,10 @@ from emergence.stats.comparisons import (
     depth_trend,
     paired_difference,
 )
+
+PIXELS = "pixels"
+"""The pixel baseline's layer name (:data:`emergence.sources.layers.PIXELS`; not imported
+from there, which needs torch: this module runs in the statistics env)."""
 
 __all__ = ["COMPARISONS", "COMPARISON_COLUMNS", "comparison_rows"]
 
