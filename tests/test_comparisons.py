@@ -300,3 +300,50 @@ def test_pixel_layer_name_is_the_layers_one() -> None:
     from emergence.sources.layers import PIXELS
 
     assert cmp.PIXELS == PIXELS
+
+
+def test_comparisons_are_the_same_for_1_3_and_8_shards() -> None:
+    """The paired results, built from bootstrap distributions drawn in 1, 3 or 8 shards of
+    the same samples (two networks sharing the concept draws), are identical."""
+    from emergence.stats.bootstrap import bootstrap_distribution
+    from emergence.stats.measures import MeasureSpec
+    from emergence.stats.permutation import shard_range
+    from emergence.stats.similarity import similarity_matrix
+
+    rng = np.random.default_rng(3)
+    k, layers, groups, n, batch = 14, ["pixels", "a", "b", "c"], ["1", "2"], 20, 4
+    latent = rng.standard_normal((k, 5))
+    words = latent @ rng.standard_normal((5, 30)) + rng.standard_normal((k, 30))
+    w = similarity_matrix(words)
+    spec = MeasureSpec(("two_vs_two", "rsa", "mutual_knn"), "pearson", 3)
+    images = {(net, g): np.stack([similarity_matrix(
+        latent @ rng.standard_normal((5, 40)) * s + rng.standard_normal((k, 40)))
+        for s in (0.0, 0.5, 1.0, 2.0)]) for net in ("net", "ctrl") for g in groups}
+    scores = {}
+    for net in ("net", "ctrl"):
+        scores[net, "w"] = [
+            {"group": g, "layer": lay, "layer_index": str(j), "reason": "",
+             **{m: str(v[j]) for m, v in spec.observed(w, images[net, g]).items()}}
+            for g in groups for j, lay in enumerate(layers)]
+    concepts = {key: [f"c{i}" for i in range(k)] for key in scores}
+    results = []
+    for shards in (1, 3, 8):
+        boot = {}
+        for net in ("net", "ctrl"):
+            boot[net, "w"] = {}
+            for g in groups:
+                parts = [bootstrap_distribution(w, images[net, g], seed=9, start=lo, stop=hi,
+                                                batch_size=batch, measures=spec.names,
+                                                knn_k=spec.knn_k)
+                         for lo, hi in (shard_range(n, shards, s, batch)
+                                        for s in range(shards))]
+                boot[net, "w"][g] = {m: np.concatenate([p[m] for p in parts])
+                                     for m in spec.names}
+        results.append(cmp.comparison_rows("net", "w", scores=scores, bootstrap=boot,
+                                           concepts=concepts, measures=spec.names,
+                                           controls=["ctrl"], word_models=[]))
+    assert len(results[0]) > 50
+    assert any(r["comparison"] == "layer_vs_control" and np.isfinite(r["p_value"])
+               for r in results[0])
+    for other in results[1:]:
+        assert [str(r) for r in other] == [str(r) for r in results[0]]  # nan == nan as text
