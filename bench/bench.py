@@ -32,6 +32,18 @@ def single_thread_env() -> dict[str, str]:
                 OPENBLAS_NUM_THREADS="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
 
 
+def single_thread_json(code: str, what: str) -> object:
+    """Run ``code`` in a fresh single-threaded interpreter (this checkout first) and return
+    the JSON value of its last stdout line; one error with its stderr if it fails."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", code], env=single_thread_env(),
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the {what} benchmark failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def planted(k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     latent = rng.standard_normal((k, 8))
@@ -151,13 +163,7 @@ def bench_measures(rows: list[dict]) -> None:
         "permutations(0, 0, n, K)\n"
         "out['drawing the permutations'] = (time.perf_counter() - t) / (n * layers)\n"
         "print(json.dumps(out))\n")
-    proc = subprocess.run([sys.executable, "-c", code], env=single_thread_env(),
-                          capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the measures benchmark failed:\n{proc.stderr[-4000:]}")
-    import json
-
-    times = json.loads(proc.stdout.strip().splitlines()[-1])
+    times = single_thread_json(code, "measures")
     base = times["two_vs_two"]
     parts = [f"{name} {t * 1e3:.3f} ms ({t / base:.2f}x)" for name, t in times.items()]
     slowest = max(t for name, t in times.items() if name != "two_vs_two")
@@ -187,12 +193,8 @@ def bench_bootstrap(rows: list[dict]) -> None:
         "    for name, fn in (('perm', perm), ('boot', boot)):\n"
         "        t = time.perf_counter(); fn()\n"
         "        best[name] = min(best[name], time.perf_counter() - t)\n"
-        "print(256 / best['perm'], 256 / best['boot'])\n")
-    proc = subprocess.run([sys.executable, "-c", code], env=single_thread_env(),
-                          capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the bootstrap benchmark failed:\n{proc.stderr[-4000:]}")
-    perm, boot = (float(v) for v in proc.stdout.strip().splitlines()[-1].split())
+        "print([256 / best['perm'], 256 / best['boot']])\n")
+    perm, boot = single_thread_json(code, "bootstrap")
     ratio = boot / perm
     rows.append({"check": f"bootstrap 2 vs 2, k={K}, one layer, one thread",
                  "target": ">= 1/1.5 of the permutation null's evaluations / s / core",

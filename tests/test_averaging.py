@@ -45,6 +45,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+def _concept_means(f: h5py.File, layer: str, ids: list[str], kept: list[str]) -> np.ndarray:
+    """The mean raw activation of each kept concept's images, in kept order."""
+    raw = f[f"layers/{layer}/activations"][()].astype(np.float64)
+    return np.stack([raw[[i for i, w in enumerate(ids) if w == c]].mean(axis=0) for c in kept])
+
+
 def test_average_equals_corrcoef_of_mean_activations(files: dict[str, Path]) -> None:
     kept = ["c3", "c0", "c4", "c1"]  # any order and subset
     g = load_group(files["averaged"], kept, "net", "1")
@@ -53,9 +59,7 @@ def test_average_equals_corrcoef_of_mean_activations(files: dict[str, Path]) -> 
     with h5py.File(files["averaged"]) as f:
         ids = f["images/wnid"].asstr()[()].tolist()
         for j, name in enumerate(g.layers):
-            raw = f[f"layers/{name}/activations"][()].astype(np.float64)
-            means = np.stack([raw[[i for i, w in enumerate(ids) if w == c]].mean(axis=0)
-                              for c in kept])
+            means = _concept_means(f, name, ids, kept)
             expected = np.corrcoef(means)
             np.testing.assert_allclose(g.similarity[j], expected, rtol=0, atol=1e-10,
                                        err_msg=name)
@@ -75,9 +79,7 @@ def test_centred_gram_equals_the_gram_of_centred_activations(files: dict[str, Pa
     with h5py.File(files["averaged"]) as f:
         ids = f["images/wnid"].asstr()[()].tolist()
         for j, name in enumerate(g.layers):
-            raw = f[f"layers/{name}/activations"][()].astype(np.float64)
-            means = np.stack([raw[[i for i, w in enumerate(ids) if w == c]].mean(axis=0)
-                              for c in kept])
+            means = _concept_means(f, name, ids, kept)
             expected = linear_gram(means)
             scale = np.abs(expected).max()
             np.testing.assert_allclose(g.gram[j], expected, rtol=0, atol=1e-11 * scale,
