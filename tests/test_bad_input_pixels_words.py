@@ -200,6 +200,19 @@ def test_auto_detects_the_header_behind_a_bom(tmp_path: Path) -> None:
         load_keyed_vectors(path, "glove")
 
 
+@pytest.mark.parametrize("variant", ["bom", "crlf", "bom+crlf"])
+def test_emoji_concept_table_with_bom_or_crlf(tmp_path: Path, variant: str) -> None:
+    from emergence.sources.emoji import load_concept_table
+
+    table = Path(__file__).resolve().parents[1] / "config" / "demo_concepts.tsv"
+    text = table.read_text(encoding="utf-8")
+    text = (BOM if "bom" in variant else "") + text
+    if "crlf" in variant:
+        text = text.replace("\n", "\r\n")
+    (tmp_path / "table.tsv").write_bytes(text.encode("utf-8"))
+    assert load_concept_table(tmp_path / "table.tsv") == load_concept_table(table)
+
+
 # ----------------------------------------------------------------------------------------
 # 13. senses of one word with their own definitions
 # ----------------------------------------------------------------------------------------
