@@ -3,6 +3,7 @@ with a byte order mark or CRLF line ends, and senses of one word with their own 
 
 from __future__ import annotations
 
+import gzip
 import struct
 import zlib
 from pathlib import Path
@@ -172,14 +173,15 @@ def vector_text(header: bool) -> str:
 
 
 @pytest.mark.parametrize("fmt", ["word2vec-text", "fasttext-vec", "glove", "auto"])
-@pytest.mark.parametrize("variant", ["bom", "crlf", "bom+crlf"])
+@pytest.mark.parametrize("variant", ["bom", "crlf", "bom+crlf", "bom+crlf+gz"])
 def test_text_vector_files_with_bom_or_crlf(tmp_path: Path, fmt: str, variant: str) -> None:
     plain = vector_text(header=fmt != "glove")
     text = (BOM if "bom" in variant else "") + plain
     if "crlf" in variant:
         text = text.replace("\n", "\r\n")
-    path = tmp_path / "vectors.txt"
-    path.write_bytes(text.encode("utf-8"))
+    data = text.encode("utf-8")
+    path = tmp_path / ("vectors.txt.gz" if "gz" in variant else "vectors.txt")
+    path.write_bytes(gzip.compress(data) if "gz" in variant else data)
     (tmp_path / "plain.txt").write_text(plain, encoding="utf-8")
     kv = load_keyed_vectors(path, fmt)
     reference = load_keyed_vectors(tmp_path / "plain.txt", fmt)
