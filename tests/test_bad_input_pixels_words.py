@@ -56,10 +56,24 @@ def upright() -> np.ndarray:
 
 
 @pytest.mark.parametrize("orientation", list(STORED))
-def test_exif_orientation_is_applied(tmp_path: Path, orientation: int) -> None:
+@pytest.mark.parametrize("kind", ["png", "tiff", "tiff-grey", "tiff-16bit"])
+def test_exif_orientation_is_applied(tmp_path: Path, orientation: int, kind: str) -> None:
+    """Every tag, in PNG's eXIf chunk and as TIFF's own tag; a one-band TIFF too (PIL
+    scrambles its pixels when it maps the file into memory)."""
     u = upright()
-    path = tagged(tmp_path / "photo.png", STORED[orientation](u), orientation)
+    stored = np.ascontiguousarray(STORED[orientation](u))
+    if kind == "png":
+        path = tagged(tmp_path / "photo.png", stored, orientation)
+    else:
+        pixels = {"tiff": stored, "tiff-grey": stored[..., 0],
+                  "tiff-16bit": stored[..., 0].astype(np.uint16) * 257}[kind]
+        path = tmp_path / "photo.tif"
+        Image.fromarray(pixels).save(path, tiffinfo={ORIENTATION: orientation})
+        u = u if kind == "tiff" else np.repeat(u[..., :1], 3, axis=2)
     assert np.array_equal(np.asarray(load_image(path)), u)
+    from emergence.extraction.preprocess import load_oriented
+
+    assert load_oriented(path)[1] == orientation  # recorded, also where PIL applied it
 
 
 def test_phone_jpeg_turned_sideways_loads_like_its_upright_twin(tmp_path: Path) -> None:

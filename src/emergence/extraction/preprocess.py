@@ -74,12 +74,15 @@ def load_oriented(path: str | os.PathLike[str]) -> tuple[Image.Image, int]:
 
 
 def _load_image(path: str | os.PathLike[str]) -> tuple[Image.Image, int]:
-    with Image.open(path) as img:
+    # From a file object, not a path: PIL then reads raw pixels instead of mapping them
+    # into memory, a path that (Pillow 13) lays out a one-band TIFF with a rotating
+    # orientation tag (5-8) in the rotated size and scrambles its pixels.
+    with open(path, "rb") as fh, Image.open(fh) as img:
+        tagged = _orientation(img)  # before loading: PIL's TIFF reader applies its own tag
         img.load()
-        tag = img.getexif().get(ExifTags.Base.Orientation, 0)
-        orientation = tag if isinstance(tag, int) and 0 <= tag <= 0xFFFF else 0
-        if orientation in _TRANSPOSED:
+        if _orientation(img) in _TRANSPOSED:  # not applied yet
             img = ImageOps.exif_transpose(img)
+        orientation = tagged or _orientation(img)
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         if img.mode in _DEEP_MODES:
@@ -94,6 +97,12 @@ def _load_image(path: str | os.PathLike[str]) -> tuple[Image.Image, int]:
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return Image.alpha_composite(background, rgba).convert("RGB"), orientation
         return img.convert("RGB"), orientation
+
+
+def _orientation(img: Image.Image) -> int:
+    """The image's EXIF (or TIFF, or XMP) orientation tag; 0 when it has none."""
+    tag = img.getexif().get(ExifTags.Base.Orientation, 0)
+    return tag if isinstance(tag, int) and 0 <= tag <= 0xFFFF else 0
 
 
 def _integer_max(img: Image.Image) -> int:
