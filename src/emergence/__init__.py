@@ -71,7 +71,30 @@ _HOME = {
     "two_vs_two_from_similarity": "emergence.stats.two_vs_two",
 }
 
-__all__ = sorted([*_HOME, "__version__"])
+__all__ = [
+    "OneVsTwo",
+    "PearsonAccumulator",
+    "TwoVsTwo",
+    "__version__",
+    "bootstrap_counts",
+    "bootstrap_distribution",
+    "bootstrap_p",
+    "cka",
+    "confidence_interval",
+    "depth_trend",
+    "family_wise_p_values",
+    "linear_gram",
+    "mutual_knn",
+    "one_vs_two",
+    "p_values",
+    "permutation",
+    "permutation_null",
+    "rsa",
+    "rsa_from_similarity",
+    "similarity_matrix",
+    "two_vs_two",
+    "two_vs_two_from_similarity",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:  # torch is the CUDA path of the null only
+    import torch
 
 __all__ = ["CkaNull", "cka", "cka_from_gram", "linear_gram", "permuted_upper_dot"]
 
@@ -102,6 +105,8 @@ def permuted_upper_dot(w: NDArray[np.float64], m: NDArray[np.float64], perms: ND
         from emergence.stats import _kernels
 
         return _kernels.permuted_upper_dot(w, m, perms)
+    import torch
+
     p = torch.from_numpy(perms).to(dev)
     mt = torch.as_tensor(m, device=dev)[p[:, :, None], p[:, None, :]]
     return (mt * torch.as_tensor(w, device=dev)).sum(dim=(1, 2)).cpu().numpy()
@@ -123,7 +128,11 @@ class CkaNull:
         if debiased and n < 4:
             raise ValueError(f"debiased CKA needs at least 4 concepts, got {n}")
         self.n, self.biased, self.debiased = n, biased, debiased
-        self.dev = device if device is not None else torch.device("cpu")
+        if device is None:
+            import torch
+
+            device = torch.device("cpu")
+        self.dev = device
         self._upper = np.triu(k_mat, 1)
         self._diag = k_mat.diagonal().copy()
         self._xx = float(np.sum(k_mat * k_mat))
