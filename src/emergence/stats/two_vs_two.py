@@ -167,6 +167,11 @@ class TwoVsTwo:
                 self.W[b, b])
 
     @property
+    def cpu_engine(self) -> CpuEngine | None:
+        """The certified float32 engine that counts on the CPU (None on CUDA)."""
+        return self._cpu
+
+    @property
     def n_pairs(self) -> int:
         return self.k * (self.k - 1) // 2
 
