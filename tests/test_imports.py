@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import emergence
-from emergence.device import _no_gpu_driver
+from emergence.device import _no_gpu_driver, cuda_available
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow" / "scripts"
@@ -110,6 +110,17 @@ def test_the_rule_files_imports_are_torch_free() -> None:
     names = [a or b for a, b in modules]
     assert "emergence.config" in names and "emergence.device" in names
     assert loaded_after(names, ROOT) == []
+
+
+def test_cuda_is_known_absent_without_torch_only_where_torch_agrees(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a GPU driver, device.py answers "no CUDA" without importing torch; the answer
+    is torch's own wherever this runs (with a driver it asks torch)."""
+    import torch
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert not (_no_gpu_driver() and torch.cuda.is_available())
+    assert cuda_available() == torch.cuda.is_available()
 
 
 @pytest.mark.skipif(not _no_gpu_driver(), reason="with a GPU driver, the DAG asks torch "

@@ -43,16 +43,21 @@ __all__ = [
 DEVICES = ("auto", "cpu", "cuda")
 # Set by SLURM in a job that was allocated GPUs (the job's devices are then the visible ones).
 _SLURM_GPU_VARS = ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS")
-# Device files of the drivers a CUDA (or ROCm) build of torch talks to: NVIDIA's (also what a
-# container granted GPUs sees), Jetson's, WSL's and AMD's.
-_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/nvhost-ctrl-gpu", "/dev/dxg",
-                     "/dev/kfd")
+# Traces of a GPU driver a CUDA (or ROCm) build of torch talks to: NVIDIA's kernel module and
+# device files (also what a container granted GPUs sees), Jetson's, WSL's and AMD's.
+_GPU_DRIVER_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0",
+                     "/dev/nvhost-ctrl-gpu", "/dev/dxg", "/dev/kfd")
 
 
 def _no_gpu_driver() -> bool:
-    """True when no GPU driver's device file exists: ``torch.cuda.is_available()`` is then
-    False, and answering it without importing torch saves every job ~2 s."""
-    return not any(os.path.exists(f) for f in _GPU_DEVICE_FILES)
+    """True when no GPU driver is installed: no driver file, and no CUDA driver library
+    (``libcuda``, which torch's CUDA needs) on the loader's path. ``torch.cuda.is_available()``
+    is then False, and answering it without importing torch saves every job ~2 s."""
+    if any(os.path.exists(f) for f in _GPU_DRIVER_FILES):
+        return False
+    import ctypes.util
+
+    return ctypes.util.find_library("cuda") is None
 
 
 def _cuda_present() -> bool:
@@ -191,7 +196,9 @@ def job_device(device: str, gpus: int | None) -> str:
     _check(device)
     if device == "cpu" or (device == "auto" and not gpus):
         return "cpu"
-    if not _cuda_present():
+    import torch  # the job computes on CUDA: torch decides
+
+    if not torch.cuda.is_available():
         why = "device 'cuda' is configured" if device == "cuda" else "the job was granted a gpu"
         raise RuntimeError(f"{why}, but no CUDA device is available to this job")
     return f"cuda:{claim_slot(_device_keys())}"
