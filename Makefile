@@ -1,10 +1,11 @@
-# semantic-emergence: the two commands are `make demo` and `make test`.
+# semantic-emergence: the two commands are `make demo` and `make test` (`make test-fast` while
+# working: every test that does not run the workflow end to end).
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
 
-.PHONY: env demo test lint bench clean-results
+.PHONY: env demo test test-fast lint bench clean-results
 
 # The environment: pinned in pyproject.toml (torch==2.14.1, torchvision==0.29.1), installed
 # once into .venv and re-installed whenever pyproject.toml changes.
@@ -24,6 +25,10 @@ test: env
 	$(BIN)/python -m pytest
 	$(BIN)/snakemake --lint
 	$(BIN)/ruff check .
+
+# The tests marked slow are those that use an end-to-end fixture (tests/conftest.py).
+test-fast: env
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: env
 	$(BIN)/python bench/bench.py

@@ -22,34 +22,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-K = 166  # the paper's concept count
+sys.path.insert(0, str(ROOT))  # run as a script: the package `bench`, not this file
 
-
-def single_thread_env() -> dict[str, str]:
-    """The environment of a benchmark subprocess: this checkout first, every pool at 1 thread."""
-    return dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                OPENBLAS_NUM_THREADS="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
-
-
-def single_thread_json(code: str, what: str) -> object:
-    """Run ``code`` in a fresh single-threaded interpreter (this checkout first) and return
-    the JSON value of its last stdout line; one error with its stderr if it fails."""
-    import json
-
-    proc = subprocess.run([sys.executable, "-c", code], env=single_thread_env(),
-                          capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the {what} benchmark failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def planted(k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    latent = rng.standard_normal((k, 8))
-    x = latent @ rng.standard_normal((8, 300)) * 0.12 + rng.standard_normal((k, 300))
-    y = latent @ rng.standard_normal((8, 500)) * 0.12 + rng.standard_normal((k, 500))
-    return x, y
+from bench._common import K, planted, run_json, single_thread_env  # noqa: E402
+from bench.memory import bench_memory  # noqa: E402
+from bench.scale import bench_scale  # noqa: E402
 
 
 def literal_scipy(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
@@ -111,7 +88,7 @@ def bench_two_vs_two(rows: list[dict]) -> None:
 def bench_permutations(rows: list[dict]) -> None:
     code = (
         "import time, numpy as np, torch, emergence\n"
-        "from bench.bench import planted, K\n"
+        "from bench._common import planted, K\n"
         "torch.set_num_threads(1)\n"
         "x, y = planted(K, 1)\n"
         "w, i = emergence.similarity_matrix(x), emergence.similarity_matrix(y)\n"
@@ -119,13 +96,7 @@ def bench_permutations(rows: list[dict]) -> None:
         "t = time.perf_counter()\n"
         "emergence.permutation_null(w, [i] * 4, seed=0, start=0, stop=512, batch_size=8)\n"
         "print(512 * 4 / (time.perf_counter() - t))\n")
-    env = single_thread_env()
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the extraction benchmark failed:\n{proc.stderr[-4000:]}")
-    out = proc.stdout
-    rate = float(out.strip().splitlines()[-1])
+    rate = float(run_json(code, "permutations"))
     rows.append({"check": f"permutation null, k={K}, one thread",
                  "target": ">= 2,000 2 vs 2 evaluations / s / core",
                  "measured": f"{rate:,.0f} / s", "holds": rate >= 2000})
@@ -136,7 +107,7 @@ def bench_measures(rows: list[dict]) -> None:
     the 2 vs 2's, in one subprocess (the ratios compare things measured side by side)."""
     code = (
         "import json, time, numpy as np, torch, emergence\n"
-        "from bench.bench import planted, K\n"
+        "from bench._common import planted, K\n"
         "from emergence.stats.cka import linear_gram\n"
         "from emergence.stats.permutation import permutation_null, permutations\n"
         "torch.set_num_threads(1)\n"
@@ -163,7 +134,7 @@ def bench_measures(rows: list[dict]) -> None:
         "permutations(0, 0, n, K)\n"
         "out['drawing the permutations'] = (time.perf_counter() - t) / (n * layers)\n"
         "print(json.dumps(out))\n")
-    times = single_thread_json(code, "measures")
+    times = run_json(code, "measures")
     base = times["two_vs_two"]
     parts = [f"{name} {t * 1e3:.3f} ms ({t / base:.2f}x)" for name, t in times.items()]
     slowest = max(t for name, t in times.items() if name != "two_vs_two")
@@ -178,7 +149,7 @@ def bench_bootstrap(rows: list[dict]) -> None:
     permutation null's, measured alternately in the same process (best of 5 rounds each)."""
     code = (
         "import time, numpy as np, torch, emergence\n"
-        "from bench.bench import planted, K\n"
+        "from bench._common import planted, K\n"
         "from emergence.stats.bootstrap import bootstrap_distribution\n"
         "torch.set_num_threads(1)\n"
         "x, y = planted(K, 1)\n"
@@ -194,7 +165,7 @@ def bench_bootstrap(rows: list[dict]) -> None:
         "        t = time.perf_counter(); fn()\n"
         "        best[name] = min(best[name], time.perf_counter() - t)\n"
         "print([256 / best['perm'], 256 / best['boot']])\n")
-    perm, boot = single_thread_json(code, "bootstrap")
+    perm, boot = run_json(code, "bootstrap")
     ratio = boot / perm
     rows.append({"check": f"bootstrap 2 vs 2, k={K}, one layer, one thread",
                  "target": ">= 1/1.5 of the permutation null's evaluations / s / core",
@@ -211,7 +182,7 @@ def bench_full_analysis(rows: list[dict], cores: int) -> None:
     per_core = 192
     code = (
         "import time, numpy as np, torch, emergence\n"
-        "from bench.bench import planted, K\n"
+        "from bench._common import planted, K\n"
         "torch.set_num_threads(1)\n"
         "rng = np.random.default_rng(2)\n"
         "w = emergence.similarity_matrix(rng.standard_normal((K, 300)))\n"
@@ -281,15 +252,7 @@ shutil.rmtree(tmp)
 print(json.dumps({{"bare": bare, "full": full, "ratios": ratios, "rss_kb": resource.getrusage(
     resource.RUSAGE_SELF).ru_maxrss, "layers": len(layers)}}))
 """
-    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the extraction benchmark failed:\n{proc.stderr[-4000:]}")
-    out = proc.stdout
-    import json
-
-    r = json.loads(out.strip().splitlines()[-1])
+    r = run_json(code, "extraction", single_thread=False)  # the network at the machine's threads
     ratio = r["bare"] / r["full"]
     rows.append({"check": f"extraction, VGG16 (random), {n_images} images at 224 px, "
                           f"{r['layers']} layers, {groups} groups",
@@ -340,9 +303,6 @@ def bench_overhead(rows: list[dict]) -> None:
 
 
 def main() -> None:
-    from bench.memory import bench_memory
-    from bench.scale import bench_scale
-
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="166 instead of 830 images")
     args = ap.parse_args()

@@ -36,7 +36,7 @@ K = 166
 
 def planted(k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """bench.py's planted embeddings, as similarity matrices (W, I)."""
-    from bench.bench import planted as embeddings
+    from bench._common import planted as embeddings
     from emergence import similarity_matrix
 
     x, y = embeddings(k, seed)

@@ -10,7 +10,6 @@ map onto the concepts), then each statistics job's package calls, exactly as its
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -18,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: `bench` importable
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a script: the package `bench`, not bench/bench.py
+
+from bench._common import run_json  # noqa: E402
+
 K = 1854
 LAYERS = 4
 GROUPS = 3
@@ -110,15 +111,8 @@ def run_job(name: str, folder: Path, groups: int) -> dict:
     code = _PRELUDE + _JOBS[name] + (
         "print(json.dumps({'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
         " / 1024, 'base_mb': base / 1024}))\n")
-    from bench.bench import single_thread_env
-
-    env = single_thread_env()
-    proc = subprocess.run([sys.executable, "-c", code, str(folder),
-                           ",".join(str(g) for g in range(groups))],
-                          env=env, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the memory benchmark of {name} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(code, f"memory ({name})", str(folder),
+                    ",".join(str(g) for g in range(groups)))
 
 
 def bench_memory(rows: list[dict], k: int = K, layers: int = LAYERS,

@@ -19,13 +19,14 @@ Each k runs in its own single-threaded subprocess (numba, torch, BLAS at 1 threa
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: `bench` importable
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a script: the package `bench`, not bench/bench.py
+
+from bench._common import run_json  # noqa: E402
+
 KS = (166, 500, 1000, 1854)
 BATCH = 8  # the schema's default permutations.batch_size
 TARGET = 3.0  # per-permutation cost within 3x of the matmul bound
@@ -33,7 +34,7 @@ TARGET = 3.0  # per-permutation cost within 3x of the matmul bound
 _CODE = """
 import json, sys, time
 import numpy as np, torch, emergence
-from bench.bench import planted
+from bench._common import planted
 from emergence.stats.permutation import permutations
 torch.set_num_threads(1)
 k, batch = int(sys.argv[1]), int(sys.argv[2])
@@ -51,7 +52,7 @@ w, i = emergence.similarity_matrix(x), emergence.similarity_matrix(y)
 engine = emergence.TwoVsTwo(w)
 a32 = i.astype(np.float32); b32 = np.ascontiguousarray(w.T, dtype=np.float32)
 ta, tb = torch.from_numpy(a32), torch.from_numpy(b32)
-tbp = torch.from_numpy(engine._cpu._w32_t.numpy().copy())  # padded to kp columns, as the engine
+tbp = engine.cpu_engine.w32_t.clone()  # W^T padded to kp columns, as the engine multiplies
 perms = permutations(1, 0, batch, k)
 stack = torch.from_numpy(np.ascontiguousarray(np.stack([i[p][:, p] for p in perms]),
                                               dtype=np.float32).reshape(-1, k))
@@ -75,14 +76,7 @@ print(json.dumps(out))
 
 def measure(k: int, batch: int = BATCH) -> dict:
     """One k's timings (seconds) in a single-threaded subprocess."""
-    from bench.bench import single_thread_env
-
-    env = single_thread_env()
-    proc = subprocess.run([sys.executable, "-c", _CODE, str(k), str(batch)], env=env,
-                          capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the scale benchmark at k={k} failed:\n{proc.stderr[-4000:]}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = run_json(_CODE, f"scale (k={k})", str(k), str(batch))
     r["eval_s"] = min(r["eval_s"], r.pop("eval2_s"))
     r["mm_s"] = min(r["mm_s"], r.pop("mm2_s"))
     return r

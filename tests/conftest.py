@@ -22,6 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 N_CONCEPTS = 12
 
+# The fixtures that run the workflow end to end (minutes each): `demo_run` and `study` here,
+# `paper_run` (tests/test_paper.py) and `things` (tests/test_things.py). A test that uses one,
+# itself or through another fixture, is marked `slow`: `make test-fast` (-m "not slow")
+# leaves it out. A test that runs jobs of the workflow without one of them says @slow itself.
+END_TO_END = frozenset({"demo_run", "study", "paper_run", "things"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if END_TO_END.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def read_tsv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:

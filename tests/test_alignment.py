@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 import emergence
-from emergence.stats.cka import cka_from_gram, linear_gram
+from emergence.stats.cka import CkaNull, cka_from_gram, linear_gram
 from emergence.stats.knn import nearest_neighbours
 from emergence.stats.rsa import rsa_from_similarity, rsa_matrix, upper_triangle
 from tests import literal
@@ -43,6 +43,30 @@ def test_cka_invariances_and_the_gram_form() -> None:
     with pytest.raises(ValueError, match="debiased CKA needs at least 4 concepts"):
         emergence.cka(x[:3], y[:3], debiased=True)
     assert np.isnan(emergence.cka(np.ones((6, 3)), y[:6]))  # no variance: undefined
+
+
+@pytest.mark.parametrize("k", [5, 12, 166])
+def test_cka_of_a_constant_representation_is_nan_on_every_path(k: int) -> None:
+    """Every concept with the same row: its column means are not exact (0.1 * random), so
+    the centred Gram matrix is rounding noise (~1e-30), and the ratio of noise was returned
+    (~1e-17). NaN from the features, the Gram matrices and the permutation null, either side."""
+    rng = np.random.default_rng(k)
+    flat = np.tile(0.1 * rng.standard_normal(40) + 3.7, (k, 1))
+    y = rng.standard_normal((k, 9))
+    perms = np.stack([rng.permutation(k) for _ in range(4)])
+    for debiased in (False, True):
+        assert np.isnan(emergence.cka(flat, y, debiased=debiased))
+        assert np.isnan(emergence.cka(y, flat, debiased=debiased))
+        assert np.isnan(cka_from_gram(linear_gram(flat), linear_gram(y), debiased))
+        assert np.isnan(cka_from_gram(linear_gram(y), linear_gram(flat), debiased))
+    for word, image in ((y, flat), (flat, y)):
+        null = CkaNull(linear_gram(word), biased=True, debiased=True).layer(linear_gram(image))
+        values = null(perms)
+        assert np.isnan(values["cka"]).all() and np.isnan(values["cka_debiased"]).all()
+    # the null of a representation with variance is unchanged: the observed CKA at p = id
+    values = CkaNull(linear_gram(y), debiased=True).layer(linear_gram(y))(np.arange(k)[None])
+    assert values["cka"][0] == pytest.approx(1.0, abs=1e-12)
+    assert values["cka_debiased"][0] == pytest.approx(1.0, abs=1e-12)
 
 
 @pytest.mark.parametrize(("k", "p", "q", "signal", "seed"), ALIGNMENT_CASES)

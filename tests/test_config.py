@@ -42,3 +42,20 @@ def test_invalid_config_fails_before_defaults_matter(tmp_path: Path) -> None:
     cfg["permutations"] = {"n": "many"}
     with pytest.raises(ConfigError, match=r"^config key 'permutations.n': 'many' is not of type"):
         check_config(cfg, SCHEMA)
+
+
+def test_two_controls_of_one_network_are_rejected_naming_both(tmp_path: Path) -> None:
+    """One control is compared per trained network (Study.controls_of): a second one would be
+    extracted and scored, then never compared. One line naming both; one control passes."""
+    cfg = small_config(tmp_path)
+    cfg["networks"]["lite0-untrained-2"] = copy.deepcopy(cfg["networks"]["lite0-untrained"])
+    with pytest.raises(ConfigError) as info:
+        check_config(copy.deepcopy(cfg), SCHEMA)
+    assert str(info.value) == (
+        "config key 'networks.lite0-untrained-2.control_for': 'lite0' already has a control, "
+        "'lite0-untrained' (networks 'lite0-untrained' and 'lite0-untrained-2' both name it); "
+        "keep one")
+    del cfg["networks"]["lite0-untrained-2"]["control_for"]  # a plain untrained network: fine
+    study = check_config(cfg, SCHEMA)
+    assert study.controls_of("lite0") == ["lite0-untrained"]
+    assert study.controls_of("lite0-untrained-2") == []

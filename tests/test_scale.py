@@ -22,7 +22,7 @@ PAIRS = K * (K - 1) // 2
 
 
 @pytest.fixture(scope="module")
-def things() -> tuple[np.ndarray, np.ndarray, TwoVsTwo]:
+def spaces() -> tuple[np.ndarray, np.ndarray, TwoVsTwo]:
     rng = np.random.default_rng(1854)
     latent = rng.standard_normal((K, 6))
     x = latent @ rng.standard_normal((6, 40)) * 0.1 + rng.standard_normal((K, 40))
@@ -44,8 +44,8 @@ def test_pair_indices_at_k_1854() -> None:
     assert _kernels.cross_product_error(K) < 1e-3  # the bound stays usable
 
 
-def test_engine_equals_float64_definition_and_literal_at_k_1854(things) -> None:
-    w, i, engine = things
+def test_engine_equals_float64_definition_and_literal_at_k_1854(spaces) -> None:
+    w, i, engine = spaces
     passed = _passed(engine, i)
     assert engine.n_pairs == PAIRS
     acc = float(engine.accuracy(i))
@@ -59,8 +59,8 @@ def test_engine_equals_float64_definition_and_literal_at_k_1854(things) -> None:
     assert passed[pick].tolist() == ref
 
 
-def test_batches_and_permutations_at_k_1854(things) -> None:
-    w, i, engine = things
+def test_batches_and_permutations_at_k_1854(spaces) -> None:
+    w, i, engine = spaces
     perms = permutations(7, 0, 2, K)
     shuffled = np.stack([i[p][:, p] for p in perms])
     expected = np.array([_passed(engine, m).sum() for m in shuffled]) / PAIRS
@@ -70,8 +70,8 @@ def test_batches_and_permutations_at_k_1854(things) -> None:
     assert np.array_equal(null[:, 0], expected)
 
 
-def test_one_vs_two_at_k_1854_equals_literal_on_a_subset(things) -> None:
-    w, i, _ = things
+def test_one_vs_two_at_k_1854_equals_literal_on_a_subset(spaces) -> None:
+    w, i, _ = spaces
     rng = np.random.default_rng(3)
     predicted = np.arange(K)
     wrong = rng.random(K) < 0.1  # 10 % misclassified into another concept of the set

@@ -56,8 +56,9 @@ class Study:
         return [n for n, spec in self.networks.items() if spec.control_for]
 
     def controls_of(self, network: str) -> list[str]:
-        """The untrained control drawn beside ``network`` (at most one)."""
-        return [c for c in self.controls if self.networks[c].control_for == network][:1]
+        """The untrained control drawn beside ``network`` (at most one: ``check_controls``
+        rejects a second)."""
+        return [c for c in self.controls if self.networks[c].control_for == network]
 
     def label(self, name: str) -> str:
         """Display label of a network or word model (default: its name)."""

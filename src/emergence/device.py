@@ -10,6 +10,10 @@ The workflow's GPU bookkeeping lives here too, so the rules stay thin:
   ``cuda`` or the job was granted a ``gpu``; the job then claims one visible device for itself
   (:func:`claim_slot`), so that two GPU jobs never share one and each may size its device
   memory from the whole device's free memory.
+
+torch is imported by the functions that need it, not with this module: building the DAG
+and the jobs that compute no tensors stay free of it. On a machine with no GPU driver
+(:func:`_no_gpu_driver`), CUDA is known to be unavailable without asking torch.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "claim_slot",
@@ -38,10 +43,36 @@ __all__ = [
 DEVICES = ("auto", "cpu", "cuda")
 # Set by SLURM in a job that was allocated GPUs (the job's devices are then the visible ones).
 _SLURM_GPU_VARS = ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS")
+# Traces of a GPU driver a CUDA (or ROCm) build of torch talks to: NVIDIA's kernel module and
+# device files (also what a container granted GPUs sees), Jetson's, WSL's and AMD's.
+_GPU_DRIVER_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0",
+                     "/dev/nvhost-ctrl-gpu", "/dev/dxg", "/dev/kfd")
+
+
+def _no_gpu_driver() -> bool:
+    """True when no GPU driver is installed: no driver file, and no CUDA driver library
+    (``libcuda``, which torch's CUDA needs) on the loader's path. ``torch.cuda.is_available()``
+    is then False, and answering it without importing torch saves every job ~2 s."""
+    if any(os.path.exists(f) for f in _GPU_DRIVER_FILES):
+        return False
+    import ctypes.util
+
+    return ctypes.util.find_library("cuda") is None
+
+
+def _cuda_present() -> bool:
+    """``torch.cuda.is_available()``, importing torch only where a GPU driver is present."""
+    if _no_gpu_driver():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     """``"auto"`` -> ``cuda`` if available else ``cpu``; anything else via ``torch.device``."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -56,7 +87,7 @@ def cuda_available(environ: Mapping[str, str] | None = None, *,
     ``os.environ``), the job was allocated GPUs: a node's devices may be visible to jobs that
     did not ask for them."""
     env = os.environ if environ is None else environ
-    if not (torch.cuda.is_available() if present is None else present):
+    if not (_cuda_present() if present is None else present):
         return False
     if env.get("SLURM_JOB_ID"):
         return any(env.get(v, "").strip() not in ("", "0") for v in _SLURM_GPU_VARS)
@@ -65,7 +96,11 @@ def cuda_available(environ: Mapping[str, str] | None = None, *,
 
 def visible_cuda_devices() -> int:
     """CUDA devices this process may use (0 without CUDA)."""
-    return torch.cuda.device_count() if cuda_available() else 0
+    if not cuda_available():
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _check(device: str) -> None:
@@ -135,6 +170,8 @@ def claim_slot(keys: Sequence[str], lock_dir: str | os.PathLike[str] | None = No
 
 def _device_keys() -> list[str]:
     """A name per visible device that is the same in every process on this machine."""
+    import torch
+
     n = torch.cuda.device_count()
     keys = []
     for i in range(n):
@@ -159,6 +196,8 @@ def job_device(device: str, gpus: int | None) -> str:
     _check(device)
     if device == "cpu" or (device == "auto" and not gpus):
         return "cpu"
+    import torch  # the job computes on CUDA: torch decides
+
     if not torch.cuda.is_available():
         why = "device 'cuda' is configured" if device == "cuda" else "the job was granted a gpu"
         raise RuntimeError(f"{why}, but no CUDA device is available to this job")

@@ -33,13 +33,12 @@ def start(smk: Any) -> logging.Logger:
         os.dup2(fh.fileno(), 2)
         sys.excepthook = _report_to(job_stderr, smk)
     threads = max(int(getattr(smk, "threads", 1) or 1), 1)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # not imported here: most jobs never need it (~2 s)
+    if torch is not None:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    else:  # torch takes its thread count from here if a later import loads it
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger(f"emergence.{getattr(smk, 'rule', 'job')}")

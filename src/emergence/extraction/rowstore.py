@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from emergence.extraction.moments import device_moments
 from emergence.io import scratch_dir
-from emergence.stats._gram import KC
+from emergence.stats.similarity import CHUNK_COLUMNS as KC
 from emergence.stats.similarity import PearsonAccumulator
 
 __all__ = ["RowStores"]

@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from torch import nn
+if TYPE_CHECKING:  # torch loads with the model, not with the config (it costs every job ~2 s)
+    from torch import nn
 
-if TYPE_CHECKING:
     from emergence.sources.models import LoadedModel
 
 __all__ = [
@@ -83,6 +83,8 @@ class LayerSpec(NamedTuple):
 
 def _network(model: nn.Module | LoadedModel) -> nn.Module:
     """The module itself (a :class:`LoadedModel` is not a module: it holds one)."""
+    from torch import nn
+
     return model if isinstance(model, nn.Module) else model.model
 
 
@@ -166,6 +168,8 @@ def default_layers(model: nn.Module | LoadedModel) -> list[LayerEntry]:
 
 
 def _model_label(model: nn.Module | LoadedModel) -> str:
+    from torch import nn
+
     if not isinstance(model, nn.Module):
         return model.name
     cfg = getattr(model, "pretrained_cfg", None) or {}

@@ -221,7 +221,7 @@ class NetworkSpec:
 
 def check_controls(specs: Iterable[NetworkSpec]) -> None:
     """Check ``control_for`` across the networks: it names another network, which is
-    not itself a control.
+    not itself a control and has no other control (one control is compared per network).
 
     Raises
     ------
@@ -229,6 +229,7 @@ def check_controls(specs: Iterable[NetworkSpec]) -> None:
         Naming the first network (in order) whose ``control_for`` is wrong.
     """
     networks = {spec.name: spec for spec in specs}
+    control_of: dict[str, str] = {}  # trained network -> its control
     for name, spec in networks.items():
         ctrl = spec.control_for
         if ctrl is None:
@@ -242,6 +243,11 @@ def check_controls(specs: Iterable[NetworkSpec]) -> None:
         if networks[ctrl].control_for is not None:
             raise ConfigError(f"{where}: '{ctrl}' is itself a control (of "
                               f"'{networks[ctrl].control_for}'); name a trained network")
+        if ctrl in control_of:
+            raise ConfigError(f"{where}: '{ctrl}' already has a control, "
+                              f"'{control_of[ctrl]}' (networks '{control_of[ctrl]}' and "
+                              f"'{name}' both name it); keep one")
+        control_of[ctrl] = name
 
 
 def network_specs(networks: Mapping[str, Mapping[str, Any]]) -> dict[str, NetworkSpec]:

@@ -22,7 +22,8 @@ any multiple of ``KC`` columns gives bit-identical statistics (the extraction's 
 and disk stores rely on this).
 
 Entry point: :class:`ShiftedMoments` (what ``PearsonAccumulator`` uses); ``KC`` is the
-column block size chunked readers align to.
+column block size chunked readers align to, public as
+:data:`emergence.stats.similarity.CHUNK_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
+from emergence.stats.similarity import CHUNK_COLUMNS
+
 __all__ = ["KC", "ROW_BLOCK", "ShiftedMoments"]
 
-KC = 1024  # columns per cache block (4 rows of float64: 32 KiB, one L1)
+KC = CHUNK_COLUMNS  # columns per cache block (4 rows of float64: 32 KiB, one L1)
 ROW_BLOCK = 4
 _FAST = {"reassoc", "contract"}  # vectorised reductions and FMA; NaN/inf semantics kept
 

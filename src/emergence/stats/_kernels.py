@@ -509,7 +509,9 @@ class CpuEngine:
         self.kp = padded_size(k)
         self.word = word_statistics(w, self.kp)
         self.w_safe = bool(float32_safe(w))
-        self._w32_t = torch.from_numpy(self.word[1].astype(np.float32))
+        #: The right factor of the float32 cross product ``C^T = I W^T``: W^T zero-padded to
+        #: ``kp`` columns (bench/scale.py times the bare product with it).
+        self.w32_t = torch.from_numpy(self.word[1].astype(np.float32))
         self._e = cross_product_error(k)
         # Reused buffers for one matrix at a time (count_one).
         self._single = (np.zeros((1, k, self.kp)), np.zeros((1, k, self.kp)))
@@ -580,7 +582,7 @@ class CpuEngine:
         if self._cross is None or self._cross.shape[0] != b * k:  # reused: no page faults
             self._cross = torch.empty((b * k, kp), dtype=torch.float32)
         with _float32_matmul_in_full_precision():  # [v, u] ~ sum_j I[v, j] W[u, j]
-            torch.matmul(torch.from_numpy(images32), self._w32_t, out=self._cross)
+            torch.matmul(torch.from_numpy(images32), self.w32_t, out=self._cross)
         cross = self._cross.numpy().reshape(b, k, kp)
         if b == 1:  # rows dealt to threads: no idle thread for a single matrix
             return np.array([count_one(*self.word, images[0], images_t[0], cross[0],

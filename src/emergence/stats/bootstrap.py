@@ -55,14 +55,17 @@ literal implementation that materialises ``idx`` (tests/literal.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike, NDArray
 
 from emergence.device import resolve_device
 from emergence.stats.permutation import batch_ranges
 from emergence.stats.two_vs_two import MIN_CONCEPTS, TIE_TOLERANCE
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BOOTSTRAP_MEASURES",

@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:  # torch is the CUDA path of the null only
+    import torch
 
 __all__ = ["CkaNull", "cka", "cka_from_gram", "linear_gram", "permuted_upper_dot"]
 
@@ -73,6 +76,8 @@ def cka_from_gram(gram_x: ArrayLike, gram_y: ArrayLike, debiased: bool = False) 
                          f"{4 if debiased else 2} concepts, got {n}")
     if not (np.isfinite(k_mat).all() and np.isfinite(l_mat).all()):
         return float("nan")
+    if _no_variance(k_mat) or _no_variance(l_mat):
+        return float("nan")
     if debiased:
         xy, xx, yy = (_hsic_unbiased(k_mat, l_mat), _hsic_unbiased(k_mat, k_mat),
                       _hsic_unbiased(l_mat, l_mat))
@@ -86,12 +91,26 @@ def cka_from_gram(gram_x: ArrayLike, gram_y: ArrayLike, debiased: bool = False) 
 
 def cka(x: ArrayLike, y: ArrayLike, debiased: bool = False) -> float:
     """Linear CKA between embeddings ``x`` (k x p) and ``y`` (k x q), rows aligned by
-    concept: biased (Kornblith et al. 2019) or debiased (unbiased HSIC, Song et al. 2012)."""
-    gx, gy = linear_gram(x), linear_gram(y)
+    concept: biased (Kornblith et al. 2019) or debiased (unbiased HSIC, Song et al. 2012).
+
+    NaN as :func:`cka_from_gram`, and when every concept has the same row in ``x`` or in
+    ``y`` (a constant representation: its centred Gram matrix is rounding noise, ~1e-30)."""
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    gx, gy = linear_gram(xs), linear_gram(ys)
     if gx.shape != gy.shape:
         raise ValueError(f"x and y must have the same number of rows (concepts), got "
                          f"{gx.shape[0]} and {gy.shape[0]}")
-    return cka_from_gram(gx, gy, debiased)
+    value = cka_from_gram(gx, gy, debiased)
+    if len(xs) and ((xs == xs[:1]).all() or (ys == ys[:1]).all()):
+        return float("nan")
+    return value
+
+
+def _no_variance(gram: NDArray[np.float64]) -> bool:
+    """A Gram matrix of centred features whose entries are all equal: it is zero in exact
+    arithmetic (its rows sum to zero), so the representation has no variance (a constant
+    one's Gram is ``c 11ᵀ`` with c rounding noise)."""
+    return bool((gram == gram.flat[0]).all())
 
 
 def permuted_upper_dot(w: NDArray[np.float64], m: NDArray[np.float64], perms: NDArray[np.int64],
@@ -102,6 +121,8 @@ def permuted_upper_dot(w: NDArray[np.float64], m: NDArray[np.float64], perms: ND
         from emergence.stats import _kernels
 
         return _kernels.permuted_upper_dot(w, m, perms)
+    import torch
+
     p = torch.from_numpy(perms).to(dev)
     mt = torch.as_tensor(m, device=dev)[p[:, :, None], p[:, None, :]]
     return (mt * torch.as_tensor(w, device=dev)).sum(dim=(1, 2)).cpu().numpy()
@@ -123,7 +144,12 @@ class CkaNull:
         if debiased and n < 4:
             raise ValueError(f"debiased CKA needs at least 4 concepts, got {n}")
         self.n, self.biased, self.debiased = n, biased, debiased
-        self.dev = device if device is not None else torch.device("cpu")
+        self._flat = _no_variance(k_mat)  # no variance: every null entry is NaN (_ratio)
+        if device is None:
+            import torch
+
+            device = torch.device("cpu")
+        self.dev = device
         self._upper = np.triu(k_mat, 1)
         self._diag = k_mat.diagonal().copy()
         self._xx = float(np.sum(k_mat * k_mat))
@@ -144,6 +170,7 @@ class CkaNull:
             raise ValueError(f"every image Gram matrix must be {n} x {n}, got {l_mat.shape}")
         l_diag = l_mat.diagonal().copy()
         yy = float(np.sum(l_mat * l_mat))
+        flat = self._flat or _no_variance(l_mat)  # a side without variance: NaN
         if self.debiased:
             l_t = l_mat.copy()
             np.fill_diagonal(l_t, 0.0)
@@ -157,17 +184,17 @@ class CkaNull:
             out = {}
             if self.biased:
                 xy = 2.0 * upper + (self._diag[None, :] * l_diag[perms]).sum(axis=1)
-                out["cka"] = _ratio(xy, self._xx, yy)
+                out["cka"] = _ratio(xy, self._xx, yy, flat)
             if self.debiased:
                 cross = 2.0 / (n - 2) * (self._col_k[None, :] * row_l[perms]).sum(axis=1)
                 xy = (2.0 * upper + sums - cross) / (n * (n - 3))
-                out["cka_debiased"] = _ratio(xy, self._xx_u, yy_u)
+                out["cka_debiased"] = _ratio(xy, self._xx_u, yy_u, flat)
             return out
 
         return null
 
 
-def _ratio(xy: NDArray[np.float64], xx: float, yy: float) -> NDArray[np.float64]:
-    if xx <= 0.0 or yy <= 0.0:  # no variance: undefined, as cka_from_gram
+def _ratio(xy: NDArray[np.float64], xx: float, yy: float, flat: bool) -> NDArray[np.float64]:
+    if flat or xx <= 0.0 or yy <= 0.0:  # no variance: undefined, as cka_from_gram
         return np.full(xy.shape, np.nan)
     return xy / math.sqrt(xx * yy)

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from emergence.stats.permutation import batch_ranges, p_value, permutations
 from emergence.stats.two_vs_two import TIE_TOLERANCE
@@ -65,7 +64,9 @@ def binomial_p(n_passed: int, n_tests: int) -> float:
     NaN without tests."""
     if not n_tests:
         return float("nan")
-    return float(stats.binomtest(n_passed, n_tests, 0.5, alternative="greater").pvalue)
+    from scipy.stats import binomtest  # scipy.stats costs ~0.5 s: only the 1 vs 2 job loads it
+
+    return float(binomtest(n_passed, n_tests, 0.5, alternative="greater").pvalue)
 
 
 def misclassified_tests(predicted: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:

@@ -40,9 +40,9 @@ either: a NaN column for every measure.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike, NDArray
 
 from emergence.device import resolve_device
@@ -50,6 +50,9 @@ from emergence.stats.cka import CkaNull, permuted_upper_dot
 from emergence.stats.knn import MutualKnnNull
 from emergence.stats.rsa import METHODS, KendallNull, centred_norm, rsa_matrix, upper_triangle
 from emergence.stats.two_vs_two import TwoVsTwo
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "MEASURES",

@@ -27,7 +27,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from emergence.stats.similarity import similarity_matrix
 
@@ -173,9 +172,11 @@ def rsa_matrix(m: NDArray[np.float64], method: str) -> NDArray[np.float64]:
     _check_method(method, MATRIX_METHODS)
     if method == "pearson":
         return m
+    from scipy.stats import rankdata  # ~0.5 s to import: the Spearman path only
+
     iu = np.triu_indices(m.shape[0], k=1)
     ranks = np.zeros_like(m)
-    ranks[iu] = stats.rankdata(m[iu])
+    ranks[iu] = rankdata(m[iu])
     return ranks + ranks.T
 
 

@@ -18,9 +18,14 @@ from numpy.typing import ArrayLike, NDArray
 if TYPE_CHECKING:
     from emergence.stats._gram import ShiftedMoments
 
-__all__ = ["SHIFT_COLUMNS", "PearsonAccumulator", "similarity_matrix", "correlation_from_moments"]
+__all__ = ["CHUNK_COLUMNS", "SHIFT_COLUMNS", "PearsonAccumulator", "similarity_matrix",
+           "correlation_from_moments"]
 
 SHIFT_COLUMNS = 1024  # each row is shifted by the mean of (at most) its first 1,024 columns
+CHUNK_COLUMNS = 1024
+"""Column chunks whose widths are multiples of this give bit-identical statistics however the
+matrix is cut: the kernel's cache block (:mod:`emergence.stats._gram`), which chunked readers
+align to."""
 
 
 class PearsonAccumulator:
@@ -38,9 +43,9 @@ class PearsonAccumulator:
 
     The sums and the Gram matrix are computed by a fused numba kernel
     (:class:`emergence.stats._gram.ShiftedMoments`, faster than numpy's
-    astype/subtract/``syrk``: see bench/); chunks whose widths are multiples of 1,024
-    columns give bit-identical statistics however the matrix is cut, and so do any memory
-    layout and thread count.
+    astype/subtract/``syrk``: see bench/); chunks whose widths are multiples of
+    :data:`CHUNK_COLUMNS` give bit-identical statistics however the matrix is cut, and so do
+    any memory layout and thread count.
     """
 
     def __init__(self, n_rows: int) -> None:

@@ -37,13 +37,14 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike, NDArray
 
 from emergence.device import resolve_device
 from emergence.stats.similarity import similarity_matrix
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch loads with the first engine: importing the constants stays cheap
+    import torch
+
     from emergence.stats._kernels import CpuEngine
 
 __all__ = [
@@ -139,6 +140,8 @@ class TwoVsTwo:
     _cpu: CpuEngine | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
+        import torch
+
         w = np.ascontiguousarray(self.word_similarity, dtype=np.float64)  # views: kernels
         _check_square("word similarity W", w)
         self.k = w.shape[0]
@@ -155,11 +158,18 @@ class TwoVsTwo:
         """What the definition needs from W per pair, built on first use: the pair indices
         ``a, b``, W's reduced row sums and variances, and W's entries at the removed
         columns (O(C(k, 2)) memory, ~140 MB at k = 1,854; the CPU engine never needs it)."""
+        import torch
+
         a, b = (torch.from_numpy(v).to(self._device) for v in pair_indices(self.k))
         sx_a, var_w_a = self._reduced_moments(self.W, a, a, b)
         sx_b, var_w_b = self._reduced_moments(self.W, b, a, b)
         return (a, b, sx_a, var_w_a, sx_b, var_w_b, self.W[a, a], self.W[a, b], self.W[b, a],
                 self.W[b, b])
+
+    @property
+    def cpu_engine(self) -> CpuEngine | None:
+        """The certified float32 engine that counts on the CPU (None on CUDA)."""
+        return self._cpu
 
     @property
     def n_pairs(self) -> int:
@@ -187,6 +197,8 @@ class TwoVsTwo:
         whose correlations are undefined (NaN entries in I) fails here; :meth:`accuracy`
         reports such a matrix as NaN.
         """
+        import torch
+
         i_mat = torch.as_tensor(image_similarity, dtype=torch.float64, device=self._device)
         if i_mat.shape[-2:] != (self.k, self.k):
             raise ValueError(
@@ -222,6 +234,8 @@ class TwoVsTwo:
 
     def _float64_accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
         """Accuracy by the definition; NaN for a matrix with non-finite entries."""
+        import torch
+
         i_mat = torch.as_tensor(image_similarity, dtype=torch.float64, device=self._device)
         passed = self.outcomes(i_mat)
         acc = passed.sum(dim=-1, dtype=torch.int64).double() / self.n_pairs
@@ -234,6 +248,8 @@ class TwoVsTwo:
         A matrix with any NaN or infinite entry has accuracy NaN (its correlations are
         undefined).
         """
+        import torch
+
         if self._cpu is None:
             return self._float64_accuracy(image_similarity)
         if isinstance(image_similarity, torch.Tensor):
@@ -277,6 +293,8 @@ class TwoVsTwo:
             counts = self._cpu.count_permuted(i_mat, perms)
             if counts is not None:
                 return counts / self.n_pairs
+        import torch
+
         p = torch.from_numpy(perms).to(self._device)
         return self._float64_accuracy(torch.from_numpy(i_mat).to(self._device)[p[:, :, None],
                                                                                 p[:, None, :]])
