@@ -17,9 +17,11 @@ process of a run takes ``<results>/.emergence.lock`` before its first job
 (:func:`lock_results`, from ``workflow/rules/common.smk``'s ``onstart``) and removes it
 when the run ends (:func:`unlock_results`, ``onsuccess``/``onerror`` and ``atexit``). The
 file is one JSON line: host, PID, working directory, start time, command and a random run
-id. A second run stops with one line naming the holder; a lock whose process is gone from
-this host (killed, the machine restarted) is taken over with a note; a lock held on another
-host is never taken over (delete the file once that run is known to be gone).
+id; the holder renews its time every :data:`HEARTBEAT_S` (a daemon thread). A second run
+stops with one line naming the holder. A lock whose process is gone from this host (killed,
+the machine restarted) is taken over with a note; so is one held on another host (a
+Snakemake run inside a batch job, ended by its time limit) once it has not been renewed for
+:data:`LEASE_S`, as that host's process cannot be looked up from here.
 
 The run's jobs learn its id from the environment (:data:`RUN_ENV`, inherited by local jobs
 and by SLURM jobs, which the executor submits with ``--export=ALL``):
@@ -35,12 +37,14 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HOST", "LOCK_NAME", "RUN_ENV", "START_SLACK_S", "ResultsLocked",
+__all__ = ["HEARTBEAT_S", "HOST", "LEASE_S", "LOCK_NAME", "RUN_ENV", "START_SLACK_S",
+           "ResultsLocked",
            "holds_results_lock", "lock_results", "process_alive", "unlock_results"]
 
 HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
@@ -51,6 +55,12 @@ LOCK_NAME = ".emergence.lock"
 
 RUN_ENV = "EMERGENCE_RUN"
 """Environment variable ``<run id>:<lock path>`` that a locking run passes to its jobs."""
+
+HEARTBEAT_S = 60.0
+"""How often the run holding the results lock renews the lock file's time."""
+
+LEASE_S = 900.0
+"""A lock held on another host and not renewed for this long is stale (15 heartbeats)."""
 
 START_SLACK_S = 300.0
 """A process that started more than this after a file's last change is not its owner (a
@@ -115,14 +125,17 @@ def _describe(holder: dict[str, Any]) -> str:
 
 
 def _stale(holder: dict[str, Any] | None, lock: Path) -> bool:
-    """Whether the lock's holder is gone: its process is not alive on this host. A holder
-    on another host is presumed alive; so is an unreadable lock younger than a minute (a
-    run writing it right now)."""
+    """Whether the lock's holder is gone: its process is not alive on this host, or, on
+    another host, it has not renewed the lock for :data:`LEASE_S`. An unreadable lock
+    younger than a minute is a run writing it right now."""
     changed = _changed(lock)
     if holder is None:
         return changed is not None and time.time() - changed > 60
     if holder.get("host") != HOST:
-        return False
+        try:
+            return time.time() - lock.stat().st_mtime > LEASE_S
+        except OSError:
+            return True
     try:
         return not process_alive(int(holder.get("pid", -1)), changed)
     except (TypeError, ValueError):
@@ -153,7 +166,8 @@ def lock_results(results: str | os.PathLike[str], *, workdir: str | os.PathLike[
                     time.sleep(0.1)
                     continue
                 hint = ("" if holder.get("host") == HOST else
-                        f" (if it is no longer running there, delete {lock})")
+                        f" (if it is no longer running there, delete {lock}; it is taken "
+                        f"over once not renewed for {LEASE_S / 60:.0f} min)")
                 raise ResultsLocked(
                     f"results folder {folder} is in use by another run: "
                     f"{_describe(holder)}; wait for it to finish or set another "
@@ -181,9 +195,22 @@ def lock_results(results: str | os.PathLike[str], *, workdir: str | os.PathLike[
             fh.write(json.dumps(record) + "\n")
         os.environ[RUN_ENV] = f"{run}:{lock}"
         atexit.register(unlock_results, folder)
+        threading.Thread(target=_renew, args=(lock, run), name="results-lock", daemon=True
+                         ).start()
         return note
     raise ResultsLocked(f"results folder {folder}: could not take {lock} (other runs keep "
                         "replacing it)")
+
+
+def _renew(lock: Path, run: str) -> None:
+    """Touch the lock every :data:`HEARTBEAT_S` while it is this run's."""
+    while True:
+        time.sleep(HEARTBEAT_S)
+        holder = _read(lock)
+        if holder is None or holder.get("run") != run:
+            return
+        with contextlib.suppress(OSError):
+            os.utime(lock)
 
 
 def unlock_results(results: str | os.PathLike[str]) -> None:
