@@ -79,6 +79,8 @@ def lock_results_folder():
         note = lock_results(R, workdir=Path.cwd(), command=" ".join(sys.argv))
     except ResultsLocked as err:
         sys.exit(f"semantic-emergence: {err}")
+    except OSError as err:
+        sys.exit(f"semantic-emergence: cannot lock results folder {R}: {err}")
     if note:
         print(f"semantic-emergence: {note}", file=sys.stderr)
 
