@@ -35,16 +35,29 @@ def corr_matrix(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def pair_passes(w_mat: np.ndarray, i_mat: np.ndarray, c1: int, c2: int) -> bool:
+def pair_difference(w_mat: np.ndarray, i_mat: np.ndarray, c1: int, c2: int) -> float:
     """Section 2, one pair: hold out c1, c2; rows of W and I without columns c1, c2;
-    pass if Eq. 1 > Eq. 2 (strict)."""
+    Eq. 1 (matched) minus Eq. 2 (mismatched)."""
     k = w_mat.shape[0]
     keep = [j for j in range(k) if j not in (c1, c2)]
     w1, w2 = w_mat[c1, keep], w_mat[c2, keep]
     i1, i2 = i_mat[c1, keep], i_mat[c2, keep]
     matched = pearson(w1, i1) + pearson(w2, i2)
     mismatched = pearson(w1, i2) + pearson(w2, i1)
-    return bool(matched - mismatched > TIE)
+    return matched - mismatched
+
+
+def pair_passes(w_mat: np.ndarray, i_mat: np.ndarray, c1: int, c2: int) -> bool:
+    """Pass if Eq. 1 > Eq. 2 (strict: beyond TIE)."""
+    return bool(pair_difference(w_mat, i_mat, c1, c2) > TIE)
+
+
+def two_vs_two_ties(w_mat: np.ndarray, i_mat: np.ndarray) -> int:
+    """How many of the C(k, 2) pairs tie: Eq. 1 and Eq. 2 equal within TIE
+    (-TIE < difference <= TIE); each of them fails."""
+    k = w_mat.shape[0]
+    return sum(-TIE < pair_difference(w_mat, i_mat, c1, c2) <= TIE
+               for c1, c2 in itertools.combinations(range(k), 2))
 
 
 def two_vs_two(w_mat: np.ndarray, i_mat: np.ndarray) -> float:

@@ -22,6 +22,7 @@ from emergence.device import resolve_device
 from emergence.extraction.extract import extract_statistics
 from emergence.extraction.preprocess import load_image, make_transform
 from emergence.formats.activations import PEARSON_STATISTIC
+from emergence.ownership import HOST
 from emergence.runner import start
 from emergence.sources.layers import LayerSpec, resolve_layers
 from emergence.sources.models import LoadedModel, NetworkSpec, load_model
@@ -464,7 +465,7 @@ def test_failure_leaves_nothing_behind(
     out.write_bytes(b"previous result")
 
     def boom(*args: object, **kwargs: object) -> None:
-        assert (tmp_path / f".stats.h5.tmp-{os.getpid()}").exists()  # failing mid-write
+        assert (tmp_path / f".stats.h5.tmp-{HOST}-{os.getpid()}").exists()  # failing mid-write
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr(extract, "write_predictions", boom)
@@ -530,7 +531,7 @@ def test_kill_9_mid_extraction_then_rerun(
     pid = kill_when_ready(script)
     left = sorted(p.name for p in out.parent.iterdir())
     assert len(left) == 2 and left[0].startswith(".stats.h5.spill-")  # the defect
-    assert left[1] == f".stats.h5.tmp-{pid}"
+    assert left[1] == f".stats.h5.tmp-{HOST}-{pid}"
 
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     start(SimpleNamespace(output=[str(out)], threads=torch.get_num_threads(),

@@ -37,6 +37,7 @@ from emergence.formats.nulls import read_nulls
 from emergence.formats.vectors import read_word_vectors
 from emergence.formats.word_matrix import read_word_matrix, write_word_matrix
 from emergence.io import atomic_h5, remove_stale_temporaries, scratch_dir, temporaries_of
+from emergence.ownership import HOST
 from emergence.runner import start
 from emergence.sources.images import ManifestRow
 from emergence.sources.layers import resolve_layers
@@ -395,7 +396,9 @@ def test_layer_names_that_would_nest_hdf5_groups_are_refused(entry: dict, name: 
 def test_stale_temporaries_of_the_outputs_only_are_removed(tmp_path: Path) -> None:
     out = tmp_path / "shard-0-of-3.h5"
     other = tmp_path / "shard-1-of-3.h5"
-    stale = [tmp_path / ".shard-0-of-3.h5.tmp-123", tmp_path / ".shard-0-of-3.h5.spill-x1"]
+    dead = 2**31 - 1  # no process has this PID
+    stale = [tmp_path / f".shard-0-of-3.h5.tmp-{HOST}-{dead}",
+             tmp_path / f".shard-0-of-3.h5.spill-{HOST}-{dead}-x1"]
     stale[0].write_bytes(b"partial")
     stale[1].mkdir()
     (stale[1] / "0.f32").write_bytes(b"x" * 10)
@@ -434,7 +437,7 @@ def test_kill_9_mid_permutation_then_rerun(tmp_path: Path, caplog: pytest.LogCap
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "null" / "shard-0-of-3.h5"
     pid = kill_when_ready(KILLED_SHARD.format(tests=str(ROOT / "tests"), out=str(out)))
-    left = tmp_path / "null" / f".shard-0-of-3.h5.tmp-{pid}"
+    left = tmp_path / "null" / f".shard-0-of-3.h5.tmp-{HOST}-{pid}"
     assert sorted((tmp_path / "null").iterdir()) == [left]  # the defect: left forever
 
     # The rerun: the job's runner.start removes it, then the shard is written afresh.

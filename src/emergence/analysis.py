@@ -30,6 +30,7 @@ from emergence.stats.permutation import (
     permutation_null,
     significant,
 )
+from emergence.stats.two_vs_two import TwoVsTwo
 
 __all__ = [
     "ONE_VS_TWO_COLUMNS",
@@ -86,13 +87,24 @@ def _warn_undefined(g: GroupSimilarities, what: str) -> list[str]:
     return reasons
 
 
+def _warn_ties(g: GroupSimilarities, ties: NDArray[np.float64], n_pairs: int) -> None:
+    tied = ", ".join(f"{lay} ({int(t)})" for lay, t in zip(g.layers, ties, strict=True) if t > 0)
+    if tied:
+        _log.warning("%s, group %s: ties in the 2 vs 2 test (pairs whose two sums are "
+                     "exactly equal; they count as fails) in layer(s) %s, of %d pairs; two "
+                     "concepts with identical word vectors or identical images tie",
+                     g.network, g.group, tied, n_pairs)
+
+
 _META = ["network", "model", "word_model", "group", "layer", "layer_index", "module"]
 
 
 def score_columns(measures: MeasureSpec) -> list[str]:
-    """The columns of ``scores.tsv``: one per measure (:data:`~emergence.stats.measures.MEASURES`
-    order), RSA's method and mutual kNN's k when they are scored, and ``reason``."""
-    return [*_META, "n_features", "k", "n_pairs", *measures.names,
+    """The columns of ``scores.tsv``: ``ties`` (the 2 vs 2 pairs whose two sums are equal,
+    counted as fails: :meth:`~emergence.stats.two_vs_two.TwoVsTwo.ties`), one per measure
+    (:data:`~emergence.stats.measures.MEASURES` order), RSA's method and mutual kNN's k when
+    they are scored, and ``reason``."""
+    return [*_META, "n_features", "k", "n_pairs", "ties", *measures.names,
             *(["rsa_method"] if "rsa" in measures.names else []),
             *(["mutual_knn_k"] if "mutual_knn" in measures.names else []), "reason"]
 
@@ -109,15 +121,19 @@ def score_rows(word_model: str, w_mat: NDArray[np.float64], groups: Sequence[Gro
     ``gram`` (:func:`~emergence.formats.activations.load_groups` with ``gram=True``)."""
     spec = measures or MeasureSpec()
     k = w_mat.shape[0]
+    engine = TwoVsTwo(w_mat)
     rows = []
     for g in groups:
         values = spec.observed(w_mat, g.similarity, word_gram=word_gram, image_grams=g.gram)
         reasons = _warn_undefined(g, "every measure is nan")
+        ties = engine.ties(g.similarity)
+        _warn_ties(g, ties, k * (k - 1) // 2)
         for j, layer in enumerate(g.layers):
             rows.append({
                 "network": g.network, "model": g.model, "word_model": word_model,
                 "group": g.group, "layer": layer, "layer_index": j, "module": g.modules[j],
                 "n_features": g.n_features[j], "k": k, "n_pairs": k * (k - 1) // 2,
+                "ties": int(ties[j]) if np.isfinite(ties[j]) else float("nan"),
                 **{m: float(values[m][j]) for m in spec.names},
                 "rsa_method": spec.rsa_method, "mutual_knn_k": spec.knn_k,
                 "reason": reasons[j],

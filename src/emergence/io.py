@@ -4,16 +4,29 @@ Temporary files
 ---------------
 Every writer of a pipeline output writes to a temporary beside the target and renames
 it into place, so a failed job never leaves a partial output behind. All temporaries
-follow one naming scheme, keyed by the target's file name::
+follow one naming scheme, keyed by the target's file name and naming their owner, the
+process that writes them (its host and PID, :mod:`emergence.ownership`)::
 
-    .<name>.tmp-<pid>        the output being written (:func:`atomic_path`)
-    .<name>.spill-<random>/  scratch directory of a large job (:func:`scratch_dir`;
-                             extraction spills activations there)
+    .<name>.tmp-<host>-<pid>                the output being written (:func:`atomic_path`)
+    .<name>.spill-<host>-<pid>-<random>/    scratch directory of a large job
+                                            (:func:`scratch_dir`; extraction spills
+                                            activations there)
 
 A job that dies without cleaning up (``kill -9``, out of memory, node lost) leaves them
 behind; :func:`remove_stale_temporaries`, run by :func:`emergence.runner.start` when a
-rule's job starts, deletes those of the job's own outputs. Snakemake never runs two
-jobs for the same output at once, so any it finds are stale.
+rule's job starts, deletes those of the job's own outputs that no live process owns
+(:func:`stale_reason`): within one run Snakemake never runs two jobs for one output, but
+another run may share the results folder (two working directories naming the same
+``results:``) and must not lose its live files. A temporary is stale when
+
+* the job's run holds the results lock (:func:`emergence.ownership.holds_results_lock`):
+  then no other run can be writing there, so every leftover is stale, on any host;
+* else, when its owner's host is this one and that process is gone (or its PID now
+  belongs to a process started after the temporary was last changed);
+* else (another host, where a process cannot be looked up, or the names of earlier
+  versions, ``.<name>.tmp-<pid>`` and ``.<name>.spill-<random>``, that say no host) only
+  when it was last changed more than :data:`FOREIGN_MAX_AGE_S` (7 days, longer than
+  the wall-time limit of a cluster job) ago. An old-style name whose PID runs here is live.
 
 Reading intermediates
 ---------------------
@@ -28,6 +41,7 @@ import csv
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,27 +49,40 @@ from typing import Any
 import h5py
 import numpy as np
 
-__all__ = ["TMP_TAG", "SPILL_TAG", "atomic_h5", "atomic_path", "open_h5", "read_tsv",
-           "remove_stale_temporaries", "scratch_dir", "str_dataset", "temporaries_of",
-           "write_tsv"]
+from emergence.ownership import HOST, holds_results_lock, process_alive
 
-TMP_TAG = ".tmp-"  # .<name>.tmp-<pid>: an output being written
-SPILL_TAG = ".spill-"  # .<name>.spill-<random>/: a job's scratch directory
+__all__ = ["FOREIGN_MAX_AGE_S", "TMP_TAG", "SPILL_TAG", "atomic_h5", "atomic_path", "open_h5",
+           "read_tsv", "remove_stale_temporaries", "scratch_dir", "stale_reason",
+           "str_dataset", "temporaries_of", "write_tsv"]
+
+TMP_TAG = ".tmp-"  # .<name>.tmp-<host>-<pid>: an output being written
+SPILL_TAG = ".spill-"  # .<name>.spill-<host>-<pid>-<random>/: a job's scratch directory
+FOREIGN_MAX_AGE_S = 7 * 24 * 3600.0
+"""A temporary whose owner cannot be looked up (another host) is stale only after this."""
+
+
+def _owner_tag() -> str:
+    return f"{HOST}-{os.getpid()}"
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
 
-    The temporary is ``.<name>.tmp-<pid>`` (see the module docstring); it is removed
-    if the body raises.
+    The temporary is ``.<name>.tmp-<host>-<pid>`` (see the module docstring); it is
+    removed if the body raises. One that vanished before the rename is one line saying so.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}{TMP_TAG}{os.getpid()}")
+    tmp = target.with_name(f".{target.name}{TMP_TAG}{_owner_tag()}")
     try:
         yield tmp
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{tmp}: this job's temporary output was deleted while it was written "
+                f"(by another process; two runs on one results folder?); rerun") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -63,10 +90,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def scratch_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A fresh directory ``.<name>.spill-<random>`` beside ``path``, removed on exit."""
+    """A fresh directory ``.<name>.spill-<host>-<pid>-<random>`` beside ``path``, removed
+    on exit."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix=f".{target.name}{SPILL_TAG}", dir=target.parent))
+    directory = Path(tempfile.mkdtemp(prefix=f".{target.name}{SPILL_TAG}{_owner_tag()}-",
+                                      dir=target.parent))
     try:
         yield directory
     finally:
@@ -74,7 +103,8 @@ def scratch_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def temporaries_of(path: str | os.PathLike[str]) -> list[Path]:
-    """The temporaries of ``path`` that exist now (``.<name>.tmp-*``, ``.<name>.spill-*``)."""
+    """The temporaries of ``path`` that exist now (``.<name>.tmp-*``, ``.<name>.spill-*``,
+    in every naming this module has used)."""
     target = Path(path)
     prefixes = (f".{target.name}{TMP_TAG}", f".{target.name}{SPILL_TAG}")
     try:
@@ -84,21 +114,84 @@ def temporaries_of(path: str | os.PathLike[str]) -> list[Path]:
     return sorted(Path(e.path) for e in entries if e.name.startswith(prefixes))
 
 
-def remove_stale_temporaries(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Delete the temporaries left beside ``paths`` by a job that died; return them.
+def _owner(temp: Path, target: str) -> tuple[str | None, int | None]:
+    """The host and PID a temporary of output ``target`` names (None where it names none:
+    the names of earlier versions, or a name this module did not make)."""
+    for tag, parts in ((TMP_TAG, 2), (SPILL_TAG, 3)):
+        prefix = f".{target}{tag}"
+        if temp.name.startswith(prefix):
+            rest = temp.name[len(prefix):].rsplit("-", parts - 1)
+            if len(rest) == parts and rest[1].isdigit():  # host-pid(-random)
+                return rest[0], int(rest[1])
+            if tag == TMP_TAG and rest[0].isdigit():  # earlier versions: .<name>.tmp-<pid>
+                return None, int(rest[0])
+    return None, None
 
-    Call it only where no other process can be writing these outputs (a Snakemake
-    job's own outputs when it starts).
+
+def _last_change(temp: Path) -> tuple[float, float]:
+    """When ``temp`` was made at the latest (the earliest of its own times) and last
+    written (the latest over it and, for a directory, its entries)."""
+    st = temp.stat()
+    made, latest = min(st.st_mtime, st.st_ctime), max(st.st_mtime, st.st_ctime)
+    if temp.is_dir() and not temp.is_symlink():
+        with contextlib.suppress(OSError), os.scandir(temp) as entries:
+            for e in entries:
+                est = e.stat(follow_symlinks=False)
+                latest = max(latest, est.st_mtime, est.st_ctime)
+    return made, latest
+
+
+def stale_reason(temp: Path, target: str, *, exclusive: bool = False,
+                 now: float | None = None) -> str:
+    """Why temporary ``temp`` of the output named ``target`` may belong to a live process
+    ("" when it is stale and may be deleted); the rules are in the module docstring.
+    ``exclusive``: the caller's run holds the results lock."""
+    if exclusive:
+        return ""
+    host, pid = _owner(temp, target)
+    try:
+        made, latest = _last_change(temp)
+    except FileNotFoundError:
+        return ""
+    if (host == HOST or host is None) and pid is not None and process_alive(pid, made):
+        return f"its process {pid} is running on this host"
+    if host == HOST:
+        return ""
+    age = (time.time() if now is None else now) - latest
+    if age > FOREIGN_MAX_AGE_S:
+        return ""
+    where = f"host {host}" if host else "a host it does not name"
+    return (f"it was written by {where} {age / 60:.0f} min ago and may belong to a live job "
+            f"there (removed once {FOREIGN_MAX_AGE_S / 86400:.0f} days old; delete it by "
+            "hand if no run uses it)")
+
+
+def remove_stale_temporaries(paths: Iterable[str | os.PathLike[str]], *,
+                             exclusive: bool | None = None,
+                             kept: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Delete the temporaries left beside ``paths`` by a process that is gone; return them.
+
+    Those that may belong to a live process (:func:`stale_reason`) stay, and are appended
+    to ``kept`` with the reason. ``exclusive`` (by default: whether this process's run
+    holds the results lock) deletes every temporary; pass it only where no other
+    process can be writing these outputs.
     """
+    if exclusive is None:
+        exclusive = holds_results_lock()
     removed = []
     for path in paths:
-        for stale in temporaries_of(path):
-            if stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale, ignore_errors=True)
+        for temp in temporaries_of(path):
+            why = stale_reason(temp, Path(path).name, exclusive=exclusive)
+            if why:
+                if kept is not None:
+                    kept.append((temp, why))
+                continue
+            if temp.is_dir() and not temp.is_symlink():
+                shutil.rmtree(temp, ignore_errors=True)
             else:
                 with contextlib.suppress(FileNotFoundError):
-                    stale.unlink()
-            removed.append(stale)
+                    temp.unlink()
+            removed.append(temp)
     return removed
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -23,8 +24,9 @@ def start(smk: Any) -> logging.Logger:
       Snakemake shows above its "Error in rule" block (see :func:`_report_to`).
     * Pins thread counts to the job's ``threads``.
     * Deletes the temporaries a killed earlier run of this job left beside its outputs
-      (``.<name>.tmp-<pid>``, ``.<name>.spill-*``: see :mod:`emergence.io`); Snakemake
-      never runs two jobs for one output at once, so they are stale. Each is logged.
+      (``.<name>.tmp-<host>-<pid>``, ``.<name>.spill-*``: see :mod:`emergence.io`), but
+      none that a live process may own (another run on the same results folder). Each
+      deleted or kept one is logged.
     """
     if getattr(smk, "log", None):
         job_stderr = os.fdopen(os.dup(2), "w", buffering=1)  # Snakemake's (or SLURM's)
@@ -44,8 +46,11 @@ def start(smk: Any) -> logging.Logger:
     log = logging.getLogger(f"emergence.{getattr(smk, 'rule', 'job')}")
     log.info("rule %s, wildcards %s", getattr(smk, "rule", "?"), dict(smk.wildcards.items())
              if hasattr(smk, "wildcards") else {})
-    for stale in remove_stale_temporaries(getattr(smk, "output", None) or []):
+    kept: list[tuple[Path, str]] = []
+    for stale in remove_stale_temporaries(getattr(smk, "output", None) or [], kept=kept):
         log.info("removed %s, left by an earlier run of this job that did not finish", stale)
+    for temp, why in kept:
+        log.warning("kept %s: %s", temp, why)
     return log
 
 

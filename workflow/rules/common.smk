@@ -6,6 +6,7 @@ from pathlib import Path
 
 from emergence.config import ConfigError, check_config
 from emergence.device import gpu_slots, uses_cuda
+from emergence.ownership import ResultsLocked, lock_results, unlock_results
 from emergence.slurm import Request, SlurmFitError, plan
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -66,9 +67,36 @@ def fit_to_slurm():
         print(f"semantic-emergence: {note}", file=sys.stderr)
 
 
+def lock_results_folder():
+    """Before the first job: take the results folder's lock (emergence.ownership), or stop
+    with one line naming the run that holds it. Only the main process of a run that locks
+    (not --nolock) takes it: Snakemake runs onstart neither for a dry run, --unlock,
+    --report or --lint, nor in the jobs it re-invokes itself for (SLURM jobs, which get
+    --no-hooks --nolock --mode remote)."""
+    if not workflow.is_main_process or not workflow.execution_settings.lock:
+        return
+    try:
+        note = lock_results(R, workdir=Path.cwd(), command=" ".join(sys.argv))
+    except ResultsLocked as err:
+        sys.exit(f"semantic-emergence: {err}")
+    except OSError as err:
+        sys.exit(f"semantic-emergence: cannot lock results folder {R}: {err}")
+    if note:
+        print(f"semantic-emergence: {note}", file=sys.stderr)
+
+
 onstart:
+    lock_results_folder()
     if getattr(workflow.executor_plugin, "name", None) == "slurm":
         fit_to_slurm()
+
+
+onsuccess:
+    unlock_results(R)
+
+
+onerror:
+    unlock_results(R)
 
 
 wildcard_constraints:

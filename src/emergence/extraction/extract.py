@@ -14,10 +14,11 @@ steps, each in its module:
 4. :mod:`emergence.formats.activations`: the statistics are written, layer by layer.
 
 Temporaries follow :mod:`emergence.io`'s one scheme: the HDF5 file is written to
-``.<out name>.tmp-<pid>`` beside it and renamed into place
-(:func:`emergence.io.atomic_h5`); disk row stores live in ``.<out name>.spill-<random>/``
-beside it. Both are removed when the call ends, also on an error; what a killed process
-leaves is removed when the job is rerun (:func:`emergence.runner.start`).
+``.<out name>.tmp-<host>-<pid>`` beside it and renamed into place
+(:func:`emergence.io.atomic_h5`); disk row stores live in
+``.<out name>.spill-<host>-<pid>-<random>/`` beside it. Both are removed when the call
+ends, also on an error; what a killed process leaves is removed when the job is rerun
+(:func:`emergence.runner.start`).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def extract_statistics(
         From :func:`emergence.sources.layers.resolve_layers`.
     out_path : path
         HDF5 file to write (parent directories are created). Written atomically:
-        ``.<name>.tmp-<pid>`` beside it, then renamed (:func:`emergence.io.atomic_path`);
+        ``.<name>.tmp-<host>-<pid>`` beside it, then renamed (:func:`emergence.io.atomic_path`);
         nothing is left on error.
     batch_size : int, default 32
         Images per forward pass. Reruns with the same batch size and device are
@@ -145,7 +146,7 @@ def extract_statistics(
         and of the device path's float64 chunks.
     ram_budget_bytes : int, default 64 MiB
         Total bytes of row stores kept in RAM (smallest layers first); the others are
-        files in a scratch directory ``.<name>.spill-<random>/`` next to ``out_path``
+        files in a scratch directory ``.<name>.spill-<host>-<pid>-<random>/`` next to ``out_path``
         (:func:`emergence.io.scratch_dir`), removed afterwards. Disk
         stores are written from reused staging buffers with ``O_DIRECT`` by a
         background thread, so they cost the forward pass little on a fast disk, while

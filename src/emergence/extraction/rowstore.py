@@ -4,7 +4,7 @@
 :meth:`RowStores.allocate` places each layer's store, smallest layers first: on a
 GPU, a tensor in device memory while the stores fit ``device_budget_bytes``; then an
 in-memory array while they fit ``ram_budget_bytes``; otherwise a file in a scratch
-directory ``.<out name>.spill-<random>/`` beside the output
+directory ``.<out name>.spill-<host>-<pid>-<random>/`` beside the output
 (:func:`emergence.io.scratch_dir`). The forward hooks :meth:`~RowStores.write` each
 batch's rows; after the last batch :meth:`~RowStores.moments` reduces a store to its
 :class:`~emergence.stats.similarity.PearsonAccumulator` statistics (device stores in

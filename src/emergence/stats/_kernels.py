@@ -526,16 +526,18 @@ class CpuEngine:
         """Whether the bound applies to ``W`` and ``i_mat`` (any shape)."""
         return self.w_safe and bool(float32_safe(np.ascontiguousarray(i_mat)))
 
-    def count_one(self, i_mat: NDArray[np.float64]) -> NDArray[np.int64] | None:
+    def count_one(self, i_mat: NDArray[np.float64],
+                  tol: float | None = None) -> NDArray[np.int64] | None:
         """Passed pairs of one k x k matrix, shape (1,): one staging pass into reused
-        buffers (the transpose only when ``i_mat`` is not bitwise symmetric)."""
+        buffers (the transpose only when ``i_mat`` is not bitwise symmetric). ``tol``
+        replaces the engine's tolerance for this count (``-tol`` counts the ties too)."""
         m = np.ascontiguousarray(i_mat)
         images, images_t = self._single
         safe, symmetric = stage_one(m, m.view(np.int64), images[0], images_t[0],
                                     self._single32)
         if not (safe and self.w_safe):  # includes NaN/inf entries
             return None
-        return self._counts(images, images if symmetric else images_t, self._single32)
+        return self._counts(images, images if symmetric else images_t, self._single32, tol)
 
     def count_batch(self, i_mat: NDArray[np.float64]) -> NDArray[np.int64] | None:
         """Passed pairs of each matrix of a (B, k, k) batch, shape (B,)."""
@@ -572,8 +574,9 @@ class CpuEngine:
         return self._counts(images, images_t, images32)
 
     def _counts(self, images: NDArray[np.float64], images_t: NDArray[np.float64],
-                images32: NDArray[np.float32]) -> NDArray[np.int64]:
+                images32: NDArray[np.float32], tol: float | None = None) -> NDArray[np.int64]:
         """Passed pairs per image matrix via the certified float32 kernel (B, k, kp) -> (B,)."""
+        tol = self.tol if tol is None else tol
         threads = max(1, min(torch.get_num_threads(), self._max_threads))
         if threads != self._threads:  # numba.get_num_threads() is not free
             numba.set_num_threads(threads)
@@ -586,5 +589,5 @@ class CpuEngine:
         cross = self._cross.numpy().reshape(b, k, kp)
         if b == 1:  # rows dealt to threads: no idle thread for a single matrix
             return np.array([count_one(*self.word, images[0], images_t[0], cross[0],
-                                       self.tol, self._e, n_threads=threads)])
-        return count_passes(*self.word, images, images_t, cross, self.tol, self._e)
+                                       tol, self._e, n_threads=threads)])
+        return count_passes(*self.word, images, images_t, cross, tol, self._e)

@@ -8,9 +8,13 @@ both matrices for ``c1`` and ``c2`` with the columns ``c1`` and ``c2`` removed g
     corr(w1, i1) + corr(w2, i2) > corr(w1, i2) + corr(w2, i1)      (strict: ties fail)
 
 and the 2 vs 2 accuracy is the fraction of the C(k, 2) pairs that pass. A tie is a
-difference of at most ``TIE_TOLERANCE`` (1e-12): below float64 rounding, two ways of
-computing the same correlations disagree in sign, so exact ties (duplicate images,
-k = 4 where every correlation is +-1) would otherwise pass or fail by chance.
+difference within ``TIE_TOLERANCE`` (1e-12), ``-1e-12 < d <= 1e-12``: below float64
+rounding, two ways of computing the same correlations disagree in sign, so exact ties
+(two concepts with identical word vectors or identical images, k = 4 where every
+correlation is +-1) would otherwise pass or fail by chance. Ties fail, and
+:meth:`TwoVsTwo.ties` counts them (``scores.tsv``'s ``ties`` column), decided as exactly as
+the passes: the pairs with ``d > -1e-12`` minus those with ``d > 1e-12``, both counted by
+the same engine.
 
 All pairs are evaluated at once from k x k sufficient statistics: with
 ``n = k - 2`` and the two removed columns subtracted from full-row sums, every
@@ -190,11 +194,13 @@ class TwoVsTwo:
         ss = row_sq[..., rows] - ma * ma - mb * mb
         return s, self.n * ss - s * s
 
-    def outcomes(self, image_similarity: ArrayLike | torch.Tensor) -> torch.Tensor:
+    def outcomes(self, image_similarity: ArrayLike | torch.Tensor,
+                 tol: float = TIE_TOLERANCE) -> torch.Tensor:
         """Pass/fail of every pair: bool tensor (..., C(k,2)) for I of shape (..., k, k).
 
-        The float64 definition (any device), pairs in :func:`pair_indices` order. A pair
-        whose correlations are undefined (NaN entries in I) fails here; :meth:`accuracy`
+        The float64 definition (any device), pairs in :func:`pair_indices` order: a pair
+        passes when its difference of summed correlations exceeds ``tol``. A pair whose
+        correlations are undefined (NaN entries in I) fails here; :meth:`accuracy`
         reports such a matrix as NaN.
         """
         import torch
@@ -230,7 +236,7 @@ class TwoVsTwo:
         r22 = corr(cross[..., b, b], w_ba, w_bb, i_ba, i_bb, sx_b, sy_b, var_w_b, var_i_b)
         r12 = corr(cross[..., a, b], w_aa, w_ab, i_ba, i_bb, sx_a, sy_b, var_w_a, var_i_b)
         r21 = corr(cross[..., b, a], w_ba, w_bb, i_aa, i_ab, sx_b, sy_a, var_w_b, var_i_a)
-        return (r11 + r22) - (r12 + r21) > TIE_TOLERANCE
+        return (r11 + r22) - (r12 + r21) > tol
 
     def _float64_accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
         """Accuracy by the definition; NaN for a matrix with non-finite entries."""
@@ -273,6 +279,32 @@ class TwoVsTwo:
         if counts is None:
             return self._float64_accuracy(i_mat)
         return counts / self.n_pairs
+
+    def ties(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
+        """Tied pairs (module doc: ``-TIE_TOLERANCE < d <= TIE_TOLERANCE``, counted as
+        fails) of I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,); NaN for a matrix
+        with non-finite entries. The CPU engine's certified counts, else the float64
+        definition's."""
+        if isinstance(image_similarity, torch.Tensor):
+            image_similarity = image_similarity.cpu().numpy()
+        i_mat = np.asarray(image_similarity, dtype=np.float64)
+        if i_mat.shape[-2:] != (self.k, self.k) or i_mat.ndim not in (2, 3):
+            raise ValueError(f"image similarity must be ({self.k}, {self.k}) or "
+                             f"(B, {self.k}, {self.k}), got {i_mat.shape}")
+        flat = i_mat.reshape(-1, self.k, self.k)
+        out = np.full(len(flat), np.nan)
+        for b, m in enumerate(flat):
+            if not np.isfinite(m).all():
+                continue
+            if self._cpu is not None:
+                counts = [self._cpu.count_one(m, tol) for tol in (-TIE_TOLERANCE,
+                                                                   TIE_TOLERANCE)]
+                if counts[0] is not None and counts[1] is not None:
+                    out[b] = int(counts[0][0]) - int(counts[1][0])
+                    continue
+            t = torch.from_numpy(np.ascontiguousarray(m)).to(self._device)
+            out[b] = int(self.outcomes(t, -TIE_TOLERANCE).sum()) - int(self.outcomes(t).sum())
+        return out.reshape(i_mat.shape[:-2])
 
     def permuted_accuracy(
         self, image_similarity: ArrayLike, perms: NDArray[np.int64]
