@@ -285,6 +285,8 @@ class TwoVsTwo:
         fails) of I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,); NaN for a matrix
         with non-finite entries. The CPU engine's certified counts, else the float64
         definition's."""
+        import torch
+
         if isinstance(image_similarity, torch.Tensor):
             image_similarity = image_similarity.cpu().numpy()
         i_mat = np.asarray(image_similarity, dtype=np.float64)
