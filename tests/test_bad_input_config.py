@@ -4,14 +4,22 @@ seeds, counts no machine can serve, and shard files left by another shard count.
 from __future__ import annotations
 
 import copy
+import tracemalloc
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
+from emergence.analysis import percentile_band, significance_rows
 from emergence.config import ConfigError, check_config
+from emergence.formats.nulls import Shards, write_null_shard
+from emergence.stats import comparisons as sc
+from emergence.stats import permutation, streaming
+from emergence.stats.measures import column_prefix
+from emergence.summaries import bootstrap_band, null_summary
 from tests.conftest import ROOT, error_lines, run_snakemake, small_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -120,3 +128,230 @@ def test_a_float_count_stops_the_dry_run_before_any_job(tmp_path: Path) -> None:
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert "config key 'images.images_per_concept': 2.0 is not of type 'integer'" in lines[0]
     assert not (tmp_path / "results").exists()
+
+
+# --- item 8: the aggregation streams the shards, with the same numbers --------------------
+
+
+def _blocks(table: np.ndarray, sizes: list[int]):
+    def blocks():
+        lo = 0
+        for s in sizes:
+            yield table[lo:lo + s]
+            lo += s
+        yield table[lo:]
+    return blocks
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_streamed_column_statistics_equal_numpy_on_the_whole_table(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, width = int(rng.integers(1, 2500)), int(rng.integers(1, 5))
+    kind = seed % 4
+    table = rng.standard_normal((n, width))
+    if kind == 1:  # 2 vs 2 accuracies at small k: few distinct values, ties everywhere
+        table = rng.integers(0, 11, (n, width)) / 10.0
+    elif kind == 2:  # every exponent
+        table *= 10.0 ** rng.integers(-300, 300, (n, width))
+    elif kind == 3:  # undefined samples and zeros
+        table[rng.random((n, width)) < 0.2] = np.nan
+        table[rng.random((n, width)) < 0.05] = np.inf
+        table[rng.random((n, width)) < 0.1] = 0.0
+    blocks = _blocks(table, [int(s) for s in rng.integers(0, 400, 8)])
+    conf = float(rng.choice([0.95, 0.9, 0.5, 1 / 3]))
+    levels = [(1 - conf) / 2, (1 + conf) / 2]
+    expected = np.full((2, width), np.nan)
+    for j in range(width):
+        finite = table[:, j][np.isfinite(table[:, j])]
+        if finite.size:
+            expected[:, j] = np.quantile(finite, levels)
+    for budget in (1, 1 << 22):  # histogram passes, or everything gathered at once
+        got = streaming.quantiles(blocks, width, levels, budget=budget)
+        np.testing.assert_array_equal(got, expected)
+    if kind != 3:
+        ddof = 1 if n > 1 else 0
+        mean, sd = streaming.mean_sd(blocks, width, n, ddof=ddof, width=width)
+        # bit for bit: numpy adds the rows of (n, >= 2) one by one, a column pairwise
+        assert mean.tobytes() == table.mean(axis=0).tobytes()
+        assert sd.tobytes() == table.std(axis=0, ddof=ddof).tobytes()
+
+
+GROUPS2, MEASURES2 = ["photo", "drawing"], ["two_vs_two", "rsa"]
+
+
+def _write_shards(folder: Path, arrays: dict, cuts: list[int], kind: str) -> list[Path]:
+    """``arrays`` ({group: {measure: (n, L)}}) as shard files cut at ``cuts``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = next(iter(next(iter(arrays.values())).values())).shape[0]
+    bounds = [0, *cuts, n]
+    paths = []
+    for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        paths.append(folder / f"shard-{i}-of-{len(bounds) - 1}.h5")
+        part = [(g, {**{m: a[lo:hi] for m, a in d.items()}, "index": np.arange(lo, hi)})
+                for g, d in arrays.items()]
+        measures = list(next(iter(arrays.values())))
+        n_layers = next(iter(next(iter(arrays.values())).values())).shape[1]
+        write_null_shard(paths[-1], network="net", model="m", word_model="wm", seed=1,
+                         start=lo, stop=hi, batch_size=8, rsa_method="pearson",
+                         layer_names=[f"l{j}" for j in range(n_layers)], k=9,
+                         nulls=part, measures=measures, kind=kind)
+    return paths
+
+
+def _samples(rng: np.random.Generator, n: int, n_layers: int) -> dict:
+    """Null-like samples: 2 vs 2 accuracies (ties), RSA values, an undefined layer."""
+    out = {}
+    for g in GROUPS2:
+        acc = rng.integers(0, 37, (n, n_layers)) / 36.0
+        rsa = rng.normal(0.0, 0.1, (n, n_layers))
+        if g == "drawing" and n_layers > 1:
+            acc[:, 1] = rsa[:, 1] = np.nan
+        out[g] = {"two_vs_two": acc, "rsa": rsa}
+    return out
+
+
+def _scores(observed: dict, n_layers: int) -> list[dict[str, str]]:
+    rows = []
+    for g in GROUPS2:
+        for j in range(n_layers):
+            undefined = g == "drawing" and j == 1 and n_layers > 1
+            rows.append({"network": "net", "model": "m", "word_model": "wm", "group": g,
+                         "layer": f"l{j}", "layer_index": str(j), "module": f"l{j}", "k": "9",
+                         **{m: "nan" if undefined else repr(float(observed[g][m][j]))
+                            for m in MEASURES2},
+                         "reason": "constant activations" if undefined else ""})
+    return rows
+
+
+def _in_memory_significance(scores: list[dict], nulls: dict, boots: dict, confidence: float
+                            ) -> dict[tuple[str, str, str], np.ndarray]:
+    """What the significance step computed before it streamed: every array in memory,
+    numpy's reductions on them (the code of analysis.significance_rows until then)."""
+    layers = list(dict.fromkeys(r["layer"] for r in scores))
+    cell = {(r["group"], r["layer"]): r for r in scores}
+    out = {}
+    for m in MEASURES2:
+        obs = {g: np.array([float(cell[g, lay][m]) for lay in layers]) for g in GROUPS2}
+        series = {g: (obs[g], nulls[g][m], boots[g][m]) for g in GROUPS2}
+        series["mean"] = (np.mean([obs[g] for g in GROUPS2], axis=0),
+                          np.mean([nulls[g][m] for g in GROUPS2], axis=0),
+                          np.mean([boots[g][m] for g in GROUPS2], axis=0))
+        for g, (o, null, boot) in series.items():
+            n = null.shape[0]
+            p = permutation.p_values(o, null)
+            undefined = np.isnan(p)
+            low, high = percentile_band(null, confidence)
+            cols = {"p_value": p, "p_value_fwe": permutation.family_wise_p_values(o, null),
+                    "null_mean": null.mean(axis=0),
+                    "null_sd": null.std(axis=0, ddof=1 if n > 1 else 0),
+                    "null_low": low, "null_high": high}
+            for c in ("null_mean", "null_sd", "null_low", "null_high"):
+                cols[c] = np.where(undefined, np.nan, cols[c])
+            ci_low, ci_high = percentile_band(boot, confidence)
+            cols["ci_low"] = np.where(np.isnan(o), np.nan, ci_low)
+            cols["ci_high"] = np.where(np.isnan(o), np.nan, ci_high)
+            for c, v in cols.items():
+                out[g, m, c] = v
+    return out
+
+
+def _bits(rows: list[dict]) -> list[dict]:
+    """Rows with every float as its bytes (NaN equal to NaN, -0.0 apart from 0.0)."""
+    return [{k: np.float64(v).tobytes() if isinstance(v, float) else v for k, v in r.items()}
+            for r in rows]
+
+
+@pytest.mark.parametrize(("n", "n_layers"), [(1300, 3), (1500, 1), (40, 2)])
+def test_significance_from_streamed_shards_is_bit_identical(tmp_path: Path, n: int,
+                                                            n_layers: int) -> None:
+    """p-values, family-wise p-values, the null's mean, SD and band, and the bootstrap
+    interval, read block by block from shard files (blocks of a few rows, the quantile
+    selection by histogram passes) equal the in-memory computation bit for bit; a single
+    layer (numpy's pairwise sums) included."""
+    rng = np.random.default_rng(n)
+    nulls, boots = _samples(rng, n, n_layers), _samples(rng, n - 7, n_layers)
+    observed = {g: {m: nulls[g][m][0] + 0.01 for m in MEASURES2} for g in GROUPS2}
+    scores = _scores(observed, n_layers)
+    cuts = [n // 3, n // 3, 2 * n // 3]  # an empty shard too
+    null_paths = _write_shards(tmp_path / "null", nulls, cuts, "permutation")
+    boot_paths = _write_shards(tmp_path / "bootstrap", boots, [n // 2], "bootstrap")
+    expected = _in_memory_significance(scores, nulls, boots, 0.9)
+
+    rows = significance_rows(scores, Shards(null_paths), 0.05, boots=Shards(boot_paths),
+                             confidence=0.9)
+    assert _bits(rows) == _bits(significance_rows(scores, nulls, 0.05, boots=boots,
+                                                  confidence=0.9))
+    for (g, m, c), want in expected.items():
+        got = np.array([r[column_prefix(m) + c] for r in rows if r["group"] == g])
+        assert got.tobytes() == want.tobytes(), (g, m, c)
+    assert {r["n_permutations"] for r in rows} == {n}
+    assert {r["n_bootstrap"] for r in rows} == {n - 7}
+
+    # tiny blocks and gathering budget: many passes of a few rows each
+    obs = {g: {m: np.array([float(r[m]) for r in rows if r["group"] == g]) for m in MEASURES2}
+           for g in [*GROUPS2, "mean"]}
+    small = null_summary(Shards(null_paths), obs, GROUPS2, MEASURES2, 0.9, block_bytes=2000,
+                         budget=1)
+    low, high = bootstrap_band(Shards(boot_paths), GROUPS2, MEASURES2, n_layers, 0.9,
+                               block_bytes=2000, budget=1)
+    for g in [*GROUPS2, "mean"]:
+        for m in MEASURES2:
+            for c, series in small.items():
+                assert series[g][m].tobytes() == expected[g, m, c].tobytes(), (g, m, c)
+            undefined = np.isnan(obs[g][m])
+            assert np.where(undefined, np.nan, low[g][m]).tobytes() == \
+                expected[g, m, "ci_low"].tobytes()
+            assert np.where(undefined, np.nan, high[g][m]).tobytes() == \
+                expected[g, m, "ci_high"].tobytes()
+
+
+def test_significance_holds_one_block_of_samples_not_every_shard(tmp_path: Path) -> None:
+    """60,000 samples x 2 groups x 2 measures x 4 layers (7.7 MB in shards): the
+    significance columns computed in 256 kB blocks peak far below the shards' size."""
+    rng = np.random.default_rng(0)
+    n, n_layers = 60_000, 4
+    nulls = _samples(rng, n, n_layers)
+    observed = {g: {m: np.full(n_layers, 0.5) for m in MEASURES2} for g in [*GROUPS2, "mean"]}
+    paths = _write_shards(tmp_path / "null", nulls, [n // 4, n // 2, 3 * n // 4],
+                          "permutation")
+    whole = sum(a.nbytes for d in nulls.values() for a in d.values())
+    del nulls
+    tracemalloc.start()
+    try:
+        null_summary(Shards(paths), observed, GROUPS2, MEASURES2, 0.95, block_bytes=256 << 10,
+                     budget=1 << 14)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < whole / 3, (peak, whole)
+
+
+def test_comparisons_from_streamed_shards_are_bit_identical(tmp_path: Path) -> None:
+    """Every comparison row from shard files read a few samples at a time, every side in
+    step, equals the rows from the samples in memory; their interval and p-value equal
+    confidence_interval and bootstrap_p on the row's whole sample vector."""
+    from tests.test_comparisons import GROUPS, LAYERS, MEASURES, planted, rows_of, study
+
+    data = study()
+    in_memory = rows_of(data)
+    shards = {}
+    for key, arrays in data["bootstrap"].items():
+        shards[key] = Shards(_write_shards(tmp_path / "/".join(key), arrays, [100, 101, 250],
+                                           "bootstrap"))
+    streamed = rows_of({**data, "bootstrap": shards}, block_bytes=50_000)
+    assert len(streamed) == len(in_memory) > 100
+    assert _bits(streamed) == _bits(in_memory)
+    # and the in-memory rows are those of the functions on the whole samples
+    scores, boot = planted("net", "wm1", 0.1, 1)
+    assert scores == data["scores"]["net", "wm1"]
+    checked = 0
+    for r in in_memory:
+        if r["comparison"] != "layer_vs_pixels" or r["group"] == "mean" or r["reason"]:
+            continue
+        samples = boot[r["group"]][r["measure"]]
+        j, i = LAYERS.index(r["a"]), LAYERS.index(r["b"])
+        d = samples[:, j] - samples[:, i]
+        assert (r["ci_low"], r["ci_high"]) == sc.confidence_interval(d, 0.9)
+        assert r["p_value"] == sc.bootstrap_p(d)
+        checked += 1
+    assert checked == len(MEASURES) * len(GROUPS) * (len(LAYERS) - 1)
