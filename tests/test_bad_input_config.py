@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import yaml
 
-from emergence.analysis import percentile_band, significance_rows
+from emergence.analysis import percentile_band, score_columns, significance_rows
 from emergence.config import ConfigError, check_config
-from emergence.formats.nulls import Shards, write_null_shard
+from emergence.formats.nulls import Shards, sweep_stale_shards, write_null_shard
+from emergence.io import read_tsv, write_tsv
 from emergence.stats import comparisons as sc
 from emergence.stats import permutation, streaming
-from emergence.stats.measures import column_prefix
+from emergence.stats.measures import MeasureSpec, column_prefix
 from emergence.summaries import bootstrap_band, null_summary
 from tests.conftest import ROOT, error_lines, run_snakemake, small_config
 
@@ -355,3 +356,63 @@ def test_comparisons_from_streamed_shards_are_bit_identical(tmp_path: Path) -> N
         assert r["p_value"] == sc.bootstrap_p(d)
         checked += 1
     assert checked == len(MEASURES) * len(GROUPS) * (len(LAYERS) - 1)
+
+
+# --- item 12: shard files of an earlier shard count are swept ------------------------------
+
+
+def test_sweep_removes_only_the_files_of_another_shard_count(tmp_path: Path) -> None:
+    folder = tmp_path / "null"
+    folder.mkdir()
+    names = ["shard-0-of-3.h5", "shard-2-of-3.h5", "shard-0-of-1000.h5", "shard-7-of-8.h5",
+             "shard-x-of-8.h5", ".shard-0-of-8.h5.tmp-1", "notes.txt"]
+    for name in names:
+        (folder / name).write_text("x")
+    removed = sweep_stale_shards(folder, 3)
+    assert sorted(p.name for p in removed) == ["shard-0-of-1000.h5", "shard-7-of-8.h5"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        set(names) - {"shard-0-of-1000.h5", "shard-7-of-8.h5"})
+    assert sweep_stale_shards(tmp_path / "table.tsv", 3, "null") == []  # beside a table
+    assert sweep_stale_shards(tmp_path / "missing", 3) == []
+
+
+def test_the_significance_job_sweeps_null_and_bootstrap_shards_of_another_count(
+        tmp_path: Path) -> None:
+    """The shard count went from 5 (null) and 2 (bootstrap) to 3: the significance job
+    reads the 3 and removes the others, with a log line each (only that job runs, on
+    shards and scores written here)."""
+    cfg = small_config(tmp_path)
+    assert cfg["permutations"]["shards"] == cfg["bootstrap"]["shards"] == 3
+    here = tmp_path / "results" / "two_vs_two" / "lite0" / "w2v"
+    measures = cfg["measures"]["names"]
+    rng = np.random.default_rng(0)
+    groups, layers = ["twemoji", "openmoji"], ["pixels", "stem"]
+
+    def samples(n: int) -> dict:
+        return {g: {m: rng.random((n, len(layers))) for m in measures} for g in groups}
+
+    for kind, folder, n, stale in (("permutation", "null", 40, 5),
+                                   ("bootstrap", "bootstrap", 24, 2)):
+        arrays = samples(n)
+        for count in (3, stale):
+            cuts = [n * i // count for i in range(1, count)]
+            written = _write_shards(here / folder, arrays, cuts, kind)
+            assert len(written) == count
+    scores = [{"network": "lite0", "model": "m", "word_model": "w2v", "group": g,
+               "layer": lay, "layer_index": j, "module": lay, "n_features": 3, "k": 11,
+               "n_pairs": 55, **{m: 0.5 for m in measures}, "rsa_method": "pearson",
+               "mutual_knn_k": 3, "reason": ""} for g in groups for j, lay in enumerate(layers)]
+    write_tsv(here / "scores.tsv", scores, score_columns(MeasureSpec(tuple(measures),
+                                                                     "pearson", 3)))
+    proc = run_snakemake(tmp_path, cfg, "--cores", "1", str(here / "significance.tsv"),
+                         "--allowed-rules", "significance")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for folder in ("null", "bootstrap"):
+        assert sorted(p.name for p in (here / folder).iterdir()) == \
+            [f"shard-{i}-of-3.h5" for i in range(3)]
+    log = (tmp_path / "results" / "logs" / "significance" / "lite0" / "w2v.log").read_text()
+    assert "removed 5 shard file(s) of an earlier shard count (shard-*-of-5.h5)" in log
+    assert "removed 2 shard file(s) of an earlier shard count (shard-*-of-2.h5)" in log
+    table = read_tsv(here / "significance.tsv")
+    assert {r["n_permutations"] for r in table} == {"40"}
+    assert {r["n_bootstrap"] for r in table} == {"24"}

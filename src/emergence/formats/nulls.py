@@ -177,10 +177,10 @@ _SHARD = re.compile(r"shard-(\d+)-of-(\d+)\.h5")
 
 def sweep_stale_shards(folder: str | os.PathLike[str], n_shards: int, kind: str = ""
                        ) -> list[Path]:
-    """Delete ``shard-<i>-of-<m>.h5`` with m != ``n_shards`` from ``folder`` (or from its
-    sibling folder ``kind`` when ``folder`` is a file: ``null`` or ``bootstrap`` beside
-    ``significance.tsv``): the shards of an earlier shard count, which no rule reads any
-    more. Returns them; one log line."""
+    """Delete ``shard-<i>-of-<m>.h5`` with m != ``n_shards`` from ``folder`` (with ``kind``:
+    from the folder ``kind`` beside the file ``folder``, e.g. ``null`` or ``bootstrap``
+    beside ``significance.tsv``): the shards of an earlier shard count, which no rule reads
+    any more. Returns them; one log line."""
     root = Path(folder)
     if kind:
         root = root.parent / kind
