@@ -9,10 +9,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 import yaml
 
+from emergence import budget
 from emergence.analysis import percentile_band, score_columns, significance_rows
 from emergence.config import ConfigError, check_config
 from emergence.formats.nulls import Shards, sweep_stale_shards, write_null_shard
@@ -166,8 +168,8 @@ def test_streamed_column_statistics_equal_numpy_on_the_whole_table(seed: int) ->
         finite = table[:, j][np.isfinite(table[:, j])]
         if finite.size:
             expected[:, j] = np.quantile(finite, levels)
-    for budget in (1, 1 << 22):  # histogram passes, or everything gathered at once
-        got = streaming.quantiles(blocks, width, levels, budget=budget)
+    for gather in (1, 1 << 22):  # histogram passes, or everything gathered at once
+        got = streaming.quantiles(blocks, width, levels, budget=gather)
         np.testing.assert_array_equal(got, expected)
     if kind != 3:
         ddof = 1 if n > 1 else 0
@@ -416,3 +418,154 @@ def test_the_significance_job_sweeps_null_and_bootstrap_shards_of_another_count(
     table = read_tsv(here / "significance.tsv")
     assert {r["n_permutations"] for r in table} == {"40"}
     assert {r["n_bootstrap"] for r in table} == {"24"}
+
+
+# --- item 8: counts no machine can serve stop before any job ------------------------------
+
+
+def _study_budget(tmp: Path, cfg: dict) -> list[budget.Resampling]:
+    study = check_config(cfg, SCHEMA)
+    return budget.estimate(cfg, study.groups, study.results)
+
+
+def test_a_shard_job_beyond_the_machine_is_refused_naming_the_key(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path)  # 2 groups x 5 measures x (at least) 5 layers
+    cfg["permutations"].update(n=10**9, shards=4)
+    plan = _study_budget(tmp_path, cfg)
+    with pytest.raises(ConfigError) as err:
+        budget.check(plan, cfg["results"], memory=16 * budget.GiB, free=None)
+    line = str(err.value)
+    # 250,000,000 permutations x (5 measures x 5 layers + index) x 8 bytes + the imports
+    assert line == ("config key 'permutations.n': 1,000,000,000 permutations in 4 shard(s): "
+                    "each permutations job holds at least 49.0 GiB (250,000,000 samples x 5 "
+                    "measure(s) x the layers, float64), more than this machine's 16.0 GiB "
+                    "allows; raise permutations.shards to at least 16 or lower "
+                    "permutations.n"), line
+    cfg["permutations"]["shards"] = 16
+    assert budget.check(_study_budget(tmp_path, cfg), cfg["results"],
+                        memory=16 * budget.GiB, free=None) != []  # fits, with warnings
+    # a cluster run: the memory of this machine does not count
+    cfg["permutations"]["shards"] = 4
+    budget.check(_study_budget(tmp_path, cfg), cfg["results"], memory=None, free=None)
+
+
+def test_shards_beyond_the_free_disk_are_refused_naming_the_key(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path)
+    cfg["bootstrap"].update(n=10**8, shards=100)
+    plan = _study_budget(tmp_path, cfg)
+    total = sum(r.disk_bytes() for r in plan)
+    with pytest.raises(ConfigError, match=r"^config key 'bootstrap.n': 100,000,000 bootstrap "
+                       r"samples: the shard files take 15\d\.\d GiB \(15\d\.\d GiB of them "
+                       r"bootstrap\), more than the 10\.0 GiB free for .*; lower bootstrap.n$"):
+        budget.check(plan, cfg["results"], memory=None, free=10 * budget.GiB)
+    warnings = budget.check(plan, cfg["results"], memory=None, free=2 * total)
+    assert f"the shard files will take {total / budget.GiB:,.1f} GiB on disk" in warnings
+
+
+def test_too_many_draws_for_too_few_concepts_are_named(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path)
+    lines = (ROOT / "config" / "demo_concepts.tsv").read_text().splitlines()
+    (tmp_path / "six.tsv").write_text("\n".join(lines[:7]) + "\n")  # 6 concepts at most
+    cfg["images"]["concepts"] = str(tmp_path / "six.tsv")
+    cfg["permutations"]["n"], cfg["bootstrap"]["n"] = 1000, 500
+    warnings = budget.check(_study_budget(tmp_path, cfg), cfg["results"], memory=None,
+                            free=None)
+    assert warnings == [
+        "permutations.n = 1,000 is more than the 720 distinct permutations of at most 6 "
+        "concepts (6!): draws repeat, and the distribution has at most 720 distinct values "
+        "(lower permutations.n or add concepts)",
+        "bootstrap.n = 500 is more than the 462 distinct bootstrap resamples of at most 6 "
+        "concepts (C(11, 6)): draws repeat, and the distribution has at most 462 distinct "
+        "values (lower bootstrap.n or add concepts)"]
+    # the job, with the real k, says it without "at most"
+    assert budget.repeated_draws("permutations", 1000, 5).startswith(
+        "permutations.n = 1,000 is more than the 120 distinct permutations of 5 concepts (5!)")
+    assert budget.repeated_draws("permutations", 720, 6) is None
+    assert budget.repeated_draws("bootstrap", 1000, 8) is None  # C(15, 8) = 6,435
+
+
+def test_a_long_computation_is_warned_with_its_figures(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path)
+    cfg["permutations"].update(n=10**8, shards=400)
+    warnings = budget.check(_study_budget(tmp_path, cfg), cfg["results"], memory=None,
+                            free=None)
+    assert any(w.startswith("permutations: 100,000,000 permutations x 4 network x word model "
+                            "pair(s) x 2 group(s) x 5 measure(s)") and "over 24 CPU-hours" in w
+               for w in warnings), warnings
+
+
+def test_the_estimate_uses_what_an_earlier_run_wrote(tmp_path: Path) -> None:
+    """k from the word matrix, the layers from the activations: exact, not bounds."""
+    cfg = small_config(tmp_path)
+    res = Path(cfg["results"])
+    for wm, k in (("minilm-word", 11), ("w2v", 10)):
+        (res / "words" / wm).mkdir(parents=True)
+        with h5py.File(res / "words" / wm / "similarity.h5", "w") as f:
+            f.attrs["k"] = k
+    (res / "activations" / "lite0").mkdir(parents=True)
+    with h5py.File(res / "activations" / "lite0" / "twemoji.h5", "w") as f:
+        f.attrs["layer_names"] = [f"l{i}" for i in range(11)]
+    plan = _study_budget(tmp_path, cfg)[0]
+    pairs = {(p.network, p.word_model): p for p in plan.pairs}
+    assert (pairs["lite0", "w2v"].k, pairs["lite0", "w2v"].k_exact) == (10, True)
+    assert (pairs["lite0", "w2v"].layers, pairs["lite0", "w2v"].layers_exact) == (11, True)
+    assert (pairs["lite0-untrained", "w2v"].layers,
+            pairs["lite0-untrained", "w2v"].layers_exact) == (5, False)  # "blocks.?" once
+    assert "k: minilm-word 11, w2v 10" in plan.summary()
+
+
+def test_the_paper_and_demo_estimates() -> None:
+    """What the check says of config/paper.yaml and config/config.yaml before a first run
+    (no results yet: k is bounded by the image source)."""
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    perm, boot = budget.estimate(paper, check_config(paper, SCHEMA).groups, "/nonexistent")
+    assert perm.summary() == (
+        "permutations: 1,000 permutations x 12 network x word model pair(s) x 5 group(s) x 5 "
+        "measure(s) (layers: inception_v3 11, resnet50 49, vgg16 17; k: cross-lingual <= "
+        "1000, glove <= 1000, rnn <= 1000, skipgram <= 1000): 48 jobs, each at most 4.3 GiB "
+        "of memory; 59.2 MiB of shard files; 1 min to 27.4 CPU-hours (k not known yet) on "
+        "one thread")
+    assert perm.disk_bytes() == boot.disk_bytes() == 4 * 5 * 1000 * 8 * sum(
+        5 * layers + 1 for layers in (17, 49, 11))
+    demo = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    perm, _ = budget.estimate(demo, check_config(demo, SCHEMA).groups, "/nonexistent")
+    assert perm.summary().endswith(
+        "(layers: lite0 >= 5, lite0-untrained >= 5, lite1 >= 5, lite2 >= 5; k: minilm-gloss "
+        "<= 169, minilm-word <= 169): 16 jobs, each at most 604.9 MiB of memory; 3.2 MiB of "
+        "shard files; 3 s to 34 s (k not known yet) on one thread")
+    assert budget.check([perm], "/nonexistent", memory=None, free=None) == []
+
+
+def test_a_billion_permutations_stop_the_dry_run_before_any_job(tmp_path: Path) -> None:
+    """It passed the dry run, then one job died with MemoryError naming no key."""
+    cfg = small_config(tmp_path)
+    cfg["permutations"]["n"] = 10**11  # no machine holds a shard of it
+    proc = run_snakemake(tmp_path, cfg, "-n")
+    lines = error_lines(proc.stderr)
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("semantic-emergence: config key 'permutations.n': "
+                               "100,000,000,000 permutations in 3 shard(s): each permutations "
+                               "job holds at least"), lines[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_shard_job_holds_one_group_of_values_at_a_time(tmp_path: Path) -> None:
+    """The shard writer lets go of a group's values before the next group's are drawn,
+    as the estimate assumes."""
+    rows, n_layers = 100_000, 4
+    one_group = rows * (2 * n_layers + 1) * 8
+
+    def draws() -> Iterator[tuple[str, dict]]:
+        for g in ("a", "b", "c"):
+            yield g, {"two_vs_two": np.ones((rows, n_layers)), "rsa": np.ones((rows, n_layers)),
+                      "index": np.arange(rows)}
+
+    tracemalloc.start()
+    try:
+        write_null_shard(tmp_path / "shard-0-of-1.h5", network="n", model="m", word_model="w",
+                         seed=0, start=0, stop=rows, batch_size=8, rsa_method="pearson",
+                         layer_names=[f"l{j}" for j in range(n_layers)], k=9, nulls=draws())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * one_group, (peak, one_group)

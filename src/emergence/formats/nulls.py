@@ -67,6 +67,7 @@ def write_null_shard(path: str | os.PathLike[str], *, network: str, model: str,
             for m in measures:
                 grp.create_dataset(m, data=null[m])
             grp.create_dataset("index", data=null["index"])
+            del null  # freed before the next group's values are drawn
 
 
 class Shards:
