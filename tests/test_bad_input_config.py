@@ -294,9 +294,9 @@ def test_significance_from_streamed_shards_is_bit_identical(tmp_path: Path, n: i
     obs = {g: {m: np.array([float(r[m]) for r in rows if r["group"] == g]) for m in MEASURES2}
            for g in [*GROUPS2, "mean"]}
     small = null_summary(Shards(null_paths), obs, GROUPS2, MEASURES2, 0.9, block_bytes=2000,
-                         budget=1)
+                         budget=3000)
     low, high = bootstrap_band(Shards(boot_paths), GROUPS2, MEASURES2, n_layers, 0.9,
-                               block_bytes=2000, budget=1)
+                               block_bytes=2000, budget=3000)
     for g in [*GROUPS2, "mean"]:
         for m in MEASURES2:
             for c, series in small.items():

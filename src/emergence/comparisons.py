@@ -188,27 +188,36 @@ class _Builder:
         cols = [i for i, v in enumerate(self.samples) if v is not None]
         if not cols:
             return
-        size, finite, below, above = (np.zeros(len(cols), dtype=np.int64) for _ in range(4))
-        for lo, hi in ranges:
+
+        def derived(lo: int, hi: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+            """The rows' samples lo..hi-1 as columns (NaN below a shorter one), and how
+            many each has."""
             part = build(lo, hi).samples
+            table = np.full((hi - lo, len(cols)), np.nan)
+            sizes = np.zeros(len(cols), dtype=np.int64)
             for j, i in enumerate(cols):
                 v = part[i]
                 assert v is not None
-                ok = v[np.isfinite(v)]
-                size[j] += v.size
-                finite[j] += ok.size
-                below[j] += np.count_nonzero(ok <= 0.0)
-                above[j] += np.count_nonzero(ok >= 0.0)
+                table[:v.size, j], sizes[j] = v, v.size
+            return table, sizes
+
+        size, finite, below, above = (np.zeros(len(cols), dtype=np.int64) for _ in range(4))
+        kept = None
+        for lo, hi in ranges:
+            table, sizes = derived(lo, hi)
+            ok = np.isfinite(table)
+            size += sizes
+            finite += ok.sum(axis=0)
+            below += (ok & (table <= 0.0)).sum(axis=0)
+            above += (ok & (table >= 0.0)).sum(axis=0)
+            kept = table if len(ranges) == 1 else None
 
         def blocks() -> Iterator[NDArray[np.float64]]:
+            if kept is not None:  # one block: made once
+                yield kept
+                return
             for lo, hi in ranges:
-                part = build(lo, hi).samples
-                table = np.full((hi - lo, len(cols)), np.nan)
-                for j, i in enumerate(cols):
-                    v = part[i]
-                    assert v is not None
-                    table[:v.size, j] = v
-                yield table
+                yield derived(lo, hi)[0]
 
         levels = interval_levels(self.confidence) if finite.any() else []
         bands = quantiles(blocks, len(cols), levels, finite=finite) if levels else None

@@ -51,6 +51,7 @@ class _Table:
         self.series = [*self.groups, MEAN]
         self.n_layers, self.block_bytes, self.n = n_layers, block_bytes, source.n
         self.width = len(self.measures) * len(self.series) * n_layers
+        self.kept: NDArray[np.float64] | None = None
 
     def span(self, m: str, s: str) -> slice:
         """The columns of measure ``m``, series ``s``."""
@@ -58,13 +59,21 @@ class _Table:
         return slice(i * self.n_layers, (i + 1) * self.n_layers)
 
     def __call__(self) -> Iterator[NDArray[np.float64]]:
-        for lo, hi in self.source.blocks(self.block_bytes):
+        """A pass over the table (made once and kept when it is one block)."""
+        if self.kept is not None:
+            yield self.kept
+            return
+        ranges = list(self.source.blocks(self.block_bytes))
+        for lo, hi in ranges:
             block = self.source.read(lo, hi)
             cols = []
             for m in self.measures:
                 per_group = [block[g][m] for g in self.groups]
                 cols += [*per_group, np.mean(per_group, axis=0)]
-            yield np.hstack(cols)
+            table = np.hstack(cols)
+            if len(ranges) == 1:
+                self.kept = table
+            yield table
 
     def flat(self, values: Mapping[str, Mapping[str, NDArray[np.float64]]]
              ) -> NDArray[np.float64]:

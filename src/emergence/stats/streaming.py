@@ -20,7 +20,8 @@ What these functions return is what numpy returns on the whole (n, C) table:
   NaN for a column without finite values. The order statistics are selected exactly: a
   pass counts the finite values, then passes histogram an order-preserving integer key of
   every value 8 bits at a time, narrowing each wanted rank to one bucket, until the bucket
-  is small enough to be gathered and sorted. Memory: ``budget`` values at most, whatever n.
+  fits in what is left of ``budget`` and is gathered and sorted. Memory: ``budget`` values
+  at most, whatever n (in most tables every column is gathered in the first pass).
   ``-0.0`` and ``0.0`` are one value (as for numpy's sort, which may return either).
 
 Counting statistics (p-values, ``#{d <= 0}``) are exact in any order and need no help.
@@ -147,17 +148,17 @@ def _value(key: np.uint64) -> float:
     return float(np.array([raw], dtype=np.uint64).view(np.float64)[0])
 
 
-class _Rank:
-    """The search for one order statistic (0-based rank among the finite values) of one
-    column: the keys whose top ``64 - shift`` bits equal ``prefix`` hold it, ``below``
-    finite values lie below them, ``size`` within."""
+class _Bucket:
+    """The finite values of one column whose keys share their top ``64 - shift`` bits
+    (``prefix``): ``below`` values of the column lie below them, ``size`` within; it holds
+    the order statistics ``ranks`` (0-based among the column's finite values)."""
 
-    def __init__(self, column: int, rank: int, size: int) -> None:
-        self.column, self.rank, self.size = column, rank, size
-        self.prefix, self.shift, self.below = 0, 64, 0
-        self.hist: NDArray[np.int64] | None = None
+    def __init__(self, column: int, ranks: list[int], size: int, prefix: int = 0,
+                 shift: int = 64, below: int = 0) -> None:
+        self.column, self.ranks, self.size = column, ranks, size
+        self.prefix, self.shift, self.below = prefix, shift, below
+        self.hist = np.zeros(256, dtype=np.int64)
         self.gathered: list[NDArray[np.uint64]] = []
-        self.value: float | None = None
 
     def within(self, keys: NDArray[np.uint64]) -> NDArray[np.uint64]:
         if self.shift == 64:
@@ -168,47 +169,58 @@ class _Rank:
         inside = self.within(keys)
         if gather:
             self.gathered.append(inside)
-            return
-        digit = ((inside >> np.uint64(self.shift - 8)) & np.uint64(0xFF)).astype(np.intp)
-        counts = np.bincount(digit, minlength=256)
-        self.hist = counts if self.hist is None else self.hist + counts
+        else:
+            digit = (inside >> np.uint64(self.shift - 8)) & np.uint64(0xFF)
+            self.hist += np.bincount(digit.astype(np.intp), minlength=256)
 
-    def narrow(self) -> None:
-        """After a histogram pass: keep the bucket that holds the rank (its value, once
-        the bucket is one key)."""
-        assert self.hist is not None
+    def select(self, found: dict[tuple[int, int], float]) -> None:
+        """After a gathering pass: the value at each rank."""
+        keys = np.sort(np.concatenate(self.gathered))
+        for r in self.ranks:
+            found[self.column, r] = _value(keys[r - self.below])
+
+    def narrow(self, found: dict[tuple[int, int], float]) -> list[_Bucket]:
+        """After a histogram pass: the buckets one byte narrower that hold the ranks (a
+        bucket of one key gives its value)."""
         cum = np.cumsum(self.hist)
-        bucket = int(np.searchsorted(cum, self.rank - self.below, side="right"))
-        self.below += int(cum[bucket - 1]) if bucket else 0
-        self.size = int(self.hist[bucket])
-        self.prefix, self.shift, self.hist = (self.prefix << 8) | bucket, self.shift - 8, None
-        if self.shift == 0:
-            self.value = _value(np.uint64(self.prefix))
-
-    def select(self) -> None:
-        """After a gathering pass: the value at the rank."""
-        keys = np.concatenate(self.gathered) if self.gathered else np.empty(0, np.uint64)
-        self.value = _value(np.partition(keys, self.rank - self.below)[self.rank - self.below])
-        self.gathered = []
+        children: dict[int, _Bucket] = {}
+        for r in self.ranks:
+            b = int(np.searchsorted(cum, r - self.below, side="right"))
+            if b not in children:
+                children[b] = _Bucket(self.column, [], int(self.hist[b]),
+                                      (self.prefix << 8) | b, self.shift - 8,
+                                      self.below + (int(cum[b - 1]) if b else 0))
+            children[b].ranks.append(r)
+        out = []
+        for child in children.values():
+            if child.shift == 0:
+                for r in child.ranks:
+                    found[self.column, r] = _value(np.uint64(child.prefix))
+            else:
+                out.append(child)
+        return out
 
 
 def quantiles(blocks: Blocks, n_columns: int, q: Sequence[float], *,
               budget: int = GATHER_BUDGET, finite: NDArray[np.int64] | None = None
               ) -> NDArray[np.float64]:
     """(len(q), C): per column ``np.quantile`` of its finite values at ``q`` (NaN without
-    finite values), selecting the order statistics in passes over ``blocks``. ``finite``:
-    the columns' counts of finite values when the caller has counted them (one pass less)."""
+    finite values), selecting the order statistics in passes over ``blocks``: a bucket is
+    gathered (and sorted) when it fits in what is left of ``budget`` values in this pass,
+    else narrowed by a histogram of its keys' next byte. ``finite``: the columns' counts
+    of finite values when the caller has counted them (one pass less)."""
     levels = np.asarray(q, dtype=np.float64)
     if finite is None:
         finite = np.zeros(n_columns, dtype=np.int64)
         for block in _rows(blocks, n_columns):
             finite += np.isfinite(block).sum(axis=0)
     out = np.full((levels.size, n_columns), np.nan)
-    wanted: dict[tuple[int, int], _Rank] = {}
     plan: list[tuple[int, int, int, int, float]] = []  # (level, column, prev, next, gamma)
+    pending: list[_Bucket] = []
     for c in np.flatnonzero(finite):
         n = int(finite[c])
         virtual = (n - 1) * levels  # numpy's linear method, as np.quantile computes it
+        ranks: set[int] = set()
         for i, v in enumerate(virtual):
             if v >= n - 1:  # numpy takes the maximum
                 prev = nxt = n - 1
@@ -217,27 +229,41 @@ def quantiles(blocks: Blocks, n_columns: int, q: Sequence[float], *,
                 prev = int(np.floor(v))
                 nxt, gamma = prev + 1, float(v - np.floor(v))
             plan.append((i, int(c), prev, nxt, gamma))
-            for r in (prev, nxt):
-                wanted.setdefault((int(c), r), _Rank(int(c), r, n))
-    limit = max(1024, budget // max(len(wanted), 1))
-    pending = list(wanted.values())
+            ranks |= {prev, nxt}
+        pending.append(_Bucket(int(c), sorted(ranks), n))
+    found: dict[tuple[int, int], float] = {}
     while pending:
-        gather = {id(t): t.size <= limit for t in pending}
-        by_column: dict[int, list[_Rank]] = {}
-        for t in pending:
-            by_column.setdefault(t.column, []).append(t)
+        room, gather = budget, set()
+        for bucket in sorted(pending, key=lambda b: b.size):
+            if bucket.size <= room:
+                gather.add(id(bucket))
+                room -= bucket.size
+        by_column: dict[int, list[_Bucket]] = {}
+        for bucket in pending:
+            by_column.setdefault(bucket.column, []).append(bucket)
         for block in _rows(blocks, n_columns):
-            for c, targets in by_column.items():
+            for c, buckets in by_column.items():
                 col = block[:, c]
                 keys = _keys(col[np.isfinite(col)])
-                for t in targets:
-                    t.update(keys, gather[id(t)])
-        for t in pending:
-            t.select() if gather[id(t)] else t.narrow()
-        pending = [t for t in pending if t.value is None]
+                for bucket in buckets:
+                    bucket.update(keys, id(bucket) in gather)
+        narrower: list[_Bucket] = []
+        for bucket in pending:
+            if id(bucket) in gather:
+                bucket.select(found)
+            else:
+                narrower += bucket.narrow(found)
+        pending = narrower
+    # numpy's interpolation between the two neighbours, by numpy itself: the linear
+    # quantile of the column [a, b] at gamma is exactly its lerp(a, b, gamma) (one call per
+    # distinct gamma, for every column that has it).
+    by_gamma: dict[float, list[tuple[int, int, int, int]]] = {}
     for i, c, prev, nxt, gamma in plan:
-        a, b = wanted[c, prev].value, wanted[c, nxt].value
-        # numpy's interpolation between the two neighbours, by numpy itself: the linear
-        # quantile of [a, b] at gamma is exactly its lerp(a, b, gamma).
-        out[i, c] = np.quantile(np.array([a, b]), np.array([gamma]))[0]
+        by_gamma.setdefault(gamma, []).append((i, c, prev, nxt))
+    for gamma, cells in by_gamma.items():
+        pairs = np.array([[found[c, prev] for _, c, prev, _ in cells],
+                          [found[c, nxt] for _, c, _, nxt in cells]])
+        values = np.quantile(pairs, np.array([gamma]), axis=0)[0]
+        for (i, c, _, _), v in zip(cells, values, strict=True):
+            out[i, c] = v
     return out
