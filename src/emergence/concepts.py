@@ -4,11 +4,14 @@ The paper keeps the ImageNet concepts found in all of its word-vector models
 (166 for its four). Here a concept is *kept* for a word model when
 
 1. it has an image in every group (one image per concept per group), and
-2. no earlier concept (in class order) has the same word (ImageNet names two classes
-   'crane' and two 'maillot'; both would get one word vector and tie every test), and
-3. the word model covers it, and
-4. with ``intersect_word_models`` (the paper's rule), every other configured word
-   model covers it too.
+2. the word model covers it, and
+3. with ``intersect_word_models`` (the paper's rule), every other configured word
+   model covers it too, and
+4. no earlier kept concept (in class order) with the same word gets the same vector:
+   ImageNet names two classes 'crane' and two 'maillot', and a static vector file has
+   one vector for both (they would tie every test), so the second is dropped; a text
+   encoder on ``"word: gloss"`` encodes two different texts and keeps both senses.
+   With ``intersect_word_models``, a sense that collapses in any model is dropped.
 
 The kept concepts, in image-set order, index the rows and columns of ``W`` and of
 every image-space matrix ``I``.
@@ -29,7 +32,7 @@ from emergence.stats.similarity import similarity_matrix
 from emergence.stats.two_vs_two import MIN_CONCEPTS  # fewest kept concepts: the 2 vs 2 minimum
 
 __all__ = ["CONCEPT_COLUMNS", "COVERAGE_COLUMNS", "MIN_CONCEPTS", "check_enough_concepts",
-           "select_concepts", "word_similarity_matrix"]
+           "collapsed_senses", "select_concepts", "word_similarity_matrix"]
 
 COVERAGE_COLUMNS = ["word_model", "wnid", "concept", "found", "lemma", "token", "how", "reason"]
 CONCEPT_COLUMNS = ["word_model", "index", "wnid", "concept", "kept", "reason", "lemma", "token",
@@ -46,30 +49,41 @@ def select_concepts(
     """One row per candidate concept: kept or not, why, and the token that matched.
 
     ``coverage`` maps each word model's name to its coverage records (dicts with
-    ``wnid``, ``found`` ("true"/"false"), ``reason``, ``lemma``, ``token``, ``how``).
-    Only ``word_model``'s own coverage is used unless ``intersect``.
+    ``wnid``, ``concept``, ``found`` ("true"/"false"), ``reason``, ``lemma``, ``token``,
+    ``how``). Only ``word_model``'s own coverage is used unless ``intersect``.
+
+    Senses of one word (ImageNet's two ``crane`` classes; ``crane1``, ``crane2`` in a
+    concept table) are both kept when the word model encodes them differently (a text
+    encoder on their glosses); when it encodes the same token or text (one vector for
+    both, a tie in every test), the later one is dropped, its reason naming the kept
+    sense and the token (:func:`collapsed_senses` lists them in one line). With
+    ``intersect``, a sense that collapses in any word model is dropped for all.
     """
     present: dict[str, set[str]] = {}
     for r in manifest:
         present.setdefault(r.wnid, set()).add(r.group)
     by_model = {m: {r["wnid"]: r for r in recs} for m, recs in coverage.items()}
-    others = [m for m in coverage if m != word_model] if intersect else []
+    models = [word_model, *(m for m in coverage if m != word_model)] if intersect \
+        else [word_model]
     rows: list[dict[str, Any]] = []
     index = 0
-    first_with_word: dict[str, str] = {}
+    # (word model, word, what it encodes) -> the kept concept that has that vector
+    encoded_by: dict[tuple[str, str, str], str] = {}
     for wnid, concept in candidates(manifest):
         own = by_model[word_model].get(wnid, {})
         reasons = [f"no image in group {g}" for g in groups if g not in present.get(wnid, set())]
-        twin = first_with_word.setdefault(concept.lower(), wnid)
-        if twin != wnid:  # ImageNet has two 'crane's and two 'maillot's: one word, one vector
-            reasons.append(f"same word as {twin}")
-        if own.get("found") != "true":
-            reasons.append(f"not in {word_model}: {own.get('reason') or 'not looked up'}")
-        for m in others:
+        for m in models:
             rec = by_model[m].get(wnid, {})
             if rec.get("found") != "true":
                 reasons.append(f"not in {m}: {rec.get('reason') or 'not looked up'}")
+        keys = {m: (m, concept.lower(), by_model[m].get(wnid, {}).get("token", ""))
+                for m in models}
+        if not reasons:  # the first model (its own first) that collapses it onto a kept one
+            reasons += [_same_vector(m, encoded_by[key], by_model[m][wnid])
+                        for m, key in keys.items() if key in encoded_by][:1]
         kept = not reasons
+        if kept:
+            encoded_by.update({key: wnid for key in keys.values()})
         rows.append({
             "word_model": word_model, "index": index if kept else -1, "wnid": wnid,
             "concept": concept, "kept": kept, "reason": "; ".join(reasons),
@@ -77,6 +91,23 @@ def select_concepts(
         })
         index += kept
     return rows
+
+
+def _same_vector(word_model: str, twin: str, record: Mapping[str, str]) -> str:
+    what = "text" if record.get("how") == "encoded" else "token"
+    return f"same vector as {twin} in {word_model} ({what} {record.get('token', '')!r})"
+
+
+def collapsed_senses(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line naming the senses :func:`select_concepts` dropped because a word model
+    gives them the same vector as a kept sense of their word (``""`` when none)."""
+    pairs = [f"{r['wnid']} = {part.removeprefix('same vector as ')}"
+             for r in rows for part in str(r["reason"]).split("; ")
+             if part.startswith("same vector as ")]
+    if not pairs:
+        return ""
+    return (f"{len(pairs)} sense(s) dropped, one vector for two senses of a word: "
+            + ", ".join(pairs))
 
 
 def check_enough_concepts(rows: Sequence[Mapping[str, Any]], word_model: str,
@@ -87,13 +118,20 @@ def check_enough_concepts(rows: Sequence[Mapping[str, Any]], word_model: str,
     kept = sum(bool(r["kept"]) for r in rows)
     if kept >= MIN_CONCEPTS:
         return
-    why = Counter(part.split(":")[0].strip() for r in rows if not r["kept"]
+    why = Counter(_reason_kind(part) for r in rows if not r["kept"]
                   for part in str(r["reason"]).split("; ") if part)
     dropped = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
     raise ValueError(f"word model {word_model}: only {kept} of {len(rows)} candidate concepts "
                      f"kept, the 2 vs 2 test needs at least {MIN_CONCEPTS} "
                      f"(dropped: {dropped or 'none'}); the reason per concept is in "
                      f"{os.fspath(reasons_file)}")
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its details, to count concepts by it."""
+    if reason.startswith("same vector as "):
+        return "one vector for two senses of a word"
+    return reason.split(":")[0].strip()
 
 
 def write_concepts(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:

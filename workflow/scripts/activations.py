@@ -25,4 +25,7 @@ summary = extract_statistics(
     attrs={"network": smk.wildcards.network, "group": smk.wildcards.group},
     image_meta={"wnid": [r.wnid for r in rows], "concept": [r.concept for r in rows]},
 )
+if summary.exif_transposed:
+    log.info("%d of %d images flipped or rotated upright by their EXIF orientation tag",
+             summary.exif_transposed, summary.n_images)
 log.info("%s", summary)

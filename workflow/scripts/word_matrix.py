@@ -2,6 +2,7 @@ import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.concepts import (
     check_enough_concepts,
+    collapsed_senses,
     kept_concepts,
     select_concepts,
     word_gram_matrix,
@@ -23,6 +24,8 @@ rows = select_concepts(read_manifest(smk.input.manifest), smk.params.groups, wm,
                        smk.params.intersect)
 kept = [(r["wnid"], r["concept"]) for r in rows if r["kept"]]
 log.info("%s: %d of %d concepts kept", wm, len(kept), len(rows))
+if collapsed := collapsed_senses(rows):
+    log.info("%s: %s", wm, collapsed)
 check_enough_concepts(rows, wm, smk.input[f"coverage_{wm}"])
 wnids, vectors = read_word_vectors(smk.input.vectors)
 w_mat = word_similarity_matrix(wm, wnids, vectors, kept)

@@ -79,6 +79,9 @@ class ExtractionSummary:
         Layers whose row store (and statistics) stayed in the device's memory.
     seconds_forward, seconds_statistics : float
         Wall time of the forward passes (incl. image loading) and of the statistics.
+    exif_transposed : int
+        Images flipped or rotated to their EXIF orientation tag (see
+        :func:`~emergence.extraction.preprocess.load_image`).
     """
 
     path: Path
@@ -88,6 +91,7 @@ class ExtractionSummary:
     on_device: list[str] = field(default_factory=list)
     seconds_forward: float = 0.0
     seconds_statistics: float = 0.0
+    exif_transposed: int = 0
 
 
 
@@ -213,7 +217,9 @@ def extract_statistics(
         root = {"model": model.name, "weights": model.weights, "data_config": model.data_config,
                 "preprocess": preprocess_attr, "device": str(dev), "batch_size": batch_size,
                 "chunk_features": chunk_features, "paths": paths,
-                "layer_names": [spec.name for spec in layers], "runtime": runtime_attrs()}
+                "layer_names": [spec.name for spec in layers], "runtime": runtime_attrs(),
+                "exif_orientation": loader.exif_orientation}
+        summary.exif_transposed = loader.exif_transposed
         _write_activations(out, root, extra_attrs, columns, predictions, layers, summary.layers,
                            capture.layer_attrs, stores, keep_raw_max_features=keep_raw_max_features,
                            progress=progress)

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from torch import nn
 from tqdm.auto import tqdm
 
+from emergence.extraction.preprocess import ImageBatches
 from emergence.extraction.tokens import TokenReduction, patch_count, patch_embeds
 from emergence.formats.activations import TOP_K
 from emergence.sources.imagenet_info import class_wnids
@@ -246,7 +247,7 @@ class Predictions:
 
 def forward_pass(
     net: nn.Module,
-    batches: torch.utils.data.DataLoader[torch.Tensor],
+    batches: ImageBatches,
     n_images: int,
     capture: Capture,
     layers: Sequence[LayerSpec],

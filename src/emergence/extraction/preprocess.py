@@ -1,26 +1,42 @@
-"""Images in, model input out: reading image files, the model's transform, the batch loader."""
+"""Images in, model input out: reading image files, the model's transform, the batch loader.
+
+Every image a network sees is read by :func:`load_image`: upright (its EXIF orientation
+applied), 8-bit RGB (deeper images scaled by their bit depth).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import timm.data
 import torch
-from PIL import Image
+from numpy.typing import NDArray
+from PIL import ExifTags, Image, ImageOps
 from torchvision import transforms
 
-__all__ = ["ImageDataset", "image_loader", "load_image", "make_transform"]
+__all__ = ["ImageBatches", "ImageDataset", "image_loader", "load_image", "load_oriented",
+           "make_transform"]
+
+#: Integer modes and their bit depth when the file does not say (TIFF's BitsPerSample
+#: does): PNG and TIFF 16-bit greyscale load as ``I;16*``, 16-bit PGM/PPM as ``I``.
+_DEEP_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 16}
+#: EXIF orientation tags that flip and/or rotate the stored pixels
+_TRANSPOSED = range(2, 9)
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Read an image file as 8-bit RGB.
+    """Read an image file as upright 8-bit RGB.
 
-    Greyscale, CMYK, YCbCr, 16-bit and palette images are converted; images with
-    transparency (RGBA, LA, palette with a transparent colour) are composited on
-    white. EXIF orientation is *not* applied (as in timm / torchvision loaders).
+    The EXIF orientation tag (a phone photo taken sideways, also TIFF's own tag) is
+    applied with :func:`PIL.ImageOps.exif_transpose`, so the network sees the picture
+    as a viewer shows it. Greyscale, CMYK, YCbCr, 16-bit and palette images are
+    converted; 16-bit (and other integer) images are scaled by their bit depth
+    (``value * 255 / 65535``: a 16-bit file equals its 8-bit version times 257), never
+    by the image's own maximum. Images with transparency (RGBA, LA, palette with a
+    transparent colour) are composited on white.
 
     Parameters
     ----------
@@ -38,6 +54,12 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         Truncated files are never padded silently (PIL's ``LOAD_TRUNCATED_IMAGES``
         is not used).
     """
+    return load_oriented(path)[0]
+
+
+def load_oriented(path: str | os.PathLike[str]) -> tuple[Image.Image, int]:
+    """:func:`load_image`, and the EXIF orientation tag it applied (``0``: no tag;
+    ``1``: upright; ``2`` to ``8``: flipped and/or rotated)."""
     try:
         return _load_image(path)
     except FileNotFoundError as exc:
@@ -51,14 +73,21 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
                       "replace or remove the file") from exc
 
 
-def _load_image(path: str | os.PathLike[str]) -> Image.Image:
-    with Image.open(path) as img:
+def _load_image(path: str | os.PathLike[str]) -> tuple[Image.Image, int]:
+    # From a file object, not a path: PIL then reads raw pixels instead of mapping them
+    # into memory, a path that (Pillow 13) lays out a one-band TIFF with a rotating
+    # orientation tag (5-8) in the rotated size and scrambles its pixels.
+    with open(path, "rb") as fh, Image.open(fh) as img:
+        tagged = _orientation(img)  # before loading: PIL's TIFF reader applies its own tag
         img.load()
+        if _orientation(img) in _TRANSPOSED:  # not applied yet
+            img = ImageOps.exif_transpose(img)
+        orientation = tagged or _orientation(img)
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        if img.mode in _DEEP_MODES:
             arr = np.asarray(img, dtype=np.float64)
-            scale = 255.0 / 65535.0 if arr.max(initial=0) > 255 else 1.0
+            scale = 255.0 / _integer_max(img)
             img = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
         elif img.mode == "F":
             arr = np.asarray(img, dtype=np.float64)
@@ -66,8 +95,26 @@ def _load_image(path: str | os.PathLike[str]) -> Image.Image:
         if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
             rgba = img.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return img.convert("RGB")
+            return Image.alpha_composite(background, rgba).convert("RGB"), orientation
+        return img.convert("RGB"), orientation
+
+
+def _orientation(img: Image.Image) -> int:
+    """The image's EXIF (or TIFF, or XMP) orientation tag; 0 when it has none."""
+    tag = img.getexif().get(ExifTags.Base.Orientation, 0)
+    return tag if isinstance(tag, int) and 0 <= tag <= 0xFFFF else 0
+
+
+def _integer_max(img: Image.Image) -> int:
+    """Full scale of an integer-mode image: from TIFF's BitsPerSample (and SampleFormat:
+    signed) where the file has it, else the mode's depth (:data:`_DEEP_MODES`)."""
+    tags = getattr(img, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None  # BitsPerSample
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    if not isinstance(bits, int) or not 1 < bits <= 32:
+        return (1 << _DEEP_MODES[img.mode]) - 1
+    signed = tags.get(339) in (2, (2,))  # SampleFormat 2: signed integers
+    return (1 << (bits - signed)) - 1
 
 
 def make_transform(
@@ -109,8 +156,9 @@ def make_transform(
     raise ValueError(f"preprocess must be 'timm' or 'resize', got {mode!r}")
 
 
-class ImageDataset(torch.utils.data.Dataset[torch.Tensor]):
-    """The images at ``paths``, loaded with :func:`load_image` and transformed."""
+class ImageDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """The images at ``paths``, loaded with :func:`load_oriented` and transformed; each
+    item is ``(tensor, EXIF orientation tag)``."""
 
     def __init__(self, paths: Sequence[str], transform: Callable[[Image.Image], torch.Tensor]):
         self.paths = list(paths)
@@ -119,8 +167,34 @@ class ImageDataset(torch.utils.data.Dataset[torch.Tensor]):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(load_image(self.paths[index]))
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, orientation = load_oriented(self.paths[index])
+        return self.transform(image), orientation
+
+
+class ImageBatches:
+    """Batches of transformed images, in the order of ``paths``; while they are iterated,
+    :attr:`exif_orientation` receives each image's EXIF orientation tag (0: none)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader[tuple[torch.Tensor, int]],
+                 n_images: int):
+        self.loader = loader
+        self.exif_orientation: NDArray[np.uint16] = np.zeros(n_images, np.uint16)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        start = 0
+        for batch, orientation in self.loader:
+            self.exif_orientation[start:start + len(orientation)] = orientation.numpy()
+            start += len(orientation)
+            yield batch
+
+    @property
+    def exif_transposed(self) -> int:
+        """How many images were flipped or rotated to their EXIF orientation."""
+        return int(np.isin(self.exif_orientation, _TRANSPOSED).sum())
 
 
 def image_loader(
@@ -130,12 +204,12 @@ def image_loader(
     batch_size: int,
     num_workers: int,
     pin_memory: bool,
-) -> torch.utils.data.DataLoader[torch.Tensor]:
+) -> ImageBatches:
     """Batches of transformed images, in the order of ``paths``."""
-    return torch.utils.data.DataLoader(
+    return ImageBatches(torch.utils.data.DataLoader(
         ImageDataset(paths, transform),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
         pin_memory=pin_memory,
-    )
+    ), len(paths))

@@ -5,6 +5,8 @@ One file per network x image group, written by
 
     /                      attrs: caller's attrs + model, weights, input_size, ... (write_root)
     images/path            (N,) utf-8
+    images/exif_orientation (N,) uint16     EXIF orientation tag of each file (0: none);
+                                            tags 2-8 were applied (attr exif_transposed)
     images/<key>           (N,) utf-8 or numbers: per-image columns (wnid, concept, ...)
     predictions/top5_index (N, 5) int64     top-5 of softmax(model output)
     predictions/top5_prob  (N, 5) float32
@@ -48,6 +50,7 @@ from emergence.stats.similarity import PearsonAccumulator
 __all__ = [
     "PEARSON_STATISTIC",
     "RESERVED_ATTRS",
+    "RESERVED_COLUMNS",
     "TOP_K",
     "GroupSimilarities",
     "averaged_correlation",
@@ -86,8 +89,11 @@ RESERVED_ATTRS = frozenset(
         "numpy_version",
         "torch_threads",
         "cpu_capability",
+        "exif_transposed",
     }
 )
+#: Per-image columns :func:`write_root` writes itself; ``image_meta`` may not use them.
+RESERVED_COLUMNS = frozenset({"path", "exif_orientation"})
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -108,7 +114,7 @@ def check_attrs(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def image_column(key: str, values: Sequence[Any], n: int) -> NDArray[Any]:
     """Validate one ``image_meta`` column: strings (object array) or 1-d numbers."""
-    if not key or key == "path" or "/" in key:
+    if not key or key in RESERVED_COLUMNS or "/" in key:
         raise ValueError(f"image_meta key {key!r} is not allowed")
     items = list(values)
     if len(items) != n:
@@ -154,8 +160,12 @@ def write_root(
     paths: Sequence[str],
     layer_names: Sequence[str],
     runtime: Mapping[str, Any],
+    exif_orientation: NDArray[np.uint16],
 ) -> None:
-    """The root attributes (``extra`` first, from :func:`check_attrs`) and ``images/path``.
+    """The root attributes (``extra`` first, from :func:`check_attrs`), ``images/path`` and
+    ``images/exif_orientation`` (the tag of each image, applied by
+    :func:`emergence.extraction.preprocess.load_image`; attr ``exif_transposed``: how many
+    images were flipped or rotated by theirs).
 
     ``runtime``: ``torch_version``, ``timm_version``, ``torch_threads`` and
     ``cpu_capability``, taken by the forward pass while its thread count was set
@@ -187,7 +197,10 @@ def write_root(
     # What the forward pass's last bits depend on besides the inputs (see `threads`).
     h5.attrs["torch_threads"] = runtime["torch_threads"]
     h5.attrs["cpu_capability"] = runtime["cpu_capability"]
+    orientation = np.asarray(exif_orientation, dtype=np.uint16)
+    h5.attrs["exif_transposed"] = int(((orientation >= 2) & (orientation <= 8)).sum())
     h5.create_dataset("images/path", data=np.array(paths, dtype=object), dtype=_STR)
+    h5.create_dataset("images/exif_orientation", data=orientation)
 
 
 def write_image_column(h5: h5py.File, key: str, values: NDArray[Any]) -> None:

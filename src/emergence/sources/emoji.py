@@ -334,7 +334,7 @@ def load_concept_table(path: str | PathLike[str]) -> list[EmojiConcept]:
     """
     path = Path(path)
     valid_wnids = class_index()
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         lines = [
             (number, line)
             for number, line in enumerate(fh, start=1)

@@ -16,10 +16,15 @@ in, optionally gzipped (``.gz``, decompressed on the fly by gensim):
 
 An explicit format is checked against the same sniffing, so a text file read as
 binary (which gensim would silently turn into garbage vectors) is an error.
+
+Words and headers are decoded as ``utf-8-sig``: a UTF-8 byte order mark (as Windows
+tools write) before the first line is dropped, in every format; CRLF line ends are
+stripped with the other trailing whitespace.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import zlib
 from pathlib import Path
@@ -33,6 +38,8 @@ __all__ = ["VectorFormat", "load_keyed_vectors", "one_line"]
 VectorFormat = Literal["auto", "word2vec-binary", "word2vec-text", "glove", "fasttext-vec"]
 
 _SNIFF_BYTES = 1 << 20
+#: gensim decodes each line (text) or word (binary) with this: a BOM is dropped
+_ENCODING = "utf-8-sig"
 _Layout = Literal["word2vec-binary", "word2vec-text", "glove"]
 
 
@@ -76,6 +83,7 @@ def _sniff_layout(path: Path) -> tuple[_Layout, tuple[int, int] | None]:
 
     with gensim_utils.open(str(path), "rb") as fin:
         head = fin.read(_SNIFF_BYTES)
+    head = head.removeprefix(codecs.BOM_UTF8)
     if not head:
         raise ValueError(f"{path}: file is empty")
     first, _, rest = head.partition(b"\n")
@@ -187,6 +195,7 @@ def load_keyed_vectors(
             binary=fmt == "word2vec-binary",
             no_header=fmt == "glove",
             limit=limit,
+            encoding=_ENCODING,
             unicode_errors=unicode_errors,
         )
     except (ValueError, EOFError, OSError, IndexError, AssertionError, zlib.error) as exc:
