@@ -570,3 +570,20 @@ def test_a_shard_job_holds_one_group_of_values_at_a_time(tmp_path: Path) -> None
     finally:
         tracemalloc.stop()
     assert peak < 1.5 * one_group, (peak, one_group)
+
+
+def test_a_cluster_job_beyond_the_memory_it_asks_for_is_refused(tmp_path: Path) -> None:
+    """Under SLURM a job past its mem_mb is killed: the profile's 2000 MB for permutations."""
+    cfg = small_config(tmp_path)
+    cfg["permutations"].update(n=10**8, shards=4)
+    plan = _study_budget(tmp_path, cfg)
+    with pytest.raises(ConfigError, match=r"^config key 'permutations.n': 100,000,000 "
+                       r"permutations in 4 shard\(s\): each permutations job holds at least "
+                       r".* more than the 2,000 MB its jobs ask for \(mem_mb; --set-resources "
+                       r"permutations:mem_mb=... asks for more\); raise permutations.shards to "
+                       r"at least 15 or lower permutations.n$"):
+        budget.check(plan, cfg["results"], memory=None, free=None,
+                     requested={"permutations": 2000})
+    cfg["permutations"]["shards"] = 15
+    budget.check(_study_budget(tmp_path, cfg), cfg["results"], memory=None, free=None,
+                 requested={"permutations": 2000})

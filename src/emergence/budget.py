@@ -289,32 +289,45 @@ def machine_memory() -> int | None:
 
 
 def check(resamplings: list[Resampling], results: str | os.PathLike[str], *,
-          memory: int | None, free: int | None = -1) -> list[str]:
+          memory: int | None, free: int | None = -1,
+          requested: Mapping[str, float] | None = None) -> list[str]:
     """Raise :class:`ConfigError` for what cannot fit; return the warnings (one line each).
 
-    ``memory``: this machine's memory for a local run (None: jobs run elsewhere, not
-    checked); ``free``: bytes free for the results (-1: look them up; None: unknown)."""
+    ``memory``: this machine's memory for a local run (None: the jobs run elsewhere);
+    ``requested``: for a cluster run, the ``mem_mb`` (MiB) the ``permutations`` and
+    ``bootstrap`` rules ask for where it is set (``--set-resources``, a profile): a job
+    that needs more is killed by the scheduler; ``free``: bytes free for the results (-1:
+    look them up; None: unknown)."""
     root = Path(results)
     warnings: list[str] = []
     active = [r for r in resamplings if r.n and r.pairs]
     for r in active:
+        limit, where = None, ""
+        if memory is not None:
+            limit, where = _FIT * memory, f"this machine's {_size(memory)} allows"
+        elif requested and requested.get(r.key):
+            mib = float(requested[r.key])
+            limit = mib * (1 << 20)
+            where = (f"the {mib:,.0f} MB its jobs ask for (mem_mb; --set-resources "
+                     f"{r.key}:mem_mb=... asks for more)")
         # The least a shard job can need: the layers surely there, k = 5.
         low = max(r.job_bytes(p, MIN_K) for p in r.pairs)
-        if memory is not None and low > _FIT * memory:
+        if limit is not None and low > limit:
             per_sample = max((len(r.measures) * p.layers + 1) * 8 for p in r.pairs)
-            room = _FIT * memory - BASE_BYTES
-            need = math.ceil(r.n / max(room / per_sample, 1))
+            need = math.ceil(r.n / max((limit - BASE_BYTES) / per_sample, 1))
             raise ConfigError(
                 f"config key '{r.key}.n': {r.n:,} {r.what} in {r.shards} shard(s): each "
                 f"{r.key} job holds at least {_size(low)} ({r.per_shard:,} samples x "
-                f"{len(r.measures)} measure(s) x the layers, float64), more than this "
-                f"machine's {_size(memory)} allows; raise {r.key}.shards to at least "
-                f"{need:,} or lower {r.key}.n")
+                f"{len(r.measures)} measure(s) x the layers, float64), more than {where}; "
+                f"raise {r.key}.shards to at least {need:,} or lower {r.key}.n")
         high = max(r.job_bytes(p) for p in r.pairs)
         if memory is not None and high > WARN_JOB_FRACTION * memory:
             warnings.append(f"{r.key}: each {r.key} job may hold up to {_size(high)}, over "
                             f"half of this machine's {_size(memory)}: run fewer at once "
                             f"(--resources mem_mb=...) or raise {r.key}.shards")
+        elif memory is None and limit is not None and high > limit:
+            warnings.append(f"{r.key}: each {r.key} job may hold up to {_size(high)}, more "
+                            f"than {where}")
         if all(p.k_exact for p in r.pairs) and r.cpu_seconds() > WARN_CPU_HOURS * 3600:
             warnings.append(f"{r.summary()} (over {WARN_CPU_HOURS:.0f} CPU-hours)")
         elif r.cpu_seconds(MIN_K) > WARN_CPU_HOURS * 3600:

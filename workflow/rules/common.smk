@@ -20,8 +20,12 @@ try:
         # Memory, disk and time of the permutations and the bootstrap (emergence.budget):
         # what cannot fit stops here; the machine's memory counts for a local run only.
         _local = workflow.resource_settings.nodes is None
+        _asked = {rule: res.get("mem_mb") for rule, res in
+                  (workflow.resource_settings.overwrite_resources or {}).items()
+                  if isinstance(res.get("mem_mb"), (int, float))}
         for _line in check_budget(estimate_budget(config, STUDY.groups, STUDY.results),
-                                  STUDY.results, memory=machine_memory() if _local else None):
+                                  STUDY.results, memory=machine_memory() if _local else None,
+                                  requested=None if _local else _asked):
             print(f"semantic-emergence: warning: {_line}", file=sys.stderr)
 except ConfigError as err:
     sys.exit(f"semantic-emergence: {err}")
