@@ -21,16 +21,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emergence.formats.activations import GroupSimilarities
-from emergence.formats.nulls import write_null_shard
+from emergence.formats.nulls import Samples, samples_of, write_null_shard
 from emergence.stats.measures import MEASURES, MeasureSpec, column_prefix
 from emergence.stats.one_vs_two import MIN_REFERENCE, OneVsTwo, one_vs_two, pool
-from emergence.stats.permutation import (
-    family_wise_p_values,
-    p_values,
-    permutation_null,
-    significant,
-)
+from emergence.stats.permutation import permutation_null, significant
 from emergence.stats.two_vs_two import TwoVsTwo
+from emergence.summaries import bootstrap_band, null_summary
 
 __all__ = [
     "ONE_VS_TWO_COLUMNS",
@@ -243,8 +239,9 @@ def percentile_band(samples: NDArray[np.float64], confidence: float
 
 
 def significance_rows(score_table: Sequence[Mapping[str, str]],
-                      nulls: Mapping[str, Mapping[str, NDArray[np.float64]]],
-                      alpha: float, *, boots: Mapping[str, Mapping[str, NDArray[np.float64]]]
+                      nulls: Samples | Mapping[str, Mapping[str, NDArray[np.float64]]],
+                      alpha: float, *,
+                      boots: Samples | Mapping[str, Mapping[str, NDArray[np.float64]]]
                       | None = None, confidence: float = 0.95) -> list[dict[str, Any]]:
     """Per-group and mean-over-groups values of every measure with permutation p-values,
     the null's band and the bootstrap interval.
@@ -255,6 +252,10 @@ def significance_rows(score_table: Sequence[Mapping[str, str]],
     compare the mean over groups to the mean of the groups' nulls under the same
     permutation index, and take the interval of the mean over groups of the same bootstrap
     sample. ``significant`` is the 2 vs 2 decision (``p_value < alpha``).
+
+    ``nulls`` and ``boots`` are the shards (:class:`~emergence.formats.nulls.Shards`, read
+    block by block: :mod:`emergence.summaries`) or arrays in memory ({group: {measure:
+    (n, L)}}); the numbers are the same bit for bit.
 
     A layer that cannot be scored (NaN: its score row's ``reason``) has NaN p-values,
     bands and intervals, is not significant and carries the reason; the ``mean`` row of a
@@ -271,40 +272,31 @@ def significance_rows(score_table: Sequence[Mapping[str, str]],
     why = {g: [cell[g, lay].get("reason", "") or "" for lay in layers] for g in groups}
     why["mean"] = ["; ".join(f"group {g}: {why[g][j]}" for g in groups if why[g][j])
                    for j in range(len(layers))]
-    n_perm = min((nulls[g]["two_vs_two"].shape[0] for g in groups), default=0) if nulls else 0
-    n_boot = min((boots[g]["two_vs_two"].shape[0] for g in groups), default=0) if boots else 0
+    null_src, boot_src = samples_of(nulls), samples_of(boots)
+    n_perm = null_src.n if null_src is not None else 0
+    n_boot = boot_src.n if boot_src is not None else 0
     nan = np.full(len(layers), np.nan)
 
-    def series(m: str) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64] | None,
-                                          NDArray[np.float64] | None]]:
-        """group (and "mean") -> (observed, null, bootstrap) of measure ``m``."""
-        obs = {g: np.array([float(cell[g, lay][m]) for lay in layers]) for g in groups}
-        out = {g: (obs[g], nulls[g][m] if n_perm else None,
-                   boots[g][m] if n_boot and boots else None) for g in groups}
-        out["mean"] = (np.mean([obs[g] for g in groups], axis=0),
-                       np.mean([nulls[g][m] for g in groups], axis=0) if n_perm else None,
-                       np.mean([boots[g][m] for g in groups], axis=0)
-                       if n_boot and boots else None)
-        return out
-
+    observed: dict[str, dict[str, NDArray[np.float64]]] = {
+        g: {m: np.array([float(cell[g, lay][m]) for lay in layers]) for m in measures}
+        for g in groups}
+    observed["mean"] = {m: np.mean([observed[g][m] for g in groups], axis=0)
+                        for m in measures}
+    null = (null_summary(null_src, observed, groups, measures, confidence)
+            if n_perm and null_src is not None else None)
+    boot = (bootstrap_band(boot_src, groups, measures, len(layers), confidence)
+            if n_boot and boot_src is not None else None)
     columns: dict[str, dict[str, NDArray[np.float64]]] = {g: {} for g in [*groups, "mean"]}
     for m in measures:
         prefix = column_prefix(m)
-        for g, (obs, null, boot) in series(m).items():
-            col = columns[g]
+        for g in [*groups, "mean"]:
+            obs, col = observed[g][m], columns[g]
             col[m] = obs
             if null is not None:
-                col[prefix + "p_value"] = p_values(obs, null)
-                col[prefix + "p_value_fwe"] = family_wise_p_values(obs, null)
-                col[prefix + "null_mean"] = null.mean(axis=0)
-                col[prefix + "null_sd"] = null.std(axis=0, ddof=1 if n_perm > 1 else 0)
-                col[prefix + "null_low"], col[prefix + "null_high"] = percentile_band(
-                    null, confidence)
-                undefined = np.isnan(col[prefix + "p_value"])
-                for c in ("null_mean", "null_sd", "null_low", "null_high"):
-                    col[prefix + c] = np.where(undefined, np.nan, col[prefix + c])
+                for c, values in null.items():
+                    col[prefix + c] = values[g][m]
             if boot is not None:
-                lo, hi = percentile_band(boot, confidence)
+                lo, hi = boot[0][g][m], boot[1][g][m]
                 col[prefix + "ci_low"] = np.where(np.isnan(obs), np.nan, lo)
                 col[prefix + "ci_high"] = np.where(np.isnan(obs), np.nan, hi)
     rows = []

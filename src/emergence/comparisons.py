@@ -53,20 +53,22 @@ Its ``layer`` and ``layer_index`` are empty.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from emergence.formats.nulls import BLOCK_BYTES, ArraySamples, Samples, Shards, samples_of
 from emergence.stats.comparisons import (
     MIN_TREND_LAYERS,
-    bootstrap_p,
-    confidence_interval,
     depth_trend,
+    interval_levels,
+    p_from_counts,
     paired_difference,
 )
+from emergence.stats.streaming import quantiles
 
 PIXELS = "pixels"
 """The pixel baseline's layer name (:data:`emergence.sources.layers.PIXELS`; not imported
@@ -84,6 +86,7 @@ MEAN = "mean"
 Key = tuple[str, str]  # (network, word model)
 Rows = Sequence[Mapping[str, str]]
 Arrays = Mapping[str, Mapping[str, NDArray[np.float64]]]  # {group: {measure: (B, L)}}
+Source = Arrays | Samples
 
 
 @dataclass
@@ -152,33 +155,81 @@ def _layer_reason(side: _Side, group: str, j: int, measure: str, who: str) -> st
 
 
 class _Builder:
+    """The rows, each with its bootstrap samples (None when it has no interval to take):
+    built once per block of sample indices, the intervals taken over all of them."""
+
     def __init__(self, network: str, word_model: str, confidence: float) -> None:
         self.network, self.word_model, self.confidence = network, word_model, confidence
         self.rows: list[dict[str, Any]] = []
+        self.samples: list[NDArray[np.float64] | None] = []
 
     def add(self, measure: str, group: str, comparison: str, a: str, b: str,
             layer: str, layer_index: int | str, estimate: float,
             samples: NDArray[np.float64] | None, reason: str) -> None:
-        low = high = p = math.nan
-        n = 0
         if reason or not math.isfinite(estimate):
             estimate = math.nan
             reason = reason or "estimate undefined (nan)"
-        elif samples is not None:
-            n = int(np.isfinite(samples).sum())
-            if n:
-                low, high = confidence_interval(samples, self.confidence)
-                p = bootstrap_p(samples)
-            else:
-                reason = ("no bootstrap samples" if samples.size == 0
-                          else "no finite bootstrap sample")
+            samples = None
         self.rows.append({
             "network": self.network, "word_model": self.word_model, "measure": measure,
             "group": group, "comparison": comparison, "a": a, "b": b, "layer": layer,
-            "layer_index": layer_index, "estimate": float(estimate), "ci_low": low,
-            "ci_high": high, "p_value": p, "n_bootstrap": n, "confidence": self.confidence,
-            "reason": reason,
+            "layer_index": layer_index, "estimate": float(estimate), "ci_low": math.nan,
+            "ci_high": math.nan, "p_value": math.nan, "n_bootstrap": 0,
+            "confidence": self.confidence, "reason": reason,
         })
+        self.samples.append(samples)
+
+    def intervals(self, build: Callable[[int, int], _Builder],
+                  ranges: Sequence[tuple[int, int]]) -> None:
+        """Fill in each row's interval, p-value and n_bootstrap from its samples over every
+        block of sample indices (``build(lo, hi)``: the rows on samples lo..hi-1): counts in
+        one pass, the percentile interval's order statistics in the next (exact, as
+        :func:`~emergence.stats.comparisons.confidence_interval` on all of them)."""
+        cols = [i for i, v in enumerate(self.samples) if v is not None]
+        if not cols:
+            return
+
+        def derived(lo: int, hi: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+            """The rows' samples lo..hi-1 as columns (NaN below a shorter one), and how
+            many each has."""
+            part = build(lo, hi).samples
+            table = np.full((hi - lo, len(cols)), np.nan)
+            sizes = np.zeros(len(cols), dtype=np.int64)
+            for j, i in enumerate(cols):
+                v = part[i]
+                assert v is not None
+                table[:v.size, j], sizes[j] = v, v.size
+            return table, sizes
+
+        size, finite, below, above = (np.zeros(len(cols), dtype=np.int64) for _ in range(4))
+        kept = None
+        for lo, hi in ranges:
+            table, sizes = derived(lo, hi)
+            ok = np.isfinite(table)
+            size += sizes
+            finite += ok.sum(axis=0)
+            below += (ok & (table <= 0.0)).sum(axis=0)
+            above += (ok & (table >= 0.0)).sum(axis=0)
+            kept = table if len(ranges) == 1 else None
+
+        def blocks() -> Iterator[NDArray[np.float64]]:
+            if kept is not None:  # one block: made once
+                yield kept
+                return
+            for lo, hi in ranges:
+                yield derived(lo, hi)[0]
+
+        levels = interval_levels(self.confidence) if finite.any() else []
+        bands = quantiles(blocks, len(cols), levels, finite=finite) if levels else None
+        for j, i in enumerate(cols):
+            row, n = self.rows[i], int(finite[j])
+            row["n_bootstrap"] = n
+            if n and bands is not None:
+                row["ci_low"], row["ci_high"] = float(bands[0, j]), float(bands[1, j])
+                row["p_value"] = p_from_counts(int(below[j]), int(above[j]), n)
+            else:
+                row["reason"] = ("no bootstrap samples" if size[j] == 0
+                                 else "no finite bootstrap sample")
 
 
 def _paired(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -253,10 +304,11 @@ def _trend(out: _Builder, side: _Side, measure: str) -> None:
 
 
 def comparison_rows(network: str, word_model: str, *, scores: Mapping[Key, Rows],
-                    bootstrap: Mapping[Key, Arrays], concepts: Mapping[Key, Sequence[str]],
+                    bootstrap: Mapping[Key, Source], concepts: Mapping[Key, Sequence[str]],
                     measures: Sequence[str], confidence: float = 0.95,
                     controls: Sequence[str] = (),
-                    word_models: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                    word_models: Sequence[str] | None = None,
+                    block_bytes: int = BLOCK_BYTES) -> list[dict[str, Any]]:
     """Rows of ``comparisons.tsv`` (:data:`COMPARISON_COLUMNS`) for ``network`` x ``word_model``.
 
     Keys of ``scores`` (scores.tsv rows as read by :func:`emergence.io.read_tsv`),
@@ -266,34 +318,62 @@ def comparison_rows(network: str, word_model: str, *, scores: Mapping[Key, Rows]
     ``network`` with each of ``word_models`` (default: every other word model of
     ``network`` in ``scores``). Layer names and indices come from the scores rows.
     ``controls`` empty: the layer_vs_control rows are NaN ("no untrained control").
+
+    A ``bootstrap`` entry may also be the shard files (:class:`~emergence.formats.nulls.
+    Shards`): the samples are then read ``block_bytes`` at a time, every side in step, in
+    two passes (the same numbers as with every sample in memory).
     """
     key = (network, word_model)
-
-    def side(k: Key) -> _Side:
+    others = ([wm for wm in word_models if wm != word_model] if word_models is not None
+              else [wm for net, wm in scores if net == network and wm != word_model])
+    keys = list(dict.fromkeys([key, *((c, word_model) for c in controls),
+                               *((network, wm) for wm in others)]))
+    for k in keys:
         for what, table in (("scores", scores), ("bootstrap", bootstrap),
                             ("concepts", concepts)):
             if k not in table:
                 raise KeyError(f"comparisons of {network} x {word_model}: no {what} for "
                                f"{k[0]} x {k[1]}")
-        return _side(k, scores[k], bootstrap[k], concepts[k], measures)
+    sources = {k: samples_of(bootstrap[k]) or ArraySamples({}) for k in keys}
 
-    this = side(key)
-    others = ([wm for wm in word_models if wm != word_model] if word_models is not None
-              else [wm for net, wm in scores if net == network and wm != word_model])
-    control_sides = [side((c, word_model)) for c in controls]
-    wm_sides = [side((network, wm)) for wm in dict.fromkeys(others)]
-    out = _Builder(network, word_model, confidence)
-    for m in measures:
-        _within(out, this, m)
-        if not control_sides:
-            _across(out, "layer_vs_control", this, None, network, "", m,
-                    "no untrained control for this network")
-        for c, cs in zip(controls, control_sides, strict=True):
-            _across(out, "layer_vs_control", this, cs, network, c, m, "")
-        for ws in wm_sides:
-            _across(out, "word_models", this, ws, word_model, ws.key[1], m, "")
-        _trend(out, this, m)
+    def build(lo: int, hi: int) -> _Builder:
+        """The rows, with the samples lo..hi-1 of every side (fewer where a side has fewer)."""
+        arrays = {k: src.read(min(lo, src.n), min(hi, src.n)) for k, src in sources.items()}
+
+        def side(k: Key) -> _Side:
+            return _side(k, scores[k], arrays[k], concepts[k], measures)
+
+        this = side(key)
+        control_sides = [side((c, word_model)) for c in controls]
+        wm_sides = [side((network, wm)) for wm in dict.fromkeys(others)]
+        out = _Builder(network, word_model, confidence)
+        for m in measures:
+            _within(out, this, m)
+            if not control_sides:
+                _across(out, "layer_vs_control", this, None, network, "", m,
+                        "no untrained control for this network")
+            for c, cs in zip(controls, control_sides, strict=True):
+                _across(out, "layer_vs_control", this, cs, network, c, m, "")
+            for ws in wm_sides:
+                _across(out, "word_models", this, ws, word_model, ws.key[1], m, "")
+            _trend(out, this, m)
+        return out
+
+    out = build(0, 0)
+    out.intervals(build, _ranges(list(sources.values()), len(out.rows), block_bytes))
     # Canonical order within a measure: by comparison type (stable for the rest).
     rank = {c: i for i, c in enumerate(COMPARISONS)}
     order = {m: i for i, m in enumerate(measures)}
     return sorted(out.rows, key=lambda r: (order[r["measure"]], rank[r["comparison"]]))
+
+
+def _ranges(sources: Sequence[Samples], n_rows: int, block_bytes: int
+            ) -> list[tuple[int, int]]:
+    """Blocks of sample indices over the longest side: one block when every side is in
+    memory already, else about ``block_bytes`` of samples and rows' samples each."""
+    n = max((s.n for s in sources), default=0)
+    if all(isinstance(s, ArraySamples) for s in sources):
+        return [(0, n)] if n else []
+    row_bytes = 8 * n_rows + sum(s.row_bytes() for s in sources if isinstance(s, Shards))
+    step = max(1, block_bytes // max(row_bytes, 1))
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]

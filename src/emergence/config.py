@@ -112,6 +112,18 @@ def _branch_errors(error: jsonschema.ValidationError) -> list[jsonschema.Validat
 Validator = type[jsonschema.protocols.Validator]
 
 
+def _is_integer(_checker: object, instance: object) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _strict_integers(cls: Validator) -> Validator:
+    """``cls`` whose ``integer`` is an integer as YAML writes it: JSON Schema (draft 6 on)
+    counts a float with a zero fraction (``20.0``) as an integer, which then reaches
+    ``range()`` or a seed as a float; here it is a type error naming the key."""
+    return jsonschema.validators.extend(
+        cls, type_checker=cls.TYPE_CHECKER.redefine("integer", _is_integer))
+
+
 def _fill_defaults(cls: Validator) -> Validator:
     """``cls`` that also writes each missing property's schema ``default`` into the instance
     while it validates (the jsonschema FAQ recipe, as ``snakemake.utils.validate`` does):
@@ -136,7 +148,7 @@ def check_config(config: MutableMapping[str, Any], schema_path: str | os.PathLik
     one line. The one validation path: the workflow calls it once, before the DAG is built.
     Data paths are checked apart (:meth:`Study.check_data_paths`)."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = _fill_defaults(jsonschema.Draft202012Validator)(schema)
+    validator = _fill_defaults(_strict_integers(jsonschema.Draft202012Validator))(schema)
     errors = list(validator.iter_errors(config))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
@@ -147,6 +159,9 @@ def check_config(config: MutableMapping[str, Any], schema_path: str | os.PathLik
         msg = best.message.replace("\n", " ")
         if best.validator == "pattern" and "description" in best.schema:
             msg += f" ({best.schema['description']})"
+        if best.validator == "type" and isinstance(best.instance, float) \
+                and best.instance.is_integer() and "integer" in best.validator_value:
+            msg += f" (write {int(best.instance)}, without the decimal point)"
         raise ConfigError(f"config key '{_where(best)}': {msg}")
     return _study(config)
 

@@ -4,6 +4,7 @@ import re
 import sys
 from pathlib import Path
 
+from emergence.budget import check as check_budget, estimate as estimate_budget, machine_memory
 from emergence.config import ConfigError, check_config
 from emergence.device import gpu_slots, uses_cuda
 from emergence.ownership import ResultsLocked, lock_results, unlock_results
@@ -16,6 +17,17 @@ if not SCHEMA.exists():  # run as `snakemake -s workflow/Snakefile`: basedir is 
 try:
     STUDY = check_config(config, SCHEMA)  # schema + its defaults, specs, cross-section checks
     STUDY.check_data_paths()
+    if workflow.is_main_process:  # not again inside each job of a cluster run
+        # Memory, disk and time of the permutations and the bootstrap (emergence.budget):
+        # what cannot fit stops here; the machine's memory counts for a local run only.
+        _local = workflow.resource_settings.nodes is None
+        _asked = {rule: res.get("mem_mb") for rule, res in
+                  (workflow.resource_settings.overwrite_resources or {}).items()
+                  if isinstance(res.get("mem_mb"), (int, float))}
+        for _line in check_budget(estimate_budget(config, STUDY.groups, STUDY.results),
+                                  STUDY.results, memory=machine_memory() if _local else None,
+                                  requested=None if _local else _asked):
+            print(f"semantic-emergence: warning: {_line}", file=sys.stderr)
 except ConfigError as err:
     sys.exit(f"semantic-emergence: {err}")
 

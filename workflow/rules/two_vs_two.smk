@@ -90,6 +90,8 @@ rule significance:
         alpha=config["figures"]["alpha"],
         confidence=config["bootstrap"]["confidence"],
         measures=MEASURES,
+        # the current shard counts: files of another count beside them are swept
+        shards={"null": N_SHARDS, "bootstrap": N_BOOT_SHARDS},
     conda:
         "../../envs/statistics.yaml"
     benchmark:

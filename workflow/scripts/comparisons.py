@@ -1,7 +1,7 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.comparisons import COMPARISON_COLUMNS, comparison_rows
-from emergence.formats.nulls import read_nulls, shard_concepts
+from emergence.formats.nulls import Shards, shard_concepts
 from emergence.io import read_tsv, write_tsv
 from emergence.runner import start
 
@@ -13,7 +13,8 @@ for i, key in enumerate(sources["keys"]):  # "network/word_model", inputs number
     pair = tuple(key.split("/"))
     shards = list(smk.input[f"bootstrap_{i}"])
     scores[pair] = read_tsv(smk.input[f"scores_{i}"])
-    boots[pair], concepts[pair] = read_nulls(shards), shard_concepts(shards)
+    # read block by block, every side in step (never every shard at once)
+    boots[pair], concepts[pair] = Shards(shards), shard_concepts(shards)
 rows = comparison_rows(
     smk.wildcards.network, smk.wildcards.word_model, scores=scores, bootstrap=boots,
     concepts=concepts, measures=smk.params.measures["names"],

@@ -1,6 +1,7 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.analysis import bootstrap_shard, null_shard
+from emergence.budget import repeated_draws
 from emergence.device import job_device
 from emergence.formats.activations import load_groups
 from emergence.formats.word_matrix import read_word_gram, read_word_matrix
@@ -20,6 +21,10 @@ groups = load_groups(smk.input.groups, smk.params.groups, wnids, smk.wildcards.n
 start_i, stop_i = shard_range(settings["n"], settings["shards"], int(smk.wildcards.shard),
                               settings["batch_size"])
 log.info("%s samples %d..%d of %d", kind, start_i, stop_i - 1, settings["n"])
+repeated = repeated_draws("permutations" if kind == "permutation" else "bootstrap",
+                          settings["n"], len(wnids))  # the DAG checked an upper bound of k
+if repeated:
+    log.warning(repeated)
 write = {"permutation": null_shard, "bootstrap": bootstrap_shard}[kind]
 write(smk.output[0], smk.wildcards.word_model, w_mat, groups, seed=smk.params.seed,
       start=start_i, stop=stop_i, batch_size=settings["batch_size"], measures=spec,

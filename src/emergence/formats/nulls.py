@@ -11,21 +11,33 @@ Layout of ``null/shard-<i>-of-<n>.h5`` (the ``permutations`` rule) and
     groups/<group>/index        (stop - start,)   int64     the sample indices
 
 ``<measure>`` is each of ``measures`` (:data:`emergence.stats.measures.MEASURES`). A layer
-that cannot be scored has a NaN column. :func:`read_nulls` concatenates the shards of one
-network x word model in sample order (the ``significance`` and ``comparisons`` rules).
+that cannot be scored has a NaN column. :class:`Shards` reads the shards of one network x
+word model as one table in sample order, a block of rows at a time (the ``significance``
+and ``comparisons`` rules, which never hold every shard at once); :func:`read_nulls`
+concatenates them whole. :func:`sweep_stale_shards` removes the files of another shard count.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from emergence.io import atomic_h5, open_h5
 
-__all__ = ["WHAT", "read_nulls", "shard_concepts", "write_null_shard"]
+__all__ = ["WHAT", "ArraySamples", "Samples", "Shards", "read_nulls", "samples_of",
+           "shard_concepts", "sweep_stale_shards", "write_null_shard"]
+
+_log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 256 << 20
+"""Bytes of samples the aggregation reads at once (:meth:`Shards.blocks`): 1,000 samples of
+the paper's largest network x word model (49 layers x 5 groups x 5 measures) are 10 MB."""
 
 WHAT = {"permutation": "permutation null of the measures (image space shuffled)",
         "bootstrap": "bootstrap distribution of the measures (concepts resampled with "
@@ -56,29 +68,134 @@ def write_null_shard(path: str | os.PathLike[str], *, network: str, model: str,
             for m in measures:
                 grp.create_dataset(m, data=null[m])
             grp.create_dataset("index", data=null["index"])
+            del null  # freed before the next group's values are drawn
+
+
+class Shards:
+    """The shard files of one network x word model as one table of samples, in sample order.
+
+    Opening checks every file (readable, holds ``groups``, the same groups, measures and
+    layers as the first, and shards that follow one another without a gap); the samples
+    are read only by :meth:`read`, a range of rows of every group and measure at a time.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        starts: list[tuple[int, int, Path]] = []
+        layout: dict[str, dict[str, int]] | None = None
+        for p in paths:
+            with open_h5(p, "permutation shard") as f:
+                starts.append((int(f.attrs["start"]), int(f.attrs["stop"]), Path(p)))
+                here = {g: {m: int(ds.shape[1]) for m, ds in grp.items() if m != "index"}
+                        for g, grp in f["groups"].items()}
+            if layout is not None and here != layout:
+                raise ValueError(f"{p}: holds other groups, measures or layers than "
+                                 f"{starts[0][2]}; delete the shards so that they are drawn "
+                                 "again")
+            layout = here
+        self.files: list[tuple[int, int, Path]] = []
+        expected = 0
+        for start, stop, p in sorted(starts, key=lambda t: t[0]):
+            if start != expected:
+                raise ValueError(f"{p}: shard starts at permutation {start}, expected {expected}")
+            self.files.append((start, stop, p))
+            expected = stop
+        self.n = expected
+        self.layout = layout or {}
+        self.groups = list(self.layout)
+
+    def read(self, lo: int, hi: int) -> dict[str, dict[str, NDArray[np.float64]]]:
+        """Samples ``lo .. hi-1``: group -> {measure: (hi - lo, L)}."""
+        parts: dict[str, dict[str, list[NDArray[np.float64]]]] = {
+            g: {m: [] for m in ms} for g, ms in self.layout.items()}
+        for start, stop, p in self.files:
+            a, b = max(lo, start), min(hi, stop)
+            if a >= b:
+                continue
+            with open_h5(p, "permutation shard") as f:
+                for g, ms in self.layout.items():
+                    for m in ms:
+                        parts[g][m].append(f[f"groups/{g}/{m}"][a - start:b - start])
+        return {g: {m: np.concatenate(v) if v else np.empty((0, self.layout[g][m]))
+                    for m, v in d.items()} for g, d in parts.items()}
+
+    def row_bytes(self) -> int:
+        return 8 * sum(sum(ms.values()) for ms in self.layout.values())
+
+    def blocks(self, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, int]]:
+        """Row ranges of about ``block_bytes`` each (whole shards when smaller) covering
+        every sample in order."""
+        step = max(1, block_bytes // max(self.row_bytes(), 1))
+        for start, stop, _ in self.files:
+            for lo in range(start, stop, step):
+                yield lo, min(stop, lo + step)
+
+
+class ArraySamples:
+    """Samples already in memory (group -> {measure: (n, L)}, every array n rows), read as
+    :class:`Shards` reads its files: one block."""
+
+    def __init__(self, arrays: Mapping[str, Mapping[str, NDArray[np.float64]]]) -> None:
+        self.arrays = {g: {m: np.asarray(a, dtype=np.float64) for m, a in d.items()}
+                       for g, d in arrays.items()}
+        lengths = {a.shape[0] for d in self.arrays.values() for a in d.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"samples of different lengths {sorted(lengths)}: every group "
+                             "and measure must hold the same samples")
+        self.n = lengths.pop() if lengths else 0
+        self.layout = {g: {m: int(a.shape[1]) if a.ndim == 2 else -1 for m, a in d.items()}
+                       for g, d in self.arrays.items()}
+        self.groups = list(self.layout)
+
+    def read(self, lo: int, hi: int) -> dict[str, dict[str, NDArray[np.float64]]]:
+        return {g: {m: a[lo:hi] for m, a in d.items()} for g, d in self.arrays.items()}
+
+    def blocks(self, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, int]]:
+        if self.n:
+            yield 0, self.n
+
+
+Samples = Shards | ArraySamples
+
+
+def samples_of(source: Samples | Mapping[str, Mapping[str, NDArray[np.float64]]] | None
+               ) -> Samples | None:
+    """``source`` as :class:`Shards` or :class:`ArraySamples` (None for none or empty)."""
+    if source is None or isinstance(source, Shards | ArraySamples):
+        return source
+    return ArraySamples(source) if source else None
 
 
 def read_nulls(
     paths: Sequence[str | os.PathLike[str]],
 ) -> dict[str, dict[str, NDArray[np.float64]]]:
-    """Concatenate shard files in sample order: group -> {measure: (n, L)}."""
-    parts: dict[str, dict[str, list[NDArray[np.float64]]]] = {}
-    starts: list[tuple[int, str | os.PathLike[str]]] = []
-    for p in paths:
-        with open_h5(p, "permutation shard") as f:
-            starts.append((int(f.attrs["start"]), p))
-    expected = 0
-    for start, p in sorted(starts, key=lambda t: t[0]):
-        with open_h5(p, "permutation shard") as f:
-            if start != expected:
-                raise ValueError(f"{p}: shard starts at permutation {start}, expected {expected}")
-            expected = int(f.attrs["stop"])
-            for name, grp in f["groups"].items():
-                d = parts.setdefault(name, {})
-                for m, ds in grp.items():
-                    if m != "index":
-                        d.setdefault(m, []).append(ds[()])
-    return {g: {k: np.concatenate(v) for k, v in d.items()} for g, d in parts.items()}
+    """Concatenate shard files in sample order: group -> {measure: (n, L)} (all in memory:
+    the aggregation rules read :class:`Shards` block by block instead)."""
+    shards = Shards(paths)
+    return shards.read(0, shards.n)
+
+
+_SHARD = re.compile(r"shard-(\d+)-of-(\d+)\.h5")
+
+
+def sweep_stale_shards(folder: str | os.PathLike[str], n_shards: int, kind: str = ""
+                       ) -> list[Path]:
+    """Delete ``shard-<i>-of-<m>.h5`` with m != ``n_shards`` from ``folder`` (with ``kind``:
+    from the folder ``kind`` beside the file ``folder``, e.g. ``null`` or ``bootstrap``
+    beside ``significance.tsv``): the shards of an earlier shard count, which no rule reads
+    any more. Returns them; one log line."""
+    root = Path(folder)
+    if kind:
+        root = root.parent / kind
+    stale = sorted(p for p in root.glob("shard-*-of-*.h5")
+                   if (m := _SHARD.fullmatch(p.name)) and int(m.group(2)) != n_shards)
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        counts = sorted({int(_SHARD.fullmatch(p.name).group(2)) for p in stale})  # type: ignore[union-attr]
+        _log.info("removed %d shard file(s) of an earlier shard count (%s) from %s; %d "
+                  "shards now", len(stale), ", ".join(f"shard-*-of-{c}.h5" for c in counts),
+                  root, n_shards)
+    return stale
 
 
 def shard_concepts(paths: Sequence[str | os.PathLike[str]]) -> list[str]:

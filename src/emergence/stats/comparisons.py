@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["average_ranks", "bootstrap_p", "confidence_interval", "depth_trend",
-           "paired_difference"]
+           "interval_levels", "p_from_counts", "paired_difference"]
 
 MIN_TREND_LAYERS = 3
 
@@ -40,15 +40,28 @@ def _finite(samples: ArrayLike) -> NDArray[np.float64]:
     return arr[np.isfinite(arr)]
 
 
-def confidence_interval(samples: ArrayLike, confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the finite ``samples``; (nan, nan) when there are none."""
+def interval_levels(confidence: float) -> list[float]:
+    """The quantile levels of the central ``confidence`` percentile interval."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    return [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0]
+
+
+def confidence_interval(samples: ArrayLike, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the finite ``samples``; (nan, nan) when there are none."""
+    levels = interval_levels(confidence)
     finite = _finite(samples)
     if finite.size == 0:
         return math.nan, math.nan
-    low, high = np.quantile(finite, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    low, high = np.quantile(finite, levels)
     return float(low), float(high)
+
+
+def p_from_counts(below: int, above: int, n: int) -> float:
+    """The two-sided bootstrap p-value from ``#{d <= 0}``, ``#{d >= 0}`` and the number of
+    finite samples ``n`` > 0 (the formula of :func:`bootstrap_p`, whose counts may come
+    block by block)."""
+    return min(1.0, 2.0 * min(1 + below, 1 + above) / (1 + n))
 
 
 def bootstrap_p(samples: ArrayLike) -> float:
@@ -58,9 +71,8 @@ def bootstrap_p(samples: ArrayLike) -> float:
     n = finite.size
     if n == 0:
         return math.nan
-    below = int(np.count_nonzero(finite <= 0.0))
-    above = int(np.count_nonzero(finite >= 0.0))
-    return min(1.0, 2.0 * min(1 + below, 1 + above) / (1 + n))
+    return p_from_counts(int(np.count_nonzero(finite <= 0.0)),
+                         int(np.count_nonzero(finite >= 0.0)), n)
 
 
 def paired_difference(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:

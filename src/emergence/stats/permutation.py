@@ -63,6 +63,7 @@ __all__ = [
     "permutation_null",
     "p_value",
     "permutations",
+    "plus_one_p",
     "shard_range",
     "significant",
 ]
@@ -280,14 +281,18 @@ def _undefined(obs: NDArray[np.float64], nul: NDArray[np.float64]) -> NDArray[np
     return np.isnan(obs) | np.isnan(nul).any(axis=0)
 
 
-def _plus_one(obs: NDArray[np.float64], nul: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The +1-corrected p-value per column: ``(1 + #{null >= observed}) / (1 + n)``.
+def plus_one_p(at_least: NDArray[np.int64], n: int) -> NDArray[np.float64]:
+    """The +1-corrected p-value ``(1 + #{null >= observed}) / (1 + n)`` from the counts
+    ``at_least`` of null values at or above the observed one, out of ``n``. The one place
+    the formula is written (the aggregation counts shard by shard and calls it too)."""
+    return (1.0 + at_least) / (1.0 + n)
 
-    ``obs`` (L,), ``nul`` (n, L) or (n, 1) (one null for every column). The one place
-    the formula is written.
-    """
+
+def _plus_one(obs: NDArray[np.float64], nul: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The +1-corrected p-value per column (:func:`plus_one_p`); ``obs`` (L,), ``nul``
+    (n, L) or (n, 1) (one null for every column)."""
     with np.errstate(invalid="ignore"):
-        return (1.0 + (nul >= obs[None, :]).sum(axis=0)) / (1.0 + nul.shape[0])
+        return plus_one_p((nul >= obs[None, :]).sum(axis=0), nul.shape[0])
 
 
 def p_values(observed: ArrayLike, null: ArrayLike) -> NDArray[np.float64]:

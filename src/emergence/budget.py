@@ -1,0 +1,353 @@
+"""What the resampling steps will take, known before any job: memory, disk and time.
+
+``permutations.n`` and ``bootstrap.n`` samples are drawn in ``shards`` jobs per network x
+word model; each job holds its shard's values of one group (every measure and layer,
+float64) while it writes them, and every shard file stays on disk for the aggregation
+(which reads them block by block: :mod:`emergence.summaries`). :func:`estimate` sizes
+this from what the DAG knows:
+
+* layers per network: the config's entries (a glob such as ``blocks.*`` counts once: at
+  least one layer), or the layer names of activation files an earlier run wrote;
+* k, the concepts of a word model: the word matrix an earlier run wrote, else an upper
+  bound from the image source (the emoji table's rows, the 1,000 ImageNet classes, the
+  concept table's rows or the concept folders, ``images.max_concepts``);
+* groups, measures, n, shards and ``batch_size`` exactly.
+
+:func:`check` refuses (:class:`~emergence.errors.ConfigError`, one line naming the key and
+the figure) a shard job that needs more memory than this machine has (local runs) or
+shard files that do not fit on the disk of the results folder, with lower bounds (k = 5,
+the layers surely there), so that it never refuses what could run; and warns above
+:data:`WARN_JOB_FRACTION` of the memory, :data:`WARN_DISK_BYTES` of shards or
+:data:`WARN_CPU_HOURS` of computing, and where the null or the bootstrap draws more
+samples than there are distinct ones (``k!`` permutations, ``C(2k - 1, k)`` resamples).
+
+Times come from the per-evaluation costs measured on this project's 2-core VM (README,
+Performance), scaled with k; read them as a guide within a factor of about 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emergence.errors import ConfigError
+
+__all__ = ["Pair", "Resampling", "check", "distinct_draws", "estimate", "machine_memory",
+           "repeated_draws"]
+
+GiB = 1 << 30
+BASE_BYTES = 600 << 20
+"""A statistics job after its imports (582 MB measured, README "Scale")."""
+MIN_K = 5
+"""The fewest concepts a study can keep (:func:`emergence.concepts.check_enough_concepts`)."""
+WARN_JOB_FRACTION = 0.5
+WARN_DISK_BYTES = 20 * GiB
+WARN_CPU_HOURS = 24.0
+_FIT = 0.8  # a job may use this share of the machine's memory
+
+
+def _eval_seconds(measure: str, k: int, rsa_method: str) -> float:
+    """One evaluation (one sample, one layer, one group) on one thread at k concepts:
+    README's k = 166 figures, the 2 vs 2 scaled with k³ (its cross product), the others
+    with k² (the pairs), each with a floor for the fixed costs of small k."""
+    r = k / 166.0
+    if measure == "two_vs_two":
+        return max(2e-5, 2.7e-4 * r ** 3)
+    if measure == "rsa" and rsa_method == "kendall":
+        return max(2e-5, 4.8e-4 * r ** 2)
+    return max(5e-6, 3.5e-5 * r ** 2)
+
+
+_BOOTSTRAP_COST = 1.35  # a bootstrap sample vs a permutation (README: 0.74x the throughput)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One network x word model: its layers and concepts (``*_exact`` False: a bound)."""
+
+    network: str
+    word_model: str
+    layers: int
+    layers_exact: bool
+    k: int
+    k_exact: bool
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """The permutations or the bootstrap of a study: ``key`` is the config section."""
+
+    key: str
+    n: int
+    shards: int
+    batch_size: int
+    groups: int
+    measures: tuple[str, ...]
+    rsa_method: str
+    pairs: tuple[Pair, ...]
+
+    @property
+    def what(self) -> str:
+        return "permutations" if self.key == "permutations" else "bootstrap samples"
+
+    @property
+    def per_shard(self) -> int:
+        """Samples in the largest shard (whole batches, as the rules cut them)."""
+        from emergence.stats.permutation import shard_range
+
+        sizes = [b - a for a, b in (shard_range(self.n, self.shards, s, self.batch_size)
+                                    for s in range(self.shards))]
+        return max(sizes, default=0)
+
+    def values_bytes(self, layers: int) -> int:
+        """One group's values in the largest shard: every measure and layer, float64."""
+        return self.per_shard * (len(self.measures) * layers + 1) * 8
+
+    def job_bytes(self, pair: Pair, k: int | None = None) -> int:
+        """One shard job: imports, the groups' similarity (and Gram) matrices, W, one
+        group's values."""
+        k = pair.k if k is None else k
+        mats = self.groups * pair.layers * (2 if {"cka", "cka_debiased"} & set(self.measures)
+                                            else 1) + 2
+        return BASE_BYTES + mats * k * k * 8 + self.values_bytes(pair.layers)
+
+    def disk_bytes(self) -> int:
+        return sum(self.groups * self.n * (len(self.measures) * p.layers + 1) * 8
+                   for p in self.pairs)
+
+    def cpu_seconds(self, k: int | None = None) -> float:
+        """Computing time on one thread (``k``: every pair at that many concepts)."""
+        scale = _BOOTSTRAP_COST if self.key == "bootstrap" else 1.0
+        return scale * sum(
+            self.n * self.groups * p.layers
+            * sum(_eval_seconds(m, p.k if k is None else k, self.rsa_method)
+                  for m in self.measures) for p in self.pairs)
+
+    def summary(self) -> str:
+        """One line: jobs, the largest job's memory, disk and time."""
+        if not self.n or not self.pairs:
+            return f"{self.key}: none (n = 0)"
+        big = max(self.pairs, key=lambda p: self.job_bytes(p))
+        high, low = self.cpu_seconds(), self.cpu_seconds(MIN_K)
+        time = (f"about {_hours(high)}" if all(p.k_exact for p in self.pairs)
+                or _hours(low) == _hours(high)
+                else f"{_hours(low)} to {_hours(high)} (k not known yet)")
+        layers = ", ".join(sorted({f"{p.network} {'' if p.layers_exact else '>= '}{p.layers}"
+                                   for p in self.pairs}))
+        ks = ", ".join(sorted({f"{p.word_model} {'' if p.k_exact else '<= '}{p.k}"
+                               for p in self.pairs}))
+        return (f"{self.key}: {self.n:,} {self.what} x {len(self.pairs)} network x word model "
+                f"pair(s) x {self.groups} group(s) x {len(self.measures)} measure(s) "
+                f"(layers: {layers}; k: {ks}): {len(self.pairs) * self.shards:,} jobs, each "
+                f"at most {_size(self.job_bytes(big))} of memory; {_size(self.disk_bytes())} "
+                f"of shard files; {time} on one thread")
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", GiB), ("MiB", 1 << 20)):
+        if n >= scale or unit == "MiB":
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:,.1f} CPU-hours"
+
+
+def _layer_count(entries: Any) -> tuple[int, bool]:
+    """Layers of a network's ``layers:`` entries; a glob counts once (at least one)."""
+    globs = 0
+    for e in entries or ():
+        module = e if isinstance(e, str) else e.get("module", "")
+        globs += any(ch in module for ch in "*?[")
+    return len(entries or ()), globs == 0
+
+
+def _rows(table: str | os.PathLike[str]) -> int | None:
+    """Data rows of a TSV/CSV concept table (None when it cannot be read)."""
+    try:
+        with open(table, encoding="utf-8-sig", errors="replace") as fh:
+            return max(sum(1 for line in fh if line.strip()) - 1, 0)
+    except OSError:
+        return None
+
+
+def _k_bound(images: Mapping[str, Any]) -> int:
+    """The most concepts the image source can give."""
+    source = images.get("source")
+    bound: int | None = None
+    if source == "emoji" and images.get("concepts"):
+        bound = _rows(images["concepts"])
+    elif source in ("imagenet-val", "imagenet-folders", "imagenetv2"):
+        bound = 1000
+    elif source == "folders":
+        table = images.get("table")
+        if table and table.get("path"):
+            bound = _rows(table["path"])
+        elif images.get("path"):
+            try:
+                with os.scandir(images["path"]) as it:
+                    bound = sum(1 for e in it if e.is_dir())
+            except OSError:
+                bound = None
+    bound = 1000 if bound is None else bound
+    cap = images.get("max_concepts")
+    return max(min(bound, cap) if cap else bound, 1)
+
+
+def _h5_attr(path: Path, name: str) -> Any:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs[name]
+    except (OSError, KeyError):
+        return None
+
+
+def estimate(config: Mapping[str, Any], groups: list[str], results: str | os.PathLike[str]
+             ) -> list[Resampling]:
+    """The permutations and the bootstrap of a validated config (defaults filled in)."""
+    root = Path(results)
+    bound = _k_bound(config["images"])
+    layers = {}
+    for net, entry in config["networks"].items():
+        count, exact = _layer_count(entry.get("layers"))
+        names = _h5_attr(root / "activations" / net / f"{groups[0]}.h5", "layer_names") \
+            if groups else None
+        layers[net] = (len(names), True) if names is not None else (count, exact)
+    ks = {}
+    for wm in config["word_models"]:
+        k = _h5_attr(root / "words" / wm / "similarity.h5", "k")
+        ks[wm] = (int(k), True) if k is not None else (bound, False)
+    pairs = tuple(Pair(net, wm, *layers[net], *ks[wm])
+                  for net in config["networks"] for wm in config["word_models"])
+    measures = tuple(config["measures"]["names"])
+    return [Resampling(key, int(config[key]["n"]), int(config[key]["shards"]),
+                       int(config[key]["batch_size"]), len(groups), measures,
+                       config["two_vs_two"]["rsa_method"], pairs)
+            for key in ("permutations", "bootstrap")]
+
+
+def distinct_draws(kind: str, k: int) -> int:
+    """Distinct permutations of k concepts (k!) or distinct bootstrap resamples (multisets
+    of k of them: C(2k - 1, k))."""
+    return math.factorial(k) if kind == "permutations" else math.comb(2 * k - 1, k)
+
+
+def repeated_draws(kind: str, n: int, k: int, *, bound: bool = False) -> str | None:
+    """The line saying that ``n`` draws exceed the distinct ones at ``k`` concepts (None
+    when they do not)."""
+    if not n or distinct_draws(kind, k) >= n:
+        return None
+    what = "permutations" if kind == "permutations" else "bootstrap resamples"
+    formula = f"{k}!" if kind == "permutations" else f"C({2 * k - 1}, {k})"
+    distinct = distinct_draws(kind, k)
+    return (f"{kind}.n = {n:,} is more than the {distinct:,} distinct {what} of "
+            f"{'at most ' if bound else ''}{k} concepts ({formula}): draws repeat, and the "
+            f"distribution has at most {distinct:,} distinct values (lower {kind}.n or add "
+            "concepts)")
+
+
+def _free_bytes(results: Path) -> int | None:
+    here = results.resolve()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:
+        return shutil.disk_usage(here).free
+    except OSError:
+        return None
+
+
+def _present_bytes(results: Path, r: Resampling) -> int:
+    """Bytes of this config's shard files already there (a rerun replaces them)."""
+    folder = "null" if r.key == "permutations" else "bootstrap"
+    total = 0
+    for p in r.pairs:
+        for s in range(r.shards):
+            f = results / "two_vs_two" / p.network / p.word_model / folder / \
+                f"shard-{s}-of-{r.shards}.h5"
+            total += f.stat().st_size if f.is_file() else 0
+    return total
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes (None where it cannot be told)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check(resamplings: list[Resampling], results: str | os.PathLike[str], *,
+          memory: int | None, free: int | None = -1,
+          requested: Mapping[str, float] | None = None) -> list[str]:
+    """Raise :class:`ConfigError` for what cannot fit; return the warnings (one line each).
+
+    ``memory``: this machine's memory for a local run (None: the jobs run elsewhere);
+    ``requested``: for a cluster run, the ``mem_mb`` (MiB) the ``permutations`` and
+    ``bootstrap`` rules ask for where it is set (``--set-resources``, a profile): a job
+    that needs more is killed by the scheduler; ``free``: bytes free for the results (-1:
+    look them up; None: unknown)."""
+    root = Path(results)
+    warnings: list[str] = []
+    active = [r for r in resamplings if r.n and r.pairs]
+    for r in active:
+        limit, where = None, ""
+        if memory is not None:
+            limit, where = _FIT * memory, f"this machine's {_size(memory)} allows"
+        elif requested and requested.get(r.key):
+            mib = float(requested[r.key])
+            limit = mib * (1 << 20)
+            where = (f"the {mib:,.0f} MB its jobs ask for (mem_mb; --set-resources "
+                     f"{r.key}:mem_mb=... asks for more)")
+        # The least a shard job can need: the layers surely there, k = 5.
+        low = max(r.job_bytes(p, MIN_K) for p in r.pairs)
+        if limit is not None and low > limit:
+            per_sample = max((len(r.measures) * p.layers + 1) * 8 for p in r.pairs)
+            need = math.ceil(r.n / max((limit - BASE_BYTES) / per_sample, 1))
+            raise ConfigError(
+                f"config key '{r.key}.n': {r.n:,} {r.what} in {r.shards} shard(s): each "
+                f"{r.key} job holds at least {_size(low)} ({r.per_shard:,} samples x "
+                f"{len(r.measures)} measure(s) x the layers, float64), more than {where}; "
+                f"raise {r.key}.shards to at least {need:,} or lower {r.key}.n")
+        high = max(r.job_bytes(p) for p in r.pairs)
+        if memory is not None and high > WARN_JOB_FRACTION * memory:
+            warnings.append(f"{r.key}: each {r.key} job may hold up to {_size(high)}, over "
+                            f"half of this machine's {_size(memory)}: run fewer at once "
+                            f"(--resources mem_mb=...) or raise {r.key}.shards")
+        elif memory is None and limit is not None and high > limit:
+            warnings.append(f"{r.key}: each {r.key} job may hold up to {_size(high)}, more "
+                            f"than {where}")
+        if all(p.k_exact for p in r.pairs) and r.cpu_seconds() > WARN_CPU_HOURS * 3600:
+            warnings.append(f"{r.summary()} (over {WARN_CPU_HOURS:.0f} CPU-hours)")
+        elif r.cpu_seconds(MIN_K) > WARN_CPU_HOURS * 3600:
+            warnings.append(f"{r.summary()} (over {WARN_CPU_HOURS:.0f} CPU-hours even at "
+                            f"k = {MIN_K})")
+        for p in sorted(r.pairs, key=lambda p: p.k)[:1]:
+            line = repeated_draws(r.key, r.n, p.k, bound=not p.k_exact)
+            if line:
+                warnings.append(line)
+    disk = sum(r.disk_bytes() for r in active)
+    if free == -1:
+        free = _free_bytes(root)
+    if active and free is not None:
+        need = disk - sum(_present_bytes(root, r) for r in active)
+        if need > free:
+            worst = max(active, key=lambda r: r.disk_bytes())
+            raise ConfigError(
+                f"config key '{worst.key}.n': {worst.n:,} {worst.what}: the shard files take "
+                f"{_size(disk)} ({_size(worst.disk_bytes())} of them {worst.key}), more than "
+                f"the {_size(free)} free for {root}; lower {worst.key}.n")
+    if disk > WARN_DISK_BYTES:
+        warnings.append(f"the shard files will take {_size(disk)} on disk")
+    return warnings
