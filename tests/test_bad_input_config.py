@@ -403,7 +403,7 @@ def test_the_significance_job_sweeps_null_and_bootstrap_shards_of_another_count(
             assert len(written) == count
     scores = [{"network": "lite0", "model": "m", "word_model": "w2v", "group": g,
                "layer": lay, "layer_index": j, "module": lay, "n_features": 3, "k": 11,
-               "n_pairs": 55, **{m: 0.5 for m in measures}, "rsa_method": "pearson",
+               "n_pairs": 55, "ties": 0, **{m: 0.5 for m in measures}, "rsa_method": "pearson",
                "mutual_knn_k": 3, "reason": ""} for g in groups for j, lay in enumerate(layers)]
     write_tsv(here / "scores.tsv", scores, score_columns(MeasureSpec(tuple(measures),
                                                                      "pearson", 3)))
