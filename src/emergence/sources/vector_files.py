@@ -16,6 +16,9 @@ in, optionally gzipped (``.gz``, decompressed on the fly by gensim):
 
 An explicit format is checked against the same sniffing, so a text file read as
 binary (which gensim would silently turn into garbage vectors) is an error.
+
+A word stored in another Unicode normal form than NFC is also found by its NFC form
+(:func:`nfc_aliases`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 if TYPE_CHECKING:
     from gensim.models import KeyedVectors
 
-__all__ = ["VectorFormat", "load_keyed_vectors", "one_line"]
+__all__ = ["VectorFormat", "load_keyed_vectors", "nfc_aliases", "one_line"]
 
 VectorFormat = Literal["auto", "word2vec-binary", "word2vec-text", "glove", "fasttext-vec"]
 
@@ -197,4 +200,22 @@ def load_keyed_vectors(
     if len(kv) == 0:
         raise ValueError(f"{path}: contains no vectors")
     kv.__class__ = KeyedVectors  # plain KeyedVectors for callers, pickles and isinstance
+    nfc_aliases(kv)
     return kv
+
+
+def nfc_aliases(kv: KeyedVectors) -> int:
+    """Make every word of ``kv`` found by its Unicode NFC form too (concept words are NFC,
+    :mod:`emergence.sources.names`; a file may hold ``crème`` decomposed, as macOS tools
+    write it). A word already in NFC, or whose NFC form is a word of the file itself, is
+    left alone: an exact match wins. Returns the number of aliases added."""
+    from emergence.sources.names import nfc
+
+    added = 0
+    for index, word in enumerate(kv.index_to_key):
+        if not word.isascii():
+            composed = nfc(word)
+            if composed not in kv.key_to_index:
+                kv.key_to_index[composed] = index
+                added += 1
+    return added
