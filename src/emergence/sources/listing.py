@@ -143,8 +143,9 @@ class Scan:
         key = _identity(st, folder)
         if key in self._folders:
             other, where = self._folders[key]
+            plural = noun + ("es" if noun.endswith("s") else "s")
             raise ValueError(
-                f"{where} and {folder}: one folder ({os.path.realpath(folder)}) for {noun}s "
+                f"{where} and {folder}: one folder ({os.path.realpath(folder)}) for {plural} "
                 f"{other!r} and {wnid!r}, which would have the same images: give each "
                 f"{noun} its own folder")
         self._folders[key] = (wnid, folder)
