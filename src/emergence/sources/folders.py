@@ -182,7 +182,7 @@ def plan_folder_manifest(root: str | os.PathLike[str], seed: int, *,
                          concepts: Sequence[Concept] | None = None,
                          images_per_concept: int = 5, images_per_average: int = 1,
                          max_concepts: int | None = None, table: str = "",
-                         files: str = FILES) -> Plan:
+                         files: str = FILES, scan: Scan | None = None) -> Plan:
     """List and sample (:func:`~emergence.sources.images.sample_groups`) the manifest of a
     folder source (written by the caller).
 
@@ -195,11 +195,13 @@ def plan_folder_manifest(root: str | os.PathLike[str], seed: int, *,
     ``files``: where a concept's images are below ``root``, a glob with ``{concept_id}``
     (default ``{concept_id}/*``, a folder per concept; e.g. ``*/{concept_id}.png`` for one
     folder per image set with files named by concept). Other layouts need the table.
+    ``scan``: the :class:`~emergence.sources.listing.Scan` to list with (its ``stamps``
+    are then the listed images' sizes and mtimes).
     """
+    scan = scan or Scan()
     if files != FILES:
         return _plan_from_pattern(root, seed, concepts, files, table, images_per_concept,
-                                  images_per_average, max_concepts)
-    scan = Scan()
+                                  images_per_average, max_concepts, scan)
     folders = concept_folders(root, scan)
     if concepts is None:
         concepts = [Concept(name, default_word(name)) for name in folders]
@@ -213,7 +215,7 @@ def plan_folder_manifest(root: str | os.PathLike[str], seed: int, *,
             raise ValueError(f"{table}: concept id {c.concept_id!r} has no folder in {root} "
                              "(ids are folder names)")
         before = len(scan.skipped)
-        images[c.concept_id] = [str(p) for p in scan.images(folder, c.concept_id)]
+        images[c.concept_id] = scan.images(folder, c.concept_id)
         if not images[c.concept_id]:
             left = scan.skipped[before:]
             why = f"; {len(left)} file(s) left out, first: {Path(left[0].path).name}: " \
@@ -227,7 +229,7 @@ def plan_folder_manifest(root: str | os.PathLike[str], seed: int, *,
 def _plan_from_pattern(root: str | os.PathLike[str], seed: int,
                        concepts: Sequence[Concept] | None, files: str, table: str,
                        images_per_concept: int, images_per_average: int,
-                       max_concepts: int | None) -> Plan:
+                       max_concepts: int | None, scan: Scan) -> Plan:
     """:func:`plan_folder_manifest` for a ``files`` pattern other than a folder per
     concept: each table concept's images are the sorted matches of the pattern (with the
     id in NFC and, where different, NFD: names as macOS writes them)."""
@@ -240,13 +242,12 @@ def _plan_from_pattern(root: str | os.PathLike[str], seed: int,
         raise ValueError(f"{table}: concept table has no rows")
     concepts = list(concepts)[:max_concepts] if max_concepts else list(concepts)
     root = Path(root)
-    scan = Scan()
     images: dict[str, list[str]] = {}
     for c in concepts:
         forms = dict.fromkeys([c.concept_id, unicodedata.normalize("NFD", c.concept_id)])
         patterns = [files.replace("{concept_id}", glob.escape(f)) for f in forms]
         found = sorted({p for pattern in patterns for p in root.glob(pattern)})
-        images[c.concept_id] = [str(p) for p in scan.files(found, c.concept_id)]
+        images[c.concept_id] = scan.files(found, c.concept_id)
         if not images[c.concept_id]:
             raise ValueError(f"{root}: no image matches {patterns[0]!r} (images.files) for "
                              f"concept id {c.concept_id!r}")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from emergence.sources.images import ManifestRow
-from emergence.sources.listing import Skipped
+from emergence.sources.listing import Scan, Skipped
 
 __all__ = ["EmojiSource", "FolderSource", "ImageNetSource", "ImageSourceSpec"]
 
@@ -181,6 +181,15 @@ class ImageSourceSpec:
         raise NotImplementedError
 
 
+def _stamp(path: str) -> tuple[int, int] | None:
+    """Size and mtime (ns) of ``path``, ``None`` if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 @dataclass(frozen=True, kw_only=True)
 class EmojiSource(ImageSourceSpec):
     """Emoji drawings of the curated concept table (``concepts``), one group per style."""
@@ -245,9 +254,11 @@ class _SampledSource(ImageSourceSpec):
         return [str(j + 1) for j in range(self.images_per_concept)]
 
     def plan(self, seed: int, inputs: Mapping[str, PathLike] | None = None,
+             scan: Scan | None = None,
              ) -> tuple[list[ManifestRow], list[Skipped], list[Any] | None]:
-        """List and sample without writing: the manifest rows, what was left out, and the
-        concepts of ``images/concepts.tsv`` (``None`` where the source has no such table)."""
+        """List (with ``scan``, a new one by default) and sample without writing: the
+        manifest rows, what was left out, and the concepts of ``images/concepts.tsv``
+        (``None`` where the source has no such table)."""
         raise NotImplementedError
 
     def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
@@ -266,17 +277,14 @@ class _SampledSource(ImageSourceSpec):
     def fingerprint(self, seed: int) -> str | None:
         if not self.listed():
             return None
+        scan = Scan()
         try:
-            rows, skipped, concepts = self.plan(seed, self.inputs())
+            rows, skipped, concepts = self.plan(seed, self.inputs(), scan)
         except (ValueError, OSError) as exc:  # the job will stop with this error
             return "not listed: " + " ".join(str(exc).split())
         digest = hashlib.sha256()
         for row in rows:
-            try:
-                st = os.stat(row.path)
-                stamp: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
-            except OSError:
-                stamp = None
+            stamp = scan.stamps.get(row.path) or _stamp(row.path)
             digest.update(repr((tuple(row.__dict__.values()), stamp)).encode())
         for entry in [*skipped, *(c.__dict__ for c in concepts or ())]:
             digest.update(repr(entry).encode())
@@ -309,6 +317,7 @@ class ImageNetSource(_SampledSource):
         return {"labels": self.labels} if self.labels else {}
 
     def plan(self, seed: int, inputs: Mapping[str, PathLike] | None = None,
+             scan: Scan | None = None,
              ) -> tuple[list[ManifestRow], list[Skipped], list[Any] | None]:
         """List (imagenetv2: download first) and sample with ``seed``; see
         :func:`emergence.sources.imagenet.plan_imagenet_manifest`."""
@@ -319,7 +328,8 @@ class ImageNetSource(_SampledSource):
         rows, skipped = plan_imagenet_manifest(
             self.source, self.path, seed, labels=self.labels,
             url=self.url, sha256=self.sha256, images_per_concept=self.images_per_concept,
-            max_concepts=self.max_concepts, images_per_average=self.images_per_average)
+            max_concepts=self.max_concepts, images_per_average=self.images_per_average,
+            scan=scan)
         return rows, skipped, None
 
 
@@ -380,6 +390,7 @@ class FolderSource(_SampledSource):
                               "concept_id column)")
 
     def plan(self, seed: int, inputs: Mapping[str, PathLike] | None = None,
+             scan: Scan | None = None,
              ) -> tuple[list[ManifestRow], list[Skipped], list[Any] | None]:
         """Read the concept table (the ``table`` input), list and sample the folders with
         ``seed``; see :func:`emergence.sources.folders.plan_folder_manifest`."""
@@ -395,5 +406,5 @@ class FolderSource(_SampledSource):
             self.path, seed, concepts=concepts,
             images_per_concept=self.images_per_concept,
             images_per_average=self.images_per_average, max_concepts=self.max_concepts,
-            table=table, **({"files": self.files} if self.files else {}))
+            table=table, scan=scan, **({"files": self.files} if self.files else {}))
         return rows, skipped, kept

@@ -60,7 +60,7 @@ def list_images(source: str, path: str | os.PathLike[str],
 
 
 def scan_images(source: str, path: str | os.PathLike[str],
-                labels: str | os.PathLike[str] | None = None,
+                labels: str | os.PathLike[str] | None = None, scan: Scan | None = None,
                 ) -> tuple[dict[str, list[str]], list[Skipped]]:
     """List labelled images: ``{wnid: [image path, ...]}``, paths sorted by file name, and
     the files left out (:class:`~emergence.sources.listing.Scan`: not a format PIL reads,
@@ -77,6 +77,8 @@ def scan_images(source: str, path: str | os.PathLike[str],
         ``imagenet-val`` only: ``LOC_val_solution.csv``, ``ILSVRC2012_validation_ground_truth.txt``
         (``meta.mat`` beside it) or a ``filename label`` text file. Default: the first of the
         first two found in ``path``.
+    scan : Scan, optional
+        The :class:`~emergence.sources.listing.Scan` to list with.
 
     Returns
     -------
@@ -99,7 +101,7 @@ def scan_images(source: str, path: str | os.PathLike[str],
     if labels is not None and source != "imagenet-val":
         raise ValueError(f"labels ({labels}) are only used with source imagenet-val, "
                          f"not {source}")
-    scan = Scan()
+    scan = scan or Scan()
     if source == "imagenet-val":
         out = _list_val(folder, None if labels is None else Path(labels), scan)
     elif source == "imagenet-folders":
@@ -121,8 +123,7 @@ def _list_folders(folder: Path, scan: Scan) -> dict[str, list[str]]:
     folders = scan.sub_folders(folder, "class",
                                "imagenet-folders expects one sub-folder per wnid", check,
                                empty_noun="wnid")
-    return {name: [str(p) for p in scan.images(entry, name, "class")]
-            for name, entry in folders.items()}
+    return {name: scan.images(entry, name, "class") for name, entry in folders.items()}
 
 
 def _list_v2(folder: Path, scan: Scan) -> dict[str, list[str]]:
@@ -142,7 +143,7 @@ def _list_v2(folder: Path, scan: Scan) -> dict[str, list[str]]:
         wnid = classes[int(entry.name)]
         if wnid in out:
             raise ValueError(f"{entry}: class index {int(entry.name)} has two folders")
-        out[wnid] = [str(p) for p in scan.images(entry, wnid, "class")]
+        out[wnid] = scan.images(entry, wnid, "class")
     if not out:
         raise ValueError(f"{folder}: no class folders 0..999 (imagenetv2 layout; point path at "
                          f"the extracted {DEFAULT_FOLDER} folder)")
@@ -160,7 +161,7 @@ def _list_val(folder: Path, labels: Path | None, scan: Scan) -> dict[str, list[s
         raise ValueError(f"{labels}: label file not found")
     by_key = read_val_labels(labels)
 
-    files = scan.images(folder, "")
+    files = [Path(p) for p in scan.images(folder, "")]
     # the label files beside the images are not images left out
     scan.skipped[:] = [s for s in scan.skipped if Path(s.path).name not in _LABEL_FILES
                        and Path(s.path).resolve() != labels.resolve()]
@@ -205,7 +206,7 @@ def plan_imagenet_manifest(source: str, path: str | os.PathLike[str], seed: int,
                            labels: str | os.PathLike[str] | None = None,
                            url: str | None = None, sha256: str | None = None,
                            images_per_concept: int = 5, max_concepts: int | None = None,
-                           images_per_average: int = 1,
+                           images_per_average: int = 1, scan: Scan | None = None,
                            ) -> tuple[list[ManifestRow], list[Skipped]]:
     """List and sample the manifest of an ImageNet source (written by the caller).
 
@@ -226,6 +227,8 @@ def plan_imagenet_manifest(source: str, path: str | os.PathLike[str], seed: int,
         Only the first N classes in class order.
     images_per_average : int
         Images per concept in each group, averaged by the readers (default 1: the paper).
+    scan : Scan, optional
+        The :class:`~emergence.sources.listing.Scan` to list with.
 
     Returns
     -------
@@ -237,9 +240,9 @@ def plan_imagenet_manifest(source: str, path: str | os.PathLike[str], seed: int,
     path = Path(path)
     if source == "imagenetv2":
         root = ensure_imagenetv2(path, url or DEFAULT_URL, sha256 or DEFAULT_SHA256)
-        images, left_out = scan_images(source, root)
+        images, left_out = scan_images(source, root, scan=scan)
     else:
-        images, left_out = scan_images(source, path, labels)
+        images, left_out = scan_images(source, path, labels, scan)
 
     concepts = imagenet_classes()
     if max_concepts is not None:

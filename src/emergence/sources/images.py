@@ -155,7 +155,7 @@ def sample_groups(images_by_wnid: Mapping[str, Sequence[str]],
     chosen: list[tuple[str, str, list[str]]] = []
     skipped: list[tuple[str, str]] = []
     for position, (wnid, concept) in enumerate(concepts):
-        images = sorted(images_by_wnid.get(wnid, ()), key=lambda s: (Path(s).name, s))
+        images = sorted(images_by_wnid.get(wnid, ()), key=lambda s: (os.path.basename(s), s))
         if len(set(images)) != len(images):
             raise ValueError(f"concept {wnid}: an image is listed twice")
         if len(images) < needed:
