@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -318,6 +320,32 @@ def test_report_names_links_and_counts_the_rest(caplog: pytest.LogCaptureFixture
         "3 file(s) left out (1 broken symbolic link, 1 not a format PIL reads, 1 the same "
         "file as another), 1 concept(s) with too few images: see results/images/skipped.tsv"]
     assert sum("left out:" in r.getMessage() for r in caplog.records) == 4  # each, in the log
+
+
+WARNING_JOB = """
+import logging
+from types import SimpleNamespace
+from emergence.runner import start
+
+log = start(SimpleNamespace(log=[{log!r}], output=[], threads=1, rule="images",
+                            wildcards={{}}))
+log.info("only in the log")
+log.warning("left out img/a/x.png: broken symbolic link (to /mnt/x.png)")
+"""
+
+
+def test_a_jobs_warnings_are_one_line_each_on_the_console(tmp_path: Path) -> None:
+    """What the images job reports with `report_skipped` reaches Snakemake's output."""
+    log = tmp_path / "job.log"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1] / "src"),
+         *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.run([sys.executable, "-c", WARNING_JOB.format(log=str(log))], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "images: left out img/a/x.png: broken symbolic link (to /mnt/x.png)"]
+    assert "only in the log" in log.read_text() and "broken symbolic link" in log.read_text()
 
 
 def test_a_broken_concept_folder_link_stops_with_one_line(tmp_path: Path) -> None:
