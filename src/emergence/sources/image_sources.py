@@ -20,7 +20,6 @@ n > 1 puts n images of a concept in each group, averaged by the readers.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from emergence.sources.images import ManifestRow
-from emergence.sources.listing import Scan, Skipped
+from emergence.sources.listing import Scan, Skipped, digest
 
 __all__ = ["EmojiSource", "FolderSource", "ImageNetSource", "ImageSourceSpec"]
 
@@ -181,15 +180,6 @@ class ImageSourceSpec:
         raise NotImplementedError
 
 
-def _stamp(path: str) -> tuple[int, int] | None:
-    """Size and mtime (ns) of ``path``, ``None`` if it is gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
 @dataclass(frozen=True, kw_only=True)
 class EmojiSource(ImageSourceSpec):
     """Emoji drawings of the curated concept table (``concepts``), one group per style."""
@@ -283,13 +273,7 @@ class _SampledSource(ImageSourceSpec):
         except Exception as exc:  # noqa: BLE001 - never a traceback while the DAG is built:
             # the job runs and stops with this error, in one line and in its log
             return "not listed: " + " ".join(str(exc).split())
-        digest = hashlib.sha256()
-        for row in rows:
-            stamp = scan.stamps.get(row.path) or _stamp(row.path)
-            digest.update(repr((tuple(row.__dict__.values()), stamp)).encode())
-        for entry in [*skipped, *(c.__dict__ for c in concepts or ())]:
-            digest.update(repr(entry).encode())
-        return digest.hexdigest()
+        return digest(scan, rows, [*skipped, *(c.__dict__ for c in concepts or ())])
 
 
 @dataclass(frozen=True, kw_only=True)

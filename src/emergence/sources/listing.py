@@ -22,17 +22,18 @@ root.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import stat
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from emergence.sources.names import nfc, same_but_normalisation
 
-__all__ = ["SKIPPED_COLUMNS", "Scan", "Skipped", "image_suffixes", "is_image",
+__all__ = ["SKIPPED_COLUMNS", "Scan", "Skipped", "digest", "image_suffixes", "is_image",
            "report_skipped"]
 
 #: columns of ``images/skipped.tsv``
@@ -186,6 +187,24 @@ class Scan:
         self._files[key] = path
         self.stamps[path] = (st.st_size, st.st_mtime_ns)
         return None
+
+
+def digest(scan: Scan, rows: Iterable[Any], others: Iterable[object]) -> str:
+    """SHA-256 of the manifest ``rows`` with each image's size and mtime (as ``scan``
+    listed it, else as it is now) and of ``others`` (what else the images job writes)."""
+    out = hashlib.sha256()
+    for row in rows:
+        stamp = scan.stamps.get(row.path)
+        if stamp is None:
+            try:
+                st = os.stat(row.path)
+                stamp = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                pass
+        out.update(repr((tuple(row.__dict__.values()), stamp)).encode())
+    for other in others:
+        out.update(repr(other).encode())
+    return out.hexdigest()
 
 
 # the reasons shown one line each on the console (the rest are counted)
