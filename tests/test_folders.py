@@ -26,6 +26,7 @@ from emergence.sources.image_sources import (
 )
 from emergence.sources.images import read_manifest, sample_groups
 from emergence.sources.lexicon import Lexicon
+from emergence.sources.listing import Skipped
 
 # concept id -> number of images (few_one has too few for 2 groups x 2 averaged)
 TREE = {"aardvark": 5, "bat1": 4, "bat2": 4, "ice_cream": 6, "few_one": 3}
@@ -66,7 +67,8 @@ def test_folders_without_table(tree: Path, tmp_path: Path) -> None:
     (tmp_path / "results" / "images").mkdir(parents=True)
     rows, skipped = spec.build(out, seed=3)
     assert spec.group_names() == ["1", "2"]
-    assert skipped == []
+    notes = str(tree / "aardvark" / "notes.txt")
+    assert skipped == [Skipped("aardvark", notes, "not a format PIL reads (.txt)")]
     assert [r.wnid for r in rows if r.group == "1"] == sorted(TREE)
     assert {r.wnid: r.concept for r in rows}["ice_cream"] == "ice cream"
     assert {r.wnid: r.concept for r in rows}["bat1"] == "bat1"  # sense digits: the table's job
@@ -74,7 +76,7 @@ def test_folders_without_table(tree: Path, tmp_path: Path) -> None:
     assert all(Path(r.path).parent.name == r.wnid for r in rows)
     concepts = read_concepts(out["concepts"])
     assert concepts["ice_cream"] == Concept("ice_cream", "ice cream", "", "")
-    assert read_tsv(out["skipped"], ["wnid", "reason"]) == []
+    assert read_tsv(out["skipped"], ["wnid", "path", "reason"]) == [skipped[0]._asdict()]
     again, _ = spec.build(out, seed=3)
     assert again == rows
     other, _ = spec.build(out, seed=4)
@@ -86,9 +88,9 @@ def test_folders_average_and_skip(tree: Path, tmp_path: Path) -> None:
     out = outputs(tmp_path, spec)
     (tmp_path / "results" / "images").mkdir(parents=True)
     rows, skipped = spec.build(out, seed=1)
-    assert skipped == [("few_one", "3 image(s), 4 needed")]
-    assert read_tsv(out["skipped"], ["wnid", "reason"]) == [
-        {"wnid": "few_one", "reason": "3 image(s), 4 needed"}]
+    assert skipped[1:] == [("few_one", "", "3 image(s), 4 needed")]
+    assert read_tsv(out["skipped"], ["wnid", "path", "reason"])[1:] == [
+        {"wnid": "few_one", "path": "", "reason": "3 image(s), 4 needed"}]
     assert len(rows) == 4 * 2 * 2
     for cid in ("aardvark", "bat1"):
         g1 = [r.path for r in rows if r.group == "1" and r.wnid == cid]

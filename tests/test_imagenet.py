@@ -27,12 +27,13 @@ from emergence.sources.imagenetv2 import (
     ensure_imagenetv2,
 )
 from emergence.sources.images import ManifestRow, read_manifest
+from emergence.sources.listing import Skipped
 
 CLASSES = imagenet_classes()
 
 
 def _build(params: dict[str, object], manifest: Path, seed: int
-           ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
+           ) -> tuple[list[ManifestRow], list[Skipped]]:
     return ImageSourceSpec.from_params(params).build(manifest, seed=seed)
 # three classes: index 0 (tench), 1 (goldfish), 2 (great white shark)
 WNIDS = [w for w, _ in CLASSES[:3]]
@@ -294,7 +295,7 @@ def test_build_manifest_val(val_folder: tuple[Path, dict[str, str]], tmp_path: P
     rows, skipped = _build(config, manifest, seed=2018)
     assert read_manifest(manifest) == rows
     assert len(rows) == 15 and sorted({r.group for r in rows}) == ["1", "2", "3", "4", "5"]
-    assert skipped == [(CLASSES[3][0], "0 image(s), 5 needed")]
+    assert skipped == [(CLASSES[3][0], "", "0 image(s), 5 needed")]
     for r in rows:
         assert labels[Path(r.path).name] == r.wnid
         assert Path(r.path).is_file()

@@ -21,13 +21,15 @@ def start(smk: Any) -> logging.Logger:
 
     * Sends the job's stderr (progress bars, warnings, the traceback) to its log file;
       an error that ends the job is also one line on the job's own stderr, which
-      Snakemake shows above its "Error in rule" block (see :func:`_report_to`).
+      Snakemake shows above its "Error in rule" block (see :func:`_report_to`), and so is
+      each warning of the returned logger (``<rule>: <message>``).
     * Pins thread counts to the job's ``threads``.
     * Deletes the temporaries a killed earlier run of this job left beside its outputs
       (``.<name>.tmp-<host>-<pid>``, ``.<name>.spill-*``: see :mod:`emergence.io`), but
       none that a live process may own (another run on the same results folder). Each
       deleted or kept one is logged.
     """
+    job_stderr = None
     if getattr(smk, "log", None):
         job_stderr = os.fdopen(os.dup(2), "w", buffering=1)  # Snakemake's (or SLURM's)
         fh = open(smk.log[0], "w", buffering=1)  # noqa: SIM115 - lives as long as the job
@@ -44,6 +46,11 @@ def start(smk: Any) -> logging.Logger:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger(f"emergence.{getattr(smk, 'rule', 'job')}")
+    if job_stderr is not None:  # warnings: also one line each on the console
+        console = logging.StreamHandler(job_stderr)
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter(f"{getattr(smk, 'rule', 'job')}: %(message)s"))
+        log.addHandler(console)
     log.info("rule %s, wildcards %s", getattr(smk, "rule", "?"), dict(smk.wildcards.items())
              if hasattr(smk, "wildcards") else {})
     kept: list[tuple[Path, str]] = []

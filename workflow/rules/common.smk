@@ -126,8 +126,21 @@ def network_params(wildcards):
 
 def image_rule_params():
     """The images rule's params: `images`, the keys of `images` its source reads (and
-    nothing else), and `seed` where it draws images."""
-    return STUDY.images.rule_params(config["seed"])
+    nothing else), `seed` where it draws images, and `listing` where the images are the
+    user's files: a SHA-256 of what the rule would write and of the size and mtime of each
+    image it draws, computed when the DAG is built (image_listing). An image overwritten,
+    added, removed or made unreadable changes it, so the rule and what reads its manifest
+    run again (Snakemake's `params` rerun trigger, on by default)."""
+    params = STUDY.images.rule_params(config["seed"])
+    if STUDY.images.listed():
+        params["listing"] = image_listing
+    return params
+
+
+def image_listing(wildcards):
+    """The images rule's `listing` param (evaluated only where the images job is part of
+    the DAG: not by other jobs of a cluster run)."""
+    return STUDY.images.fingerprint(config["seed"])
 
 
 def image_inputs():

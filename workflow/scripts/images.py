@@ -2,6 +2,7 @@ import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.runner import start
 from emergence.sources.image_sources import ImageSourceSpec
+from emergence.sources.listing import report_skipped
 
 smk = snakemake  # noqa: F821
 log = start(smk)
@@ -9,5 +10,5 @@ spec = ImageSourceSpec.from_params(smk.params.images)
 rows, skipped = spec.build(dict(smk.output.items()), seed=smk.params.get("seed", 0),
                            inputs=dict(smk.input.items()))
 if "skipped" in smk.output.keys():
-    log.info("%d concepts skipped (see %s)", len(skipped), smk.output.skipped)
+    report_skipped(log, skipped, smk.output.skipped)
 log.info("%d images in %d groups", len(rows), len({r.group for r in rows}))

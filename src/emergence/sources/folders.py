@@ -5,7 +5,9 @@ table, the table's rows in file order (folders not in the table are left out). E
 concept has
 
 * ``concept_id``: its folder name; the pipeline's concept id, held in the manifest's
-  ``wnid`` column (that column keeps its name for every source);
+  ``wnid`` column (that column keeps its name for every source). Ids, words and folder
+  names are compared in Unicode NFC (a folder named on macOS, decomposed, matches the
+  table's composed id; :mod:`emergence.sources.names`); paths keep the names on disk;
 * ``word``: what word models look up. From the table, or else the folder name with
   ``_`` as space (``ice_cream`` -> ``ice cream``). A trailing sense digit is *not*
   removed (THINGS names ``bat1``/``bat2``): the table gives such concepts their word;
@@ -14,6 +16,9 @@ concept has
 * ``wnid`` (optional): an ImageNet/WordNet id (``n02084071``); its ImageNet lemmas are
   fallbacks after ``word`` for vector-file word models, and its WordNet gloss stands in
   for an empty ``definition``.
+
+A concept's images are the files of its folder in a format PIL reads; what else is there
+is recorded in ``images/skipped.tsv`` (:mod:`emergence.sources.listing`).
 
 The concept table is tab-separated (``.tsv``, ``.txt``) or comma-separated (``.csv``),
 chosen by suffix, with a header; which columns are which is configured
@@ -31,22 +36,18 @@ import csv
 import glob
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from emergence.io import read_tsv, write_tsv
-from emergence.sources.images import (
-    ManifestRow,
-    images_in,
-    is_image,
-    sample_groups,
-    sub_folders,
-    write_manifest,
-)
+from emergence.sources.images import ManifestRow, sample_groups
+from emergence.sources.listing import Scan, Skipped
+from emergence.sources.names import nfc, same_but_normalisation
 
-__all__ = ["CONCEPTS_COLUMNS", "TABLE_COLUMNS", "Concept", "build_folder_manifest",
-           "concept_folders", "default_word", "read_concept_table", "read_concepts",
+__all__ = ["CONCEPTS_COLUMNS", "TABLE_COLUMNS", "Concept", "concept_folders",
+           "default_word", "plan_folder_manifest", "read_concept_table", "read_concepts",
            "read_label_map", "read_table", "write_concepts"]
 
 #: role -> default column name of the concept table (``images.table``)
@@ -134,16 +135,21 @@ def read_concept_table(path: str | os.PathLike[str],
                              f"(images.table.{role}; header: {', '.join(map(repr, header))})")
     if not rows:
         raise ValueError(f"{path}: concept table has no rows")
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, str]] = {}
     out: list[Concept] = []
-    for line, row in rows:
+    for line, raw in rows:
+        row = {k: nfc(v) for k, v in raw.items()}
         cid = row[names["id"]]
         if not cid:
             raise ValueError(f"{path}:{line}: empty concept id (column {names['id']!r})")
         if cid in seen:
+            first_line, first = seen[cid]
+            if first != raw[names["id"]]:
+                raise ValueError(f"{path}:{line}: " + same_but_normalisation(
+                    f"concept ids (line {first_line} and {line})", first, raw[names["id"]]))
             raise ValueError(f"{path}:{line}: duplicate concept id {cid!r} (first on line "
-                             f"{seen[cid]})")
-        seen[cid] = line
+                             f"{first_line})")
+        seen[cid] = (line, raw[names["id"]])
         word = row[names["word"]] if names["word"] in header else default_word(cid)
         if not word:
             raise ValueError(f"{path}:{line}: empty word for concept {cid!r} "
@@ -156,38 +162,47 @@ def read_concept_table(path: str | os.PathLike[str],
     return out
 
 
-def concept_folders(root: str | os.PathLike[str]) -> dict[str, Path]:
-    """The concept folders of ``root`` by name, sorted; one line for an image outside a
-    concept folder or a root without folders."""
+def concept_folders(root: str | os.PathLike[str], scan: Scan | None = None
+                    ) -> dict[str, Path]:
+    """The concept folders of ``root`` by (NFC) name, sorted; one line for an image
+    outside a concept folder, a broken folder link, two names equal in NFC only, or a
+    root without folders (:meth:`~emergence.sources.listing.Scan.sub_folders`)."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: image folder not found (folders: one sub-folder of images "
                          "per concept)")
-    return sub_folders(root, "concept", "folders: <root>/<concept_id>/<images>")
+    return (scan or Scan()).sub_folders(root, "concept",
+                                        "folders: <root>/<concept_id>/<images>")
 
 
-def build_folder_manifest(root: str | os.PathLike[str], manifest_path: str | os.PathLike[str],
-                          seed: int, *, concepts: Sequence[Concept] | None = None,
-                          images_per_concept: int = 5, images_per_average: int = 1,
-                          max_concepts: int | None = None, table: str = "",
-                          files: str = FILES,
-                          ) -> tuple[list[ManifestRow], list[tuple[str, str]], list[Concept]]:
-    """List, sample (:func:`~emergence.sources.images.sample_groups`) and write the
-    manifest of a folder source.
+Plan = tuple[list[ManifestRow], list[Skipped], list[Concept]]
+
+
+def plan_folder_manifest(root: str | os.PathLike[str], seed: int, *,
+                         concepts: Sequence[Concept] | None = None,
+                         images_per_concept: int = 5, images_per_average: int = 1,
+                         max_concepts: int | None = None, table: str = "",
+                         files: str = FILES, scan: Scan | None = None) -> Plan:
+    """List and sample (:func:`~emergence.sources.images.sample_groups`) the manifest of a
+    folder source (written by the caller).
 
     ``concepts``: from the concept table (``table`` names it in messages), or ``None`` for
     every folder of ``root``; ``max_concepts`` keeps the first N. Returns the manifest
-    rows, the skipped concepts ``(concept_id, reason)`` and the concepts with images in
-    the manifest. One line for a table concept without a folder or an empty folder.
+    rows, what was left out (files, :class:`~emergence.sources.listing.Scan`; concepts with
+    too few images) and the concepts with images in the manifest. One line for a table
+    concept without a folder or an empty folder.
 
     ``files``: where a concept's images are below ``root``, a glob with ``{concept_id}``
     (default ``{concept_id}/*``, a folder per concept; e.g. ``*/{concept_id}.png`` for one
     folder per image set with files named by concept). Other layouts need the table.
+    ``scan``: the :class:`~emergence.sources.listing.Scan` to list with (its ``stamps``
+    are then the listed images' sizes and mtimes).
     """
+    scan = scan or Scan()
     if files != FILES:
-        return _build_from_pattern(root, manifest_path, seed, concepts, files, table,
-                                   images_per_concept, images_per_average, max_concepts)
-    folders = concept_folders(root)
+        return _plan_from_pattern(root, seed, concepts, files, table, images_per_concept,
+                                  images_per_average, max_concepts, scan)
+    folders = concept_folders(root, scan)
     if concepts is None:
         concepts = [Concept(name, default_word(name)) for name in folders]
     elif not concepts:
@@ -199,20 +214,25 @@ def build_folder_manifest(root: str | os.PathLike[str], manifest_path: str | os.
         if folder is None:
             raise ValueError(f"{table}: concept id {c.concept_id!r} has no folder in {root} "
                              "(ids are folder names)")
-        images[c.concept_id] = [str(p) for p in images_in(folder)]
+        before = len(scan.skipped)
+        images[c.concept_id] = scan.images(folder, c.concept_id)
         if not images[c.concept_id]:
-            raise ValueError(f"{folder}: empty concept folder (no .jpg/.jpeg/.png image)")
-    return _sample_and_write(root, manifest_path, seed, concepts, images, images_per_concept,
-                             images_per_average)
+            left = scan.skipped[before:]
+            why = f"; {len(left)} file(s) left out, first: {Path(left[0].path).name}: " \
+                  f"{left[0].reason}" if left else ""
+            raise ValueError(f"{folder}: empty concept folder (no image in a format PIL "
+                             f"reads{why})")
+    return _sample(root, seed, concepts, images, scan.skipped, images_per_concept,
+                   images_per_average)
 
 
-def _build_from_pattern(root: str | os.PathLike[str], manifest_path: str | os.PathLike[str],
-                        seed: int, concepts: Sequence[Concept] | None, files: str, table: str,
-                        images_per_concept: int, images_per_average: int,
-                        max_concepts: int | None,
-                        ) -> tuple[list[ManifestRow], list[tuple[str, str]], list[Concept]]:
-    """:func:`build_folder_manifest` for a ``files`` pattern other than a folder per
-    concept: each table concept's images are the sorted matches of the pattern."""
+def _plan_from_pattern(root: str | os.PathLike[str], seed: int,
+                       concepts: Sequence[Concept] | None, files: str, table: str,
+                       images_per_concept: int, images_per_average: int,
+                       max_concepts: int | None, scan: Scan) -> Plan:
+    """:func:`plan_folder_manifest` for a ``files`` pattern other than a folder per
+    concept: each table concept's images are the sorted matches of the pattern (with the
+    id in NFC and, where different, NFD: names as macOS writes them)."""
     if "{concept_id}" not in files:
         raise ValueError(f"images.files: {files!r} must contain {{concept_id}}")
     if concepts is None:
@@ -224,29 +244,30 @@ def _build_from_pattern(root: str | os.PathLike[str], manifest_path: str | os.Pa
     root = Path(root)
     images: dict[str, list[str]] = {}
     for c in concepts:
-        pattern = files.replace("{concept_id}", glob.escape(c.concept_id))
-        images[c.concept_id] = [str(p) for p in sorted(root.glob(pattern)) if is_image(p)]
+        forms = dict.fromkeys([c.concept_id, unicodedata.normalize("NFD", c.concept_id)])
+        patterns = [files.replace("{concept_id}", glob.escape(f)) for f in forms]
+        found = sorted({p for pattern in patterns for p in root.glob(pattern)})
+        images[c.concept_id] = scan.files(found, c.concept_id)
         if not images[c.concept_id]:
-            raise ValueError(f"{root}: no image matches {pattern!r} (images.files) for "
+            raise ValueError(f"{root}: no image matches {patterns[0]!r} (images.files) for "
                              f"concept id {c.concept_id!r}")
-    return _sample_and_write(root, manifest_path, seed, concepts, images, images_per_concept,
-                             images_per_average)
+    return _sample(root, seed, concepts, images, scan.skipped, images_per_concept,
+                   images_per_average)
 
 
-def _sample_and_write(root: str | os.PathLike[str], manifest_path: str | os.PathLike[str],
-                      seed: int, concepts: Sequence[Concept], images: Mapping[str, list[str]],
-                      images_per_concept: int, images_per_average: int,
-                      ) -> tuple[list[ManifestRow], list[tuple[str, str]], list[Concept]]:
-    """Draw the groups from each concept's images, write the manifest; the rows, the
-    skipped concepts and the concepts kept."""
-    rows, skipped = sample_groups(images, [(c.concept_id, c.word) for c in concepts],
+def _sample(root: str | os.PathLike[str], seed: int, concepts: Sequence[Concept],
+            images: Mapping[str, list[str]], left_out: list[Skipped],
+            images_per_concept: int, images_per_average: int) -> Plan:
+    """Draw the groups from each concept's images: the rows, what was left out (files,
+    then concepts with too few images) and the concepts kept."""
+    rows, too_few = sample_groups(images, [(c.concept_id, c.word) for c in concepts],
                                   images_per_concept, seed, source="folders",
                                   per_average=images_per_average)
     if not rows:
         raise ValueError(f"{root}: no concept has {images_per_concept * images_per_average} "
                          "images (images_per_concept x images_per_average)")
-    write_manifest(manifest_path, rows)
     kept = {r.wnid for r in rows}
+    skipped = [*left_out, *(Skipped(w, "", reason) for w, reason in too_few)]
     return rows, skipped, [c for c in concepts if c.concept_id in kept]
 
 
@@ -273,7 +294,7 @@ def read_label_map(path: str | os.PathLike[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     lines: dict[str, int] = {}
     for line, row in rows:
-        label, cid = row["label"], row["concept_id"]
+        label, cid = nfc(row["label"]), nfc(row["concept_id"])
         if not label or not cid:
             raise ValueError(f"{path}:{line}: empty label or concept_id")
         if label in out:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from emergence.sources.images import ManifestRow
+from emergence.sources.listing import Scan, Skipped, digest
 
 __all__ = ["EmojiSource", "FolderSource", "ImageNetSource", "ImageSourceSpec"]
 
@@ -63,6 +64,8 @@ class ImageSourceSpec:
     DIRECTORIES: ClassVar[tuple[str, ...]] = ()
     # whether the images are drawn with the seed (the rule's `seed` param)
     SAMPLED: ClassVar[bool] = True
+    # the images are user files, listed when the DAG is built (`fingerprint`)
+    LISTED: ClassVar[bool] = False
 
     source: str
 
@@ -142,26 +145,38 @@ class ImageSourceSpec:
                 raise ConfigError(f"config key 'images.{key}': {value} does not exist; "
                                   f"set it to {hint}")
 
+    def listed(self) -> bool:
+        """Whether the images are user files (:meth:`fingerprint` is not ``None``)."""
+        return self.LISTED
+
+    def fingerprint(self, seed: int) -> str | None:
+        """What the images rule would write now and the size and mtime of every image in
+        its manifest, as one SHA-256 (the rule's ``listing`` param): when it changes (an
+        image overwritten, added, removed or made unreadable) the rule runs again, and
+        everything after it. ``None`` for sources whose images are not user files."""
+        return None
+
     def build(self, outputs: PathLike | Mapping[str, PathLike], *, seed: int = 0,
               inputs: Mapping[str, PathLike] | None = None,
-              ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
+              ) -> tuple[list[ManifestRow], list[Skipped]]:
         """Make the images (where the source draws them), write the manifest and the
         source's other outputs given in ``outputs`` (names of :meth:`outputs`; a single
         path is the manifest alone); ``inputs`` as :meth:`inputs` names them.
 
-        Returns the manifest rows and the skipped concepts ``(wnid, reason)``.
+        Returns the manifest rows and what was left out (files, then concepts with too
+        few images), as ``images/skipped.tsv`` lists them.
         """
         out = dict(outputs) if isinstance(outputs, Mapping) else {"manifest": outputs}
         rows, skipped = self._build(out, seed, dict(inputs or {}))
         if "skipped" in out:
             from emergence.io import write_tsv
+            from emergence.sources.listing import SKIPPED_COLUMNS
 
-            write_tsv(out["skipped"], [{"wnid": w, "reason": r} for w, r in skipped],
-                      ["wnid", "reason"])
+            write_tsv(out["skipped"], [s._asdict() for s in skipped], SKIPPED_COLUMNS)
         return rows, skipped
 
     def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
-               ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
+               ) -> tuple[list[ManifestRow], list[Skipped]]:
         raise NotImplementedError
 
 
@@ -191,7 +206,7 @@ class EmojiSource(ImageSourceSpec):
         return {"table": self.concepts} if self.concepts else {}
 
     def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
-               ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
+               ) -> tuple[list[ManifestRow], list[Skipped]]:
         """Render every concept of the ``table`` input (default ``concepts``) in every
         style into the ``images`` output; nothing is skipped (the table is checked)."""
         from emergence.sources.images import build_emoji_images
@@ -209,6 +224,8 @@ class _SampledSource(ImageSourceSpec):
     """Photos drawn with the seed: ``images_per_concept`` groups of
     ``images_per_average`` images per concept; ``max_concepts`` keeps the first N."""
 
+    LISTED: ClassVar[bool] = True
+
     path: str | None = None
     images_per_concept: int = 5
     max_concepts: int | None = None
@@ -225,6 +242,38 @@ class _SampledSource(ImageSourceSpec):
 
     def group_names(self) -> list[str]:
         return [str(j + 1) for j in range(self.images_per_concept)]
+
+    def plan(self, seed: int, inputs: Mapping[str, PathLike] | None = None,
+             scan: Scan | None = None,
+             ) -> tuple[list[ManifestRow], list[Skipped], list[Any] | None]:
+        """List (with ``scan``, a new one by default) and sample without writing: the
+        manifest rows, what was left out, and the concepts of ``images/concepts.tsv``
+        (``None`` where the source has no such table)."""
+        raise NotImplementedError
+
+    def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
+               ) -> tuple[list[ManifestRow], list[Skipped]]:
+        """:meth:`plan`, then write the manifest (and ``concepts`` where listed)."""
+        from emergence.sources.images import write_manifest
+
+        rows, skipped, concepts = self.plan(seed, inputs)
+        write_manifest(outputs["manifest"], rows)
+        if concepts is not None and "concepts" in outputs:
+            from emergence.sources.folders import write_concepts
+
+            write_concepts(outputs["concepts"], concepts)
+        return rows, skipped
+
+    def fingerprint(self, seed: int) -> str | None:
+        if not self.listed():
+            return None
+        scan = Scan()
+        try:
+            rows, skipped, concepts = self.plan(seed, self.inputs(), scan)
+        except Exception as exc:  # noqa: BLE001 - never a traceback while the DAG is built:
+            # the job runs and stops with this error, in one line and in its log
+            return "not listed: " + " ".join(str(exc).split())
+        return digest(scan, rows, [*skipped, *(c.__dict__ for c in concepts or ())])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,21 +294,28 @@ class ImageNetSource(_SampledSource):
     url: str | None = None
     sha256: str | None = None
 
+    def listed(self) -> bool:
+        """The user's folders, not ImageNetV2 (a checksummed download: ``url``, ``sha256``)."""
+        return self.source != "imagenetv2"
+
     def inputs(self) -> dict[str, str]:
         return {"labels": self.labels} if self.labels else {}
 
-    def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
-               ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
-        """List (imagenetv2: download first), sample with ``seed`` and write the manifest;
-        see :func:`emergence.sources.imagenet.build_imagenet_manifest`."""
-        from emergence.sources.imagenet import build_imagenet_manifest
+    def plan(self, seed: int, inputs: Mapping[str, PathLike] | None = None,
+             scan: Scan | None = None,
+             ) -> tuple[list[ManifestRow], list[Skipped], list[Any] | None]:
+        """List (imagenetv2: download first) and sample with ``seed``; see
+        :func:`emergence.sources.imagenet.plan_imagenet_manifest`."""
+        from emergence.sources.imagenet import plan_imagenet_manifest
 
         if not self.path:
             raise ValueError(f"images.path: required for source {self.source}")
-        return build_imagenet_manifest(
-            self.source, self.path, outputs["manifest"], seed, labels=self.labels,
+        rows, skipped = plan_imagenet_manifest(
+            self.source, self.path, seed, labels=self.labels,
             url=self.url, sha256=self.sha256, images_per_concept=self.images_per_concept,
-            max_concepts=self.max_concepts, images_per_average=self.images_per_average)
+            max_concepts=self.max_concepts, images_per_average=self.images_per_average,
+            scan=scan)
+        return rows, skipped, None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,26 +374,22 @@ class FolderSource(_SampledSource):
                               "exist; set it to the concept table (.tsv or .csv with a "
                               "concept_id column)")
 
-    def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
-               ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
-        """Read the concept table, sample the folders with ``seed``, write the manifest
-        and ``concepts``; see :func:`emergence.sources.folders.build_folder_manifest`."""
-        from emergence.sources.folders import (
-            build_folder_manifest,
-            read_concept_table,
-            write_concepts,
-        )
+    def plan(self, seed: int, inputs: Mapping[str, PathLike] | None = None,
+             scan: Scan | None = None,
+             ) -> tuple[list[ManifestRow], list[Skipped], list[Any] | None]:
+        """Read the concept table (the ``table`` input), list and sample the folders with
+        ``seed``; see :func:`emergence.sources.folders.plan_folder_manifest`."""
+        from emergence.sources.folders import plan_folder_manifest, read_concept_table
 
         if not self.path:
             raise ValueError("images.path: required for source folders")
+        inputs = inputs or {}
         table = str(inputs.get("table", self.table["path"] if self.table else ""))
         columns = {k: v for k, v in (self.table or {}).items() if k != "path"}
         concepts = read_concept_table(table, columns) if table else None
-        rows, skipped, kept = build_folder_manifest(
-            self.path, outputs["manifest"], seed, concepts=concepts,
+        rows, skipped, kept = plan_folder_manifest(
+            self.path, seed, concepts=concepts,
             images_per_concept=self.images_per_concept,
             images_per_average=self.images_per_average, max_concepts=self.max_concepts,
-            table=table, **({"files": self.files} if self.files else {}))
-        if "concepts" in outputs:
-            write_concepts(outputs["concepts"], kept)
-        return rows, skipped
+            table=table, scan=scan, **({"files": self.files} if self.files else {}))
+        return rows, skipped, kept

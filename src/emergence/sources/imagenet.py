@@ -2,8 +2,8 @@
 
 The paper (Dharmaretnam & Fyshe 2018) takes 5 ImageNet validation images per concept and
 splits them into 5 groups of one image per concept. This module lists labelled images from
-the usual on-disk layouts, samples them reproducibly and writes the image manifest
-(:func:`emergence.sources.images.write_manifest`).
+the usual on-disk layouts (with :class:`emergence.sources.listing.Scan`: every format PIL
+reads, the rest recorded) and samples them reproducibly into the image manifest.
 
 Sources (``images.source`` in the config):
 
@@ -32,27 +32,21 @@ from emergence.sources.imagenetv2 import (
     DEFAULT_URL,
     ensure_imagenetv2,
 )
-from emergence.sources.images import (
-    IMAGE_SUFFIXES,
-    ManifestRow,
-    sample_groups,
-    sub_folders,
-    write_manifest,
-)
-from emergence.sources.images import images_in as _images_in
-from emergence.sources.images import is_image as _is_image
+from emergence.sources.images import ManifestRow, sample_groups
+from emergence.sources.listing import Scan, Skipped, is_image
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "SOURCES",
-    "build_imagenet_manifest",
     "list_images",
+    "plan_imagenet_manifest",
     "sample_groups",
+    "scan_images",
 ]
 
 SOURCES = ("imagenet-val", "imagenet-folders", "imagenetv2")
 
 _WNID = re.compile(r"n\d{8}")
+_LABEL_FILES = ("LOC_val_solution.csv", "ILSVRC2012_validation_ground_truth.txt")
 
 
 # ------------------------------------------------------------------------------------------
@@ -61,7 +55,16 @@ _WNID = re.compile(r"n\d{8}")
 
 def list_images(source: str, path: str | os.PathLike[str],
                 labels: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
-    """List labelled images: ``{wnid: [image path, ...]}``, paths sorted by file name.
+    """:func:`scan_images` without the files it left out."""
+    return scan_images(source, path, labels)[0]
+
+
+def scan_images(source: str, path: str | os.PathLike[str],
+                labels: str | os.PathLike[str] | None = None, scan: Scan | None = None,
+                ) -> tuple[dict[str, list[str]], list[Skipped]]:
+    """List labelled images: ``{wnid: [image path, ...]}``, paths sorted by file name, and
+    the files left out (:class:`~emergence.sources.listing.Scan`: not a format PIL reads,
+    broken links, second names of a file).
 
     Parameters
     ----------
@@ -74,12 +77,16 @@ def list_images(source: str, path: str | os.PathLike[str],
         ``imagenet-val`` only: ``LOC_val_solution.csv``, ``ILSVRC2012_validation_ground_truth.txt``
         (``meta.mat`` beside it) or a ``filename label`` text file. Default: the first of the
         first two found in ``path``.
+    scan : Scan, optional
+        The :class:`~emergence.sources.listing.Scan` to list with.
 
     Returns
     -------
     dict
         wnid -> image paths (``path`` joined with the file name, as given). Only classes
         present are keys; dict order is class-index order.
+    list of Skipped
+        What was left out and why.
 
     Raises
     ------
@@ -94,37 +101,39 @@ def list_images(source: str, path: str | os.PathLike[str],
     if labels is not None and source != "imagenet-val":
         raise ValueError(f"labels ({labels}) are only used with source imagenet-val, "
                          f"not {source}")
+    scan = scan or Scan()
     if source == "imagenet-val":
-        out = _list_val(folder, None if labels is None else Path(labels))
+        out = _list_val(folder, None if labels is None else Path(labels), scan)
     elif source == "imagenet-folders":
-        out = _list_folders(folder)
+        out = _list_folders(folder, scan)
     else:
-        out = _list_v2(folder)
+        out = _list_v2(folder, scan)
     index = class_index()
-    return {w: sorted(out[w], key=lambda s: Path(s).name)
-            for w in sorted(out, key=lambda w: index[w])}
+    return ({w: sorted(out[w], key=lambda s: Path(s).name)
+             for w in sorted(out, key=lambda w: index[w])}, scan.skipped)
 
 
-def _list_folders(folder: Path) -> dict[str, list[str]]:
+def _list_folders(folder: Path, scan: Scan) -> dict[str, list[str]]:
     def check(entry: Path) -> None:
         if not _WNID.fullmatch(entry.name):
             raise ValueError(f"{entry}: folder name is not a wnid (expected one sub-folder "
                              "per wnid, e.g. n01440764)")
         check_wnid(entry.name, str(entry))
 
-    folders = sub_folders(folder, "class", "imagenet-folders expects one sub-folder per wnid",
-                          check, empty_noun="wnid")
-    return {name: [str(p) for p in _images_in(entry)] for name, entry in folders.items()}
+    folders = scan.sub_folders(folder, "class",
+                               "imagenet-folders expects one sub-folder per wnid", check,
+                               empty_noun="wnid")
+    return {name: scan.images(entry, name, "class") for name, entry in folders.items()}
 
 
-def _list_v2(folder: Path) -> dict[str, list[str]]:
+def _list_v2(folder: Path, scan: Scan) -> dict[str, list[str]]:
     classes = class_wnids()
     out: dict[str, list[str]] = {}
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
-            if _is_image(entry):
+            if is_image(entry):
                 raise ValueError(f"{entry}: image outside a class folder (imagenetv2 expects "
                                  "folders 0..999)")
             continue
@@ -134,18 +143,16 @@ def _list_v2(folder: Path) -> dict[str, list[str]]:
         wnid = classes[int(entry.name)]
         if wnid in out:
             raise ValueError(f"{entry}: class index {int(entry.name)} has two folders")
-        out[wnid] = [str(p) for p in _images_in(entry)]
+        out[wnid] = scan.images(entry, wnid, "class")
     if not out:
         raise ValueError(f"{folder}: no class folders 0..999 (imagenetv2 layout; point path at "
                          f"the extracted {DEFAULT_FOLDER} folder)")
     return out
 
 
-def _list_val(folder: Path, labels: Path | None) -> dict[str, list[str]]:
+def _list_val(folder: Path, labels: Path | None, scan: Scan) -> dict[str, list[str]]:
     if labels is None:
-        found = [folder / n for n in ("LOC_val_solution.csv",
-                                      "ILSVRC2012_validation_ground_truth.txt")
-                 if (folder / n).is_file()]
+        found = [folder / n for n in _LABEL_FILES if (folder / n).is_file()]
         if not found:
             raise ValueError(f"{folder}: no label file (set images.labels to LOC_val_solution.csv "
                              "or the devkit's ILSVRC2012_validation_ground_truth.txt)")
@@ -154,9 +161,13 @@ def _list_val(folder: Path, labels: Path | None) -> dict[str, list[str]]:
         raise ValueError(f"{labels}: label file not found")
     by_key = read_val_labels(labels)
 
-    files = _images_in(folder)
+    files = [Path(p) for p in scan.images(folder, "")]
+    # the label files beside the images are not images left out
+    scan.skipped[:] = [s for s in scan.skipped if Path(s.path).name not in _LABEL_FILES
+                       and Path(s.path).resolve() != labels.resolve()]
     if not files:
-        raise ValueError(f"{folder}: no images (.JPEG/.jpg/.png) in the validation folder")
+        raise ValueError(f"{folder}: no images (.JPEG or any format PIL reads) in the "
+                         "validation folder")
     by_name = {p.name: p for p in files}
     by_stem: dict[str, Path] = {}
     for p in files:
@@ -164,11 +175,16 @@ def _list_val(folder: Path, labels: Path | None) -> dict[str, list[str]]:
             raise ValueError(f"{folder}: two images named {p.stem} ({by_stem[p.stem].name}, "
                              f"{p.name})")
         by_stem[p.stem] = p
+    left_out = {n: i for i, s in enumerate(scan.skipped)
+                for n in (Path(s.path).name, Path(s.path).stem)}
 
     out: dict[str, list[str]] = {}
     used: set[str] = set()
     for key, wnid in by_key.items():
         p = by_name.get(key) or by_stem.get(key)
+        if p is None and key in left_out:  # a broken link, ...: recorded with its class
+            scan.skipped[left_out[key]] = scan.skipped[left_out[key]]._replace(wnid=wnid)
+            continue
         if p is None:
             raise ValueError(f"{labels}: label for image '{key}', which is not in {folder}")
         if p.name in used:
@@ -186,22 +202,19 @@ def _list_val(folder: Path, labels: Path | None) -> dict[str, list[str]]:
 # The manifest (sampling: emergence.sources.images.sample_groups)
 
 
-def build_imagenet_manifest(source: str, path: str | os.PathLike[str],
-                            manifest_path: str | os.PathLike[str], seed: int, *,
-                            labels: str | os.PathLike[str] | None = None,
-                            url: str | None = None, sha256: str | None = None,
-                            images_per_concept: int = 5, max_concepts: int | None = None,
-                            images_per_average: int = 1,
-                            ) -> tuple[list[ManifestRow], list[tuple[str, str]]]:
-    """List, sample and write the manifest for an ImageNet source.
+def plan_imagenet_manifest(source: str, path: str | os.PathLike[str], seed: int, *,
+                           labels: str | os.PathLike[str] | None = None,
+                           url: str | None = None, sha256: str | None = None,
+                           images_per_concept: int = 5, max_concepts: int | None = None,
+                           images_per_average: int = 1, scan: Scan | None = None,
+                           ) -> tuple[list[ManifestRow], list[Skipped]]:
+    """List and sample the manifest of an ImageNet source (written by the caller).
 
     Parameters
     ----------
     source : {"imagenet-val", "imagenet-folders", "imagenetv2"}
     path : str or path-like
         The image folder (imagenetv2: the download/cache folder).
-    manifest_path : str or path-like
-        Written atomically.
     seed : int
     labels : str or path-like, optional
         imagenet-val only: the label file (see :func:`list_images`).
@@ -214,26 +227,29 @@ def build_imagenet_manifest(source: str, path: str | os.PathLike[str],
         Only the first N classes in class order.
     images_per_average : int
         Images per concept in each group, averaged by the readers (default 1: the paper).
+    scan : Scan, optional
+        The :class:`~emergence.sources.listing.Scan` to list with.
 
     Returns
     -------
-    rows, skipped
+    rows : list of ManifestRow
         As :func:`sample_groups`.
+    skipped : list of Skipped
+        The files left out (:func:`scan_images`), then the classes with too few images.
     """
     path = Path(path)
     if source == "imagenetv2":
         root = ensure_imagenetv2(path, url or DEFAULT_URL, sha256 or DEFAULT_SHA256)
-        images = list_images(source, root)
+        images, left_out = scan_images(source, root, scan=scan)
     else:
-        images = list_images(source, path, labels)
+        images, left_out = scan_images(source, path, labels, scan)
 
     concepts = imagenet_classes()
     if max_concepts is not None:
         concepts = concepts[:max_concepts]
-    rows, skipped = sample_groups(images, concepts, images_per_concept, seed, source=source,
+    rows, too_few = sample_groups(images, concepts, images_per_concept, seed, source=source,
                                   per_average=images_per_average)
     if not rows:
         needed = images_per_concept * images_per_average
         raise ValueError(f"{path}: no concept has {needed} images ({source})")
-    write_manifest(manifest_path, rows)
-    return rows, skipped
+    return rows, [*left_out, *(Skipped(w, "", reason) for w, reason in too_few)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +21,10 @@ import numpy as np
 
 from emergence.io import atomic_path, read_tsv, write_tsv
 
-__all__ = ["IMAGE_SUFFIXES", "MANIFEST_COLUMNS", "ManifestRow", "build_emoji_images",
-           "images_in", "is_image", "read_manifest", "sample_groups"]
+__all__ = ["MANIFEST_COLUMNS", "ManifestRow", "build_emoji_images", "read_manifest",
+           "sample_groups"]
 
 MANIFEST_COLUMNS = ["group", "wnid", "concept", "path", "source"]
-IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
 
 
 @dataclass(frozen=True)
@@ -98,40 +97,7 @@ def candidates(rows: Sequence[ManifestRow]) -> list[tuple[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------
-# Listing and sampling photos (every photo source)
-
-
-def is_image(p: Path) -> bool:
-    """An image file name (``.jpeg``, ``.jpg``, ``.png``, any case; not hidden)."""
-    return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-
-
-def images_in(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted by name."""
-    return sorted((p for p in folder.iterdir() if p.is_file() and is_image(p)),
-                  key=lambda p: p.name)
-
-
-def sub_folders(root: Path, noun: str, expects: str,
-                check: Callable[[Path], None] | None = None,
-                empty_noun: str | None = None) -> dict[str, Path]:
-    """The non-hidden sub-folders of ``root`` by name, sorted (``check`` called on each as
-    it is found); one line for an image directly in ``root`` ("image outside a <noun>
-    folder (<expects>)") or for no sub-folder at all ("no <empty_noun or noun>
-    sub-folders")."""
-    out: dict[str, Path] = {}
-    for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            if check is not None:
-                check(entry)
-            out[entry.name] = entry
-        elif is_image(entry):
-            raise ValueError(f"{entry}: image outside a {noun} folder ({expects})")
-    if not out:
-        raise ValueError(f"{root}: no {empty_noun or noun} sub-folders ({expects})")
-    return out
+# Sampling photos (every photo source; listing them: emergence.sources.listing)
 
 
 def _check_count(value: object, what: str, minimum: int) -> None:
@@ -189,7 +155,7 @@ def sample_groups(images_by_wnid: Mapping[str, Sequence[str]],
     chosen: list[tuple[str, str, list[str]]] = []
     skipped: list[tuple[str, str]] = []
     for position, (wnid, concept) in enumerate(concepts):
-        images = sorted(images_by_wnid.get(wnid, ()), key=lambda s: (Path(s).name, s))
+        images = sorted(images_by_wnid.get(wnid, ()), key=lambda s: (os.path.basename(s), s))
         if len(set(images)) != len(images):
             raise ValueError(f"concept {wnid}: an image is listed twice")
         if len(images) < needed:

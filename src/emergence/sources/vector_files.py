@@ -20,6 +20,9 @@ binary (which gensim would silently turn into garbage vectors) is an error.
 Words and headers are decoded as ``utf-8-sig``: a UTF-8 byte order mark (as Windows
 tools write) before the first line is dropped, in every format; CRLF line ends are
 stripped with the other trailing whitespace.
+
+A word stored in another Unicode normal form than NFC is also found by its NFC form
+(:func:`nfc_aliases`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 if TYPE_CHECKING:
     from gensim.models import KeyedVectors
 
-__all__ = ["VectorFormat", "load_keyed_vectors", "one_line"]
+__all__ = ["VectorFormat", "load_keyed_vectors", "nfc_aliases", "one_line"]
 
 VectorFormat = Literal["auto", "word2vec-binary", "word2vec-text", "glove", "fasttext-vec"]
 
@@ -206,4 +209,22 @@ def load_keyed_vectors(
     if len(kv) == 0:
         raise ValueError(f"{path}: contains no vectors")
     kv.__class__ = KeyedVectors  # plain KeyedVectors for callers, pickles and isinstance
+    nfc_aliases(kv)
     return kv
+
+
+def nfc_aliases(kv: KeyedVectors) -> int:
+    """Make every word of ``kv`` found by its Unicode NFC form too (concept words are NFC,
+    :mod:`emergence.sources.names`; a file may hold ``crème`` decomposed, as macOS tools
+    write it). A word already in NFC, or whose NFC form is a word of the file itself, is
+    left alone: an exact match wins. Returns the number of aliases added."""
+    from emergence.sources.names import nfc
+
+    added = 0
+    for index, word in enumerate(kv.index_to_key):
+        if not word.isascii():
+            composed = nfc(word)
+            if composed not in kv.key_to_index:
+                kv.key_to_index[composed] = index
+                added += 1
+    return added
