@@ -248,22 +248,27 @@ class TwoVsTwo:
         finite = torch.isfinite(i_mat).all(dim=-1).all(dim=-1)
         return torch.where(finite, acc, torch.full_like(acc, float("nan"))).cpu().numpy()
 
-    def accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
-        """2 vs 2 accuracy for I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,).
-
-        A matrix with any NaN or infinite entry has accuracy NaN (its correlations are
-        undefined).
-        """
+    def _host_matrices(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
+        """I as a float64 host array of shape (k, k) or (B, k, k); ValueError otherwise."""
         import torch
 
-        if self._cpu is None:
-            return self._float64_accuracy(image_similarity)
         if isinstance(image_similarity, torch.Tensor):
             image_similarity = image_similarity.cpu().numpy()
         i_mat = np.asarray(image_similarity, dtype=np.float64)
         if i_mat.shape[-2:] != (self.k, self.k) or i_mat.ndim not in (2, 3):
             raise ValueError(f"image similarity must be ({self.k}, {self.k}) or "
                              f"(B, {self.k}, {self.k}), got {i_mat.shape}")
+        return i_mat
+
+    def accuracy(self, image_similarity: ArrayLike | torch.Tensor) -> NDArray[np.float64]:
+        """2 vs 2 accuracy for I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,).
+
+        A matrix with any NaN or infinite entry has accuracy NaN (its correlations are
+        undefined).
+        """
+        if self._cpu is None:
+            return self._float64_accuracy(image_similarity)
+        i_mat = self._host_matrices(image_similarity)
         if i_mat.ndim == 2:
             counts = self._cpu.count_one(i_mat)
             if counts is None:  # includes NaN/inf entries: NaN there
@@ -285,14 +290,7 @@ class TwoVsTwo:
         fails) of I of shape (k, k) -> 0-d array, or (B, k, k) -> (B,); NaN for a matrix
         with non-finite entries. The CPU engine's certified counts, else the float64
         definition's."""
-        import torch
-
-        if isinstance(image_similarity, torch.Tensor):
-            image_similarity = image_similarity.cpu().numpy()
-        i_mat = np.asarray(image_similarity, dtype=np.float64)
-        if i_mat.shape[-2:] != (self.k, self.k) or i_mat.ndim not in (2, 3):
-            raise ValueError(f"image similarity must be ({self.k}, {self.k}) or "
-                             f"(B, {self.k}, {self.k}), got {i_mat.shape}")
+        i_mat = self._host_matrices(image_similarity)
         flat = i_mat.reshape(-1, self.k, self.k)
         out = np.full(len(flat), np.nan)
         for b, m in enumerate(flat):
@@ -304,6 +302,8 @@ class TwoVsTwo:
                 if counts[0] is not None and counts[1] is not None:
                     out[b] = int(counts[0][0]) - int(counts[1][0])
                     continue
+            import torch
+
             t = torch.from_numpy(np.ascontiguousarray(m)).to(self._device)
             out[b] = int(self.outcomes(t, -TIE_TOLERANCE).sum()) - int(self.outcomes(t).sum())
         return out.reshape(i_mat.shape[:-2])
