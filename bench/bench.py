@@ -23,6 +23,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Run as a script, this folder is sys.path[0]: its coverage.py would shadow the coverage
+# package that numba imports. The modules here are imported as bench.<name>.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 K = 166  # the paper's concept count
 
 
