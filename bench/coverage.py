@@ -6,10 +6,15 @@ embedding (60 dimensions) both express, with noise:
 
 * ``concepts``: one image per concept, fixed in the population; a study draws k concepts
   (without replacement). Concept variance only.
-* ``groups-g`` (g = 2, 3, 5): every study also draws g image groups: group h renders every
-  concept through its own distortion of the image map and a shared offset (a style, the
-  same for all concepts of the group), plus image noise per concept and group. The
-  headline value is the mean over groups; concept and image variance.
+* ``groups-3``, ``groups-5``: every study also draws g image groups: group h renders every
+  concept through its own distortion of the image map, a quality factor on the signal and
+  a shared offset (a style, the same for all concepts of the group), plus image noise per
+  concept and group. The headline value is the mean over groups; concept and image
+  variance (intervals over both factors, the default from 3 groups on; the concepts-only
+  interval's coverage is printed beside).
+* ``groups-2``: two such groups drawn once, with the population (its images fixed per
+  concept): the estimand is over concepts for these two renderings, and the default for
+  2 groups (concepts only) is checked against it.
 * ``null``: the image embedding shares nothing with the words (no latent structure).
 
 The estimand is the measure's mean over studies (random k-sets and, with groups, random
@@ -49,7 +54,8 @@ MEASURES = ("two_vs_two", "rsa", "cka", "cka_debiased", "mutual_knn")
 K_VALUES = (20, 50, 166, 500)
 LATENT, WORD_DIM, IMAGE_DIM = 8, 40, 60
 SIGNAL, NOISE = 0.4, 3.0
-STYLE, OFFSET = 0.6, 1.5  # group distortion of the image map, shared offset (per unit)
+STYLE, OFFSET, QUALITY = 0.6, 1.5, 0.25  # a group's map distortion, shared offset (per
+# unit) and the log-SD of its signal factor
 POPULATION = 50  # N = POPULATION x k concepts
 
 
@@ -59,6 +65,7 @@ class Model:
     groups: int = 1
     signal: float = SIGNAL
     layers: int = 1  # image layers of equal truth (paired tests when 3)
+    fixed_groups: bool = False  # groups drawn once with the population (groups-2)
 
 
 def studies_for(k: int, quick: bool) -> int:
@@ -80,7 +87,7 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
 class Population:
     """Latent vectors, word vectors and the fixed images of ``concepts``/``null``."""
 
-    def __init__(self, n: int, seed: int, layers: int) -> None:
+    def __init__(self, n: int, seed: int, layers: int, groups: int = 0) -> None:
         rng = np.random.default_rng([seed, 1])
         self.z = rng.standard_normal((n, LATENT))
         self.word = (self.z @ rng.standard_normal((LATENT, WORD_DIM)) * SIGNAL
@@ -91,6 +98,16 @@ class Population:
         self.images = [self.z @ self.image_map * SIGNAL + rng.standard_normal((n, IMAGE_DIM))
                        * NOISE for _ in range(layers)]
         self.null = [rng.standard_normal((n, IMAGE_DIM)) * NOISE for _ in range(layers)]
+        self.grouped = [render(self.z, self.image_map, rng) for _ in range(groups)]
+
+
+def render(z: np.ndarray, image_map: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One image group of the concepts ``z``: its style (map distortion, signal factor,
+    offset) shared by all of them, image noise per concept."""
+    style = image_map + STYLE * rng.standard_normal((LATENT, IMAGE_DIM))
+    quality = SIGNAL * math.exp(QUALITY * rng.standard_normal())
+    offset = OFFSET * rng.standard_normal(IMAGE_DIM)
+    return z @ style * quality + offset + rng.standard_normal((len(z), IMAGE_DIM)) * NOISE
 
 
 def draw(pop: Population, model: Model, k: int, rng: np.random.Generator
@@ -98,16 +115,13 @@ def draw(pop: Population, model: Model, k: int, rng: np.random.Generator
     """One study: the word vectors of k concepts and its image embeddings (groups x layers,
     group-major)."""
     pick = rng.choice(len(pop.z), size=k, replace=False)
+    if model.fixed_groups:
+        return pop.word[pick], [x[pick] for x in pop.grouped]
     if model.groups == 1:
         source = pop.null if model.name == "null" else pop.images
         return pop.word[pick], [x[pick] for x in source[:model.layers]]
-    z = pop.z[pick]
-    images = []
-    for _ in range(model.groups):
-        style = pop.image_map + STYLE * rng.standard_normal((LATENT, IMAGE_DIM))
-        offset = OFFSET * rng.standard_normal(IMAGE_DIM)
-        images.append(z @ style * SIGNAL + offset + rng.standard_normal((k, IMAGE_DIM)) * NOISE)
-    return pop.word[pick], images
+    return pop.word[pick], [render(pop.z[pick], pop.image_map, rng)
+                            for _ in range(model.groups)]
 
 
 def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> dict:
@@ -125,8 +139,11 @@ def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> di
         two_factor_variance,
     )
     from emergence.stats.jackknife import COMPANIONS, jackknife_distribution, jackknife_pairs
+    from emergence.uncertainty import resolve_factors
 
-    pop = Population(POPULATION * k, seed, model.layers)
+    pop = Population(POPULATION * k, seed, model.layers,
+                     model.groups if model.fixed_groups else 0)
+    factors = resolve_factors("auto", model.groups)
     rng = np.random.default_rng([seed, 2, k, model.groups, model.layers])
     pairs = jackknife_pairs(seed, k, n_pairs)
     knn = min(10, k // 4)
@@ -146,7 +163,7 @@ def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> di
             comp = vals.get(COMPANIONS.get(m, ""))
             rule = RULES.get(m, "smooth")
             r = rec[m]
-            if model.groups > 1:
+            if model.groups > 1 and factors == "both":
                 est = float(v[0].mean())
                 var = two_factor_variance(v.T[:, :, None], k, pairs, rule=rule,
                                           group_companions=None if comp is None
@@ -157,10 +174,11 @@ def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> di
                 lo_c, hi_c = interval(est, vc)
                 r["low_c"].append(float(lo_c))
                 r["high_c"].append(float(hi_c))
-            else:
-                est = float(v[0, 0])
-                var = concept_variance(v[:, 0], k, pairs, rule=rule,
-                                       companion=None if comp is None else comp[:, 0])
+            else:  # one group (column 0: layer 0), or the mean over groups, concepts only
+                g = v[:, :model.groups].mean(axis=1)
+                gc = None if comp is None else comp[:, :model.groups].mean(axis=1)
+                est = float(g[0])
+                var = concept_variance(g, k, pairs, rule=rule, companion=gc)
                 lo, hi = interval(est, var)
             r["est"].append(est)
             r["low"].append(float(np.ravel(lo)[0]))
@@ -231,7 +249,8 @@ def summarise(model: Model, k: int, rec: dict, seconds: float) -> list[dict]:
 
 MODELS = {"concepts": Model("concepts", layers=3), "null": Model("null", signal=0.0,
                                                                   layers=3),
-          "groups-2": Model("groups-2", groups=2), "groups-3": Model("groups-3", groups=3),
+          "groups-2": Model("groups-2", groups=2, fixed_groups=True),
+          "groups-3": Model("groups-3", groups=3),
           "groups-5": Model("groups-5", groups=5)}
 
 

@@ -4,14 +4,15 @@ from emergence.analysis import significance_columns, significance_rows
 from emergence.formats.nulls import read_nulls
 from emergence.io import read_tsv, write_tsv
 from emergence.runner import start
+from emergence.uncertainty import read_samples
 
 smk = snakemake  # noqa: F821
 log = start(smk)
 scores = read_tsv(smk.input.scores)
 nulls = read_nulls(list(smk.input.shards)) if smk.input.shards else {}
-boots = read_nulls(list(smk.input.bootstrap)) if smk.input.bootstrap else {}
-rows = significance_rows(scores, nulls, smk.params.alpha, boots=boots,
-                         confidence=smk.params.confidence)
+rows = significance_rows(scores, nulls, smk.params.alpha,
+                         jackknife=read_samples(list(smk.input.jackknife)),
+                         confidence=smk.params.confidence, factors=smk.params.factors)
 write_tsv(smk.output[0], rows, significance_columns(smk.params.measures["names"]))
 for r in rows:
     if r["reason"]:

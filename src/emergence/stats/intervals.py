@@ -66,11 +66,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-__all__ = ["RULES", "Variance", "concept_variance", "holm", "interval", "t_p_value",
+__all__ = ["RANGES", "RULES", "Variance", "concept_variance", "holm", "interval", "t_p_value",
            "two_factor_variance", "trend_weights"]
 
 RULES = {"two_vs_two": "ratio", "mutual_knn": "excess"}
 """How a measure's second-order part is estimated (module doc); the others: ``smooth``."""
+
+
+RANGES = {"two_vs_two": (0.0, 1.0), "rsa": (-1.0, 1.0), "cka": (0.0, 1.0),
+          "mutual_knn": (0.0, 1.0)}
+"""Where a measure's values (hence its estimand) lie: its interval is clipped to them."""
 
 
 @dataclass(frozen=True)
@@ -179,16 +184,21 @@ def two_factor_variance(group_values: ArrayLike, k: int, pairs: ArrayLike, *,
     return Variance(var, _df(var, noise), vc.variance, group)
 
 
-def interval(estimate: ArrayLike, variance: Variance, confidence: float = 0.95
+def interval(estimate: ArrayLike, variance: Variance, confidence: float = 0.95,
+             bounds: tuple[float, float] | None = None
              ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """``estimate ± t_{ν, (1+c)/2} √V`` (NaN where V or the estimate is)."""
+    """``estimate ± t_{ν, (1+c)/2} √V`` (NaN where V or the estimate is), clipped to
+    ``bounds`` (a measure's :data:`RANGES`) when given."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
     est = np.asarray(estimate, dtype=np.float64)
     t = stats.t.ppf((1.0 + confidence) / 2.0, np.where(np.isnan(variance.df), 1.0,
                                                          variance.df))
     half = t * np.sqrt(variance.variance)
-    return est - half, est + half
+    low, high = est - half, est + half
+    if bounds is not None:
+        low, high = np.maximum(low, bounds[0]), np.minimum(high, bounds[1])
+    return low, high
 
 
 def t_p_value(estimate: ArrayLike, variance: Variance) -> NDArray[np.float64]:
