@@ -524,7 +524,7 @@ def corrected_variance(values: list[float], k: int, pairs: list[tuple[int, int]]
     over the pairs; m = scale * sum Q² / (P - 1); V1 = J - (k-1)(k-2)(k-3)/k m (>= 0),
     V2 = (k-2)²(k-3)/(2k) m; V = V1 + V2; Var(V) = 2 J²/(k-1) + ((k-2)(k-3)/2)² Var(m)
     when V1 > 0, else V2's part alone; df = 2 V² / Var(V) (>= 1, inf without noise)."""
-    s, d = values[0], values[1:k + 1]
+    d = values[1:k + 1]
     dbar = sum(d) / k
     j = (k - 1) / k * sum((x - dbar) ** 2 for x in d)
     src = second if second is not None else values

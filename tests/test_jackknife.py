@@ -30,7 +30,7 @@ from emergence.stats.jackknife import (
     jackknife_size,
 )
 from emergence.stats.permutation import shard_range
-from emergence.uncertainty import WITHHELD, measure_interval, resolve_factors
+from emergence.uncertainty import WITHHELD, resolve_factors
 from tests import literal
 
 ALL = ("two_vs_two", "rsa", "cka", "cka_debiased", "mutual_knn")
