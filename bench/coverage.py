@@ -127,7 +127,6 @@ def draw(pop: Population, model: Model, k: int, rng: np.random.Generator
 def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> dict:
     """Simulate ``n_studies`` studies; per measure: estimates, intervals (two factors and,
     with groups, concepts only), paired-test p-values."""
-    import emergence
     from emergence.stats.cka import linear_gram
     from emergence.stats.intervals import (
         RULES,
@@ -152,8 +151,8 @@ def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> di
                                        for m in MEASURES}
     for _ in range(n_studies):
         word, images = draw(pop, model, k, rng)
-        w = emergence.similarity_matrix(word)
-        mats = [emergence.similarity_matrix(x) for x in images]
+        w = np.corrcoef(word)  # the Pearson similarities (the pipeline's come from moments)
+        mats = [np.corrcoef(x) for x in images]
         vals = jackknife_distribution(w, mats, seed=seed, n_pairs=n_pairs, measures=MEASURES,
                                       word_gram=linear_gram(word),
                                       image_grams=[linear_gram(x) for x in images],
@@ -258,6 +257,8 @@ def bench_coverage(rows: list[dict], *, quick: bool = False, ks: tuple[int, ...]
                    models: tuple[str, ...] = tuple(MODELS), n_pairs: int | None = None,
                    verbose: bool = True) -> None:
     """Append the calibration rows (the default pairs: the pipeline's default)."""
+    import numba
+
     from emergence.stats.jackknife import DEFAULT_PAIRS
 
     pairs = DEFAULT_PAIRS if n_pairs is None else n_pairs
@@ -267,6 +268,7 @@ def bench_coverage(rows: list[dict], *, quick: bool = False, ks: tuple[int, ...]
             if model.groups > 1 and k >= 500 and model.groups != 3:
                 continue  # the costliest cells: k = 500 with 3 groups only
             t = time.perf_counter()
+            numba.set_num_threads(1 if k < 166 else min(os.cpu_count() or 1, 2))
             rec = run(model, k, studies_for(k, quick), pairs)
             new = summarise(model, k, rec, time.perf_counter() - t)
             rows.extend(new)

@@ -289,3 +289,19 @@ def test_public_interval_is_the_pipeline_computation() -> None:
         emergence.interval(x, y, "cosine")
     with pytest.raises(ValueError, match="one row per concept"):
         emergence.interval(x, y[:-1])
+
+
+def test_old_bootstrap_section_is_a_one_line_error(tmp_path) -> None:
+    import yaml
+
+    from emergence.config import ConfigError, check_config
+    from tests.conftest import ROOT
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["bootstrap"] = {"n": 1000}
+    with pytest.raises(ConfigError, match="config key 'bootstrap': replaced by 'intervals'"):
+        check_config(cfg, ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["intervals"]["factors"] = "images"
+    with pytest.raises(ConfigError, match="intervals.factors"):
+        check_config(cfg, ROOT / "workflow" / "schemas" / "config.schema.yaml")

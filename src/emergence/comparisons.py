@@ -165,7 +165,7 @@ class _Builder:
         elif variance is not None:
             var = variance()
             lo, hi, pv = interval_and_p(estimate, var, self.confidence)
-            low, high, p, df = float(lo), float(hi), float(pv), float(var.df)
+            low, high, p, df = (float(np.ravel(x)[0]) for x in (lo, hi, pv, var.df))
             if not math.isfinite(low):
                 reason = "interval undefined: a jackknife sample is nan"
         factors = self.factors if group == MEAN else "concepts"
