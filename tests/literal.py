@@ -570,8 +570,9 @@ def two_factor_variance(per_group: list[list[float]], k: int, pairs: list[tuple[
                         measure: str = "rsa", companions: list[list[float]] | None = None
                         ) -> tuple[float, float]:
     """Concepts x image groups: V_c of the group mean (its rule), V_g = s²(S_h) / g,
-    V_cg = (k-1)/k sum_ih r_ih² / (g (g-1)) with r the double-centred delete-one values;
-    V = V_c + max(V_g - V_cg, 0); df by Satterthwaite (g - 1 for the group term)."""
+    V_cg = sum_h V(S_h - mean) / (g (g-1)), each group's deviation from the mean over
+    groups by the same rule; V = V_c + max(V_g - V_cg, 0); df by Satterthwaite (g - 1 for
+    the group term)."""
     g = len(per_group)
     n = len(per_group[0])
     mean = [sum(v[i] for v in per_group) / g for i in range(n)]
@@ -581,12 +582,13 @@ def two_factor_variance(per_group: list[list[float]], k: int, pairs: list[tuple[
     s = [v[0] for v in per_group]
     sbar = sum(s) / g
     vg = sum((x - sbar) ** 2 for x in s) / (g - 1) / g
-    d = [[v[1 + i] for i in range(k)] for v in per_group]
-    row = [sum(d[h][i] for h in range(g)) / g for i in range(k)]
-    col = [sum(d[h]) / k for h in range(g)]
-    grand = sum(col) / g
-    vcg = (k - 1) / k * sum((d[h][i] - row[i] - col[h] + grand) ** 2
-                            for h in range(g) for i in range(k)) / (g * (g - 1))
+    vcg = 0.0
+    for h in range(g):
+        dev = [per_group[h][i] - mean[i] for i in range(n)]
+        cdev = None if cmean is None or companions is None else [
+            companions[h][i] - cmean[i] for i in range(n)]
+        vcg += measure_variance(measure, dev, k, pairs, cdev)[0]
+    vcg /= g * (g - 1)
     group = max(vg - vcg, 0.0)
     v = vc + group
     noise = (2 * vc * vc / dfc if dfc < math.inf else 0.0) + 2 * group * group / (g - 1)

@@ -49,9 +49,12 @@ every concept). With the per-group samples:
 * V_c: the variance over concepts of the mean over groups (as above, on the group-mean
   samples);
 * V_g = s²(S_1..S_g) / g: the spread of the groups' values;
-* V_cg = (k-1)/k Σ_ih r_ih² / (g (g-1)), r the double-centred delete-one values d_ih: the
-  concept x group interaction, which both V_c and V_g contain (the two-way random-effects
-  ANOVA's correction for counting it twice);
+* V_cg = Σ_h V(x_h) / (g (g-1)), V(x_h) the variance over concepts (as above, corrected)
+  of group h's deviation from the mean over groups, x_h = S_h - mean: the concept x group
+  interaction, which both V_c and V_g contain (the two-way random-effects ANOVA's
+  correction for counting it twice; with the plain jackknife for V(x_h) it is the ANOVA's
+  interaction mean square, (k-1)/k Σ_ih r_ih² / (g (g-1)), r the double-centred
+  delete-one values);
 * ``V = V_c + max(V_g - V_cg, 0)``, ν by Satterthwaite with g - 1 degrees of freedom for
   the group term. Exact for the mean of a two-way crossed random-effects table.
 """
@@ -171,12 +174,15 @@ def two_factor_variance(group_values: ArrayLike, k: int, pairs: ArrayLike, *,
     g = gv.shape[0]
     if g < 2:
         raise ValueError(f"two factors need at least 2 image groups, got {g}")
-    comp = None if group_companions is None else np.asarray(group_companions).mean(axis=0)
-    vc = concept_variance(gv.mean(axis=0), k, pairs, rule=rule, companion=comp)
+    gc = None if group_companions is None else np.asarray(group_companions, dtype=np.float64)
+    mean, cmean = gv.mean(axis=0), None if gc is None else gc.mean(axis=0)
+    vc = concept_variance(mean, k, pairs, rule=rule, companion=cmean)
     vg = np.var(gv[:, 0], axis=0, ddof=1) / g
-    d = gv[:, 1:k + 1]
-    r = d - d.mean(axis=0) - d.mean(axis=1, keepdims=True) + d.mean(axis=(0, 1))
-    vcg = (k - 1) / k * np.sum(r * r, axis=(0, 1)) / (g * (g - 1))
+    # the interaction: each group's deviation from the mean over groups, its variance over
+    # concepts (corrected like V_c), summed over groups
+    vcg = sum(concept_variance(gv[h] - mean, k, pairs, rule=rule,
+                               companion=None if gc is None else gc[h] - cmean).variance
+              for h in range(g)) / (g * (g - 1))
     group = np.maximum(vg - vcg, 0.0)
     var = vc.variance + group
     with np.errstate(invalid="ignore", divide="ignore"):
