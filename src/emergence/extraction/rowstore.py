@@ -184,9 +184,17 @@ class _DiskRows:
         os.ftruncate(self._fd, self._offsets[-1])
 
     def __setitem__(self, rows: slice, values: torch.Tensor | NDArray[np.float32]) -> None:
+        """Rows ``rows`` of every column block, staged and handed to the writer thread.
+
+        Float32 host tensors are staged by numpy, on this thread alone: one torch copy
+        per block would be one parallel region (and barrier) of the intra-op threads per
+        8 MB, which on a loaded machine costs several times the copy itself (the waiting
+        threads spin); other tensors (a device, another dtype) by torch.
+        """
         r0, r1, _ = rows.indices(self.shape[0])
-        if isinstance(values, np.ndarray):
-            values = torch.from_numpy(values)
+        if isinstance(values, torch.Tensor) and values.device.type == "cpu" \
+                and values.dtype == torch.float32:
+            values = values.detach().numpy()
         for c, (c0, width, padded) in enumerate(
                 zip(self._starts, self._widths, self._padded, strict=True)):
             nbytes = (r1 - r0) * padded * 4
@@ -194,8 +202,11 @@ class _DiskRows:
                 raise ValueError(f"{r1 - r0} rows exceed the spill buffers' size")
             buf = self._spill.acquire()
             staged = np.frombuffer(buf, dtype=np.float32, count=(r1 - r0) * padded)
-            staged = staged.reshape(r1 - r0, padded)
-            torch.from_numpy(staged[:, :width]).copy_(values[:, c0 : c0 + width])
+            staged = staged.reshape(r1 - r0, padded)[:, :width]
+            if isinstance(values, np.ndarray):
+                np.copyto(staged, values[:, c0 : c0 + width])
+            else:
+                torch.from_numpy(staged).copy_(values[:, c0 : c0 + width])
             self._spill.submit(self._fd, buf, nbytes,
                                self._offsets[c] + r0 * padded * 4, self.path)
 
