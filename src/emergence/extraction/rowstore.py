@@ -264,6 +264,17 @@ class _DiskRows:
             self._fd = -1
 
 
+def _load_kernel() -> None:
+    """Compile the statistics kernel, or load it from numba's cache (about 3 CPU-s of
+    single-threaded Python per process, mostly numba's first set-up); an error is left
+    for the real call to raise."""
+    with contextlib.suppress(Exception):
+        import numba
+
+        numba.set_num_threads(1)  # this thread's own setting: no thread team for 2 x 2
+        PearsonAccumulator(2).update(np.zeros((2, 2), dtype=np.float32))
+
+
 def _device_budget(dev: torch.device, requested: int | None) -> int:
     """Bytes of row stores to keep on ``dev`` (see ``device_budget_bytes``)."""
     if requested is not None:
@@ -323,6 +334,7 @@ class RowStores:
         self._stores: dict[str, _Store] = {}
         self._spill: _Spill | None = None
         self._scratch = contextlib.ExitStack()
+        self._kernel: threading.Thread | None = None
 
     def __enter__(self) -> RowStores:
         return self
@@ -336,7 +348,10 @@ class RowStores:
 
         Smallest stores first: on ``device`` while they fit ``device_budget_bytes``
         (default: on CUDA, 70 % of the device memory free now; on the CPU, 0), then in
-        RAM while they fit ``ram_budget_bytes``, the others on disk.
+        RAM while they fit ``ram_budget_bytes``, the others on disk. When some store is
+        not on the device, the statistics kernel is loaded on a background thread
+        meanwhile (:meth:`moments` waits for it): the forward pass overlaps numba's
+        single-threaded set-up instead of waiting for it afterwards.
         """
         sizes = {name: self.n_rows * width * 4 for name, width in features.items()}
         on_device = _plan_storage(sizes, _device_budget(device, device_budget_bytes))
@@ -356,6 +371,10 @@ class RowStores:
                 self._stores[name] = _DiskRows(self._spill, f"{len(self.spilled)}.f32", shape,
                                                self.block)
                 self.spilled.append(name)
+        if len(self.on_device) < len(features) and self._kernel is None:
+            self._kernel = threading.Thread(target=_load_kernel, name="load-kernel",
+                                            daemon=True)
+            self._kernel.start()
 
     def write(self, name: str, rows: slice, values: torch.Tensor) -> None:
         """Copy ``values`` (``rows`` x F, any device) into rows ``rows`` of the store."""
@@ -381,6 +400,8 @@ class RowStores:
         store = self._stores[name]
         if isinstance(store, torch.Tensor):
             return device_moments(store, self.chunk_features)
+        if self._kernel is not None:
+            self._kernel.join()
         acc = PearsonAccumulator(self.n_rows)
         if isinstance(store, _DiskRows):
             for chunk in store.blocks():
