@@ -33,8 +33,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from emergence.sources.models.loaded import LoadedModel, input_size
+
 if TYPE_CHECKING:
-    from emergence.sources.models.loaded import LoadedModel
     from emergence.sources.models.spec import NetworkSpec
 
 __all__ = ["FACTORY", "Built", "build", "check_factory", "load_factory", "state_dict_sha256"]
@@ -163,8 +164,7 @@ def load_factory(spec: NetworkSpec) -> LoadedModel:
     import PIL.Image
     import timm.data
 
-    from emergence.sources.models.checkpoints import load_checkpoint
-    from emergence.sources.models.loaded import LoadedModel, input_size
+    from emergence.sources.models.checkpoints import load_checkpoint  # imports torch and timm
 
     assert spec.factory is not None  # checked by the caller
     built = build(spec.factory, spec.seed)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from emergence.errors import ConfigError
+from emergence.sources.models.factories import check_factory, load_factory
 from emergence.sources.models.layers import LayerEntry
 from emergence.sources.models.loaded import LoadedModel, input_size
 
@@ -189,8 +190,6 @@ class NetworkSpec:
     def _factory_problem(self, import_check: bool) -> tuple[str, str] | None:
         """``(key suffix, problem)`` of the model source: ``model`` for timm, ``factory``
         (well-formed; its module found when ``import_check``) for ``python``."""
-        from emergence.sources.models.factories import check_factory
-
         if self.source != "python":
             if self.factory is not None:
                 return ".factory", "only valid with 'source: python'"
@@ -309,8 +308,6 @@ def load_model(spec: NetworkSpec) -> LoadedModel:
         key, text = problem
         raise ValueError(f"network {spec.name or name!r}{key}: {text}")
     if spec.source == "python":
-        from emergence.sources.models.factories import load_factory
-
         return load_factory(spec)
     if not timm.is_model(name.split(".")[0]):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
