@@ -1,4 +1,5 @@
-"""Fused CPU kernels (numba) for the 2 vs 2 test: single evaluations and permutation nulls.
+"""The 2 vs 2 test's CPU engine: fused numba kernels for single evaluations and permutation
+nulls.
 
 One evaluation of the 2 vs 2 test is a k x k x k cross-product matmul ``C = W I^T``
 and one pass over the C(k, 2) pairs. On a CPU both are made cheap here:
