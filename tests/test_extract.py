@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import timm.data
 import torch
-from emergence.sources.models.loaded import LoadedModel
 from PIL import Image
 
 import emergence.extraction.extract as extract
@@ -26,6 +25,7 @@ from emergence.formats.activations import PEARSON_STATISTIC
 from emergence.ownership import HOST
 from emergence.runner import start
 from emergence.sources.models.layers import LayerSpec, resolve_layers
+from emergence.sources.models.loaded import LoadedModel
 from emergence.sources.models.spec import NetworkSpec, load_model
 from emergence.stats.similarity import correlation_from_moments
 from tests.conftest import kill_when_ready

@@ -44,7 +44,7 @@ and falls back to its float64 definition where the engine declines (``None``: en
 outside float32's safe range, NaN or infinite). Two stand-alone kernels serve other
 callers: :func:`invalid_permutation` (``check_permutations``) and
 :func:`permuted_upper_dot` (the RSA null). The other functions are the engine's parts,
-public for ``tests/test_kernels.py``, which checks the bound on every pair.
+public for ``tests/test_stats_two_vs_two_cpu.py``, which checks the bound on every pair.
 
 This module is over 400 lines on purpose: the error bound above, the kernels whose
 decisions rely on it and the engine that is their only caller are one argument, kept

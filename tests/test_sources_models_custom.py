@@ -1,5 +1,6 @@
-"""Any model: token outputs of vision transformers (``tokens: all | cls | mean``), custom
-models from a Python factory (``source: python``), and ``emergence layers MODEL``."""
+"""Any model (emergence.sources.models: factories, layers; emergence.cli): token outputs of
+vision transformers (``tokens: all | cls | mean``), custom models from a Python factory
+(``source: python``), and ``emergence layers MODEL``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import timm
 import timm.data
 import torch
 import yaml
-from emergence.sources.models.loaded import LoadedModel
 from PIL import Image
 from torch import nn
 
@@ -27,6 +27,7 @@ from emergence.extraction.forward import Capture
 from emergence.extraction.preprocess import load_image, make_transform
 from emergence.sources.models.factories import state_dict_sha256
 from emergence.sources.models.layers import LayerSpec, resolve_layers
+from emergence.sources.models.loaded import LoadedModel
 from emergence.sources.models.spec import NetworkSpec, load_model, network_specs
 
 ROOT = Path(__file__).resolve().parents[1]

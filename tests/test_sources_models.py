@@ -1,4 +1,4 @@
-"""Tests for emergence.sources.models.spec, .checkpoints and .layers: the network spec (config,
+"""Tests for emergence.sources.models (spec, checkpoints, layers): the network spec (config,
 params), weights (hub, random, checkpoints, remaps), layers."""
 
 from __future__ import annotations
