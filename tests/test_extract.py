@@ -24,8 +24,9 @@ from emergence.extraction.preprocess import load_image, make_transform
 from emergence.formats.activations import PEARSON_STATISTIC
 from emergence.ownership import HOST
 from emergence.runner import start
-from emergence.sources.layers import LayerSpec, resolve_layers
-from emergence.sources.models import LoadedModel, NetworkSpec, load_model
+from emergence.sources.models.layers import LayerSpec, resolve_layers
+from emergence.sources.models.loaded import LoadedModel
+from emergence.sources.models.spec import NetworkSpec, load_model
 from emergence.stats.similarity import correlation_from_moments
 from tests.conftest import kill_when_ready
 
@@ -505,8 +506,8 @@ KILLED_EXTRACTION = """
 import time
 import emergence.extraction.extract as extract
 import emergence.io
-from emergence.sources.layers import resolve_layers
-from emergence.sources.models import NetworkSpec, load_model
+from emergence.sources.models.layers import resolve_layers
+from emergence.sources.models.spec import NetworkSpec, load_model
 
 def stuck(*args, **kwargs):  # called with the output's temporary and the spill files open
     print("ready", flush=True)

@@ -71,7 +71,7 @@ from emergence.stats.comparisons import (
 from emergence.stats.streaming import quantiles
 
 PIXELS = "pixels"
-"""The pixel baseline's layer name (:data:`emergence.sources.layers.PIXELS`; not imported
+"""The pixel baseline's layer name (:data:`emergence.sources.models.layers.PIXELS`; not imported
 from there, which needs torch: this module runs in the statistics env)."""
 
 __all__ = ["COMPARISONS", "COMPARISON_COLUMNS", "comparison_rows"]

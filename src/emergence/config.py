@@ -2,9 +2,9 @@
 
 :func:`check_config` runs when the DAG is built. It validates the config against the JSON
 schema and fills in the schema's defaults in the same pass, then builds the spec of every
-section (:class:`~emergence.sources.image_sources.ImageSourceSpec`,
-:class:`~emergence.sources.models.NetworkSpec`,
-:class:`~emergence.sources.words.WordModelSpec`), each checking what a schema cannot say,
+section (:class:`~emergence.sources.images.spec.ImageSourceSpec`,
+:class:`~emergence.sources.models.spec.NetworkSpec`,
+:class:`~emergence.sources.words.spec.WordModelSpec`), each checking what a schema cannot say,
 and the checks across sections; it returns them as a :class:`Study`. Every problem is a
 :class:`ConfigError` in one line naming the key. Rules get their slice as ``spec.params()``;
 job scripts rebuild the spec with ``from_params``.
@@ -23,9 +23,9 @@ import jsonschema
 import yaml
 
 from emergence.errors import ConfigError
-from emergence.sources.image_sources import ImageSourceSpec
-from emergence.sources.models import NetworkSpec, network_specs
-from emergence.sources.words import WordModelSpec
+from emergence.sources.images.spec import ImageSourceSpec
+from emergence.sources.models.spec import NetworkSpec, network_specs
+from emergence.sources.words.spec import WordModelSpec
 from emergence.stats.measures import MeasureSpec
 
 __all__ = ["ConfigError", "Study", "check_config"]

@@ -259,5 +259,5 @@ def all_outputs():
     for net in TRAINED:
         out += figure_paths(f"fig2_layers_{net}")
         if BOOTSTRAP and STUDY.controls_of(net):
-            out += figure_paths(f"fig3_control_{net}")
+            out += figure_paths(f"trained_minus_control_{net}")
     return out

@@ -13,7 +13,7 @@ from emergence.formats.vectors import read_word_vectors
 from emergence.formats.word_matrix import write_word_matrix
 from emergence.io import read_tsv
 from emergence.runner import start
-from emergence.sources.images import read_manifest
+from emergence.sources.common import read_manifest
 
 smk = snakemake  # noqa: F821
 log = start(smk)

@@ -4,10 +4,9 @@ from emergence.concepts import COVERAGE_COLUMNS
 from emergence.formats.vectors import write_word_vectors
 from emergence.io import write_tsv
 from emergence.runner import start
-from emergence.sources.folders import read_concepts
-from emergence.sources.images import candidates, read_manifest
-from emergence.sources.lexicon import IMAGENET, Lexicon
-from emergence.sources.words import WordModelSpec, embed_concepts
+from emergence.sources.common import candidates, read_concepts, read_manifest
+from emergence.sources.words.lexicon import IMAGENET, Lexicon
+from emergence.sources.words.spec import WordModelSpec, embed_concepts
 
 smk = snakemake  # noqa: F821
 log = start(smk)

@@ -57,8 +57,8 @@ from emergence.formats.activations import (
     write_root,
 )
 from emergence.io import atomic_h5
-from emergence.sources.layers import LayerSpec, check_layer_name
-from emergence.sources.models import LoadedModel
+from emergence.sources.models.layers import LayerSpec, check_layer_name
+from emergence.sources.models.loaded import LoadedModel
 
 __all__ = ["ExtractionSummary", "extract_statistics"]
 
@@ -120,12 +120,12 @@ def extract_statistics(
     Parameters
     ----------
     model : LoadedModel
-        From :func:`emergence.sources.models.load_model`; moved to ``device`` for the run and
+        From :func:`emergence.sources.models.spec.load_model`; moved to ``device`` for the run and
         back to its original device afterwards.
     image_paths : sequence of path
         Images, in the row order of every output matrix.
     layers : sequence of LayerSpec
-        From :func:`emergence.sources.layers.resolve_layers`.
+        From :func:`emergence.sources.models.layers.resolve_layers`.
     out_path : path
         HDF5 file to write (parent directories are created). Written atomically:
         ``.<name>.tmp-<host>-<pid>`` beside it, then renamed (:func:`emergence.io.atomic_path`);

@@ -22,8 +22,8 @@ any multiple of ``KC`` columns gives bit-identical statistics (the extraction's 
 and disk stores rely on this).
 
 Entry point: :class:`ShiftedMoments` (what ``PearsonAccumulator`` uses); ``KC`` is the
-column block size chunked readers align to, public as
-:data:`emergence.stats.similarity.CHUNK_COLUMNS`.
+column block size chunked readers align to, :data:`emergence.stats._columns.CHUNK_COLUMNS`
+(public as :data:`emergence.stats.similarity.CHUNK_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from emergence.stats.similarity import CHUNK_COLUMNS
+from emergence.stats._columns import CHUNK_COLUMNS
 
 __all__ = ["KC", "ROW_BLOCK", "ShiftedMoments"]
 

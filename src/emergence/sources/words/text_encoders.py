@@ -1,7 +1,7 @@
 """Sentence-transformers text encoders: finding the model directory, loading, encoding.
 
 A ``sentence-transformer`` word model embeds, per concept, the concept word, the
-WordNet gloss, or ``"word: gloss"`` (:mod:`emergence.sources.words`), in batches, with
+WordNet gloss, or ``"word: gloss"`` (:mod:`emergence.sources.words.spec`), in batches, with
 ``normalize_embeddings=False``, on the CPU or on the CUDA device the job was given. Note
 that a model whose pipeline ends in a ``Normalize`` module (all-MiniLM-L6-v2 does) still
 returns unit-norm vectors. Output is bitwise reproducible for the same inputs, batch size,

@@ -12,21 +12,17 @@ from PIL import Image, ImageDraw
 
 from emergence.errors import ConfigError
 from emergence.io import read_tsv
-from emergence.sources.folders import (
-    Concept,
-    read_concept_table,
-    read_concepts,
-    read_label_map,
-)
-from emergence.sources.image_sources import (
+from emergence.sources.common import Concept, read_concepts, read_manifest
+from emergence.sources.images.folders import read_concept_table, read_label_map
+from emergence.sources.images.groups import sample_groups
+from emergence.sources.images.listing import Skipped
+from emergence.sources.images.spec import (
     EmojiSource,
     FolderSource,
     ImageNetSource,
     ImageSourceSpec,
 )
-from emergence.sources.images import read_manifest, sample_groups
-from emergence.sources.lexicon import Lexicon
-from emergence.sources.listing import Skipped
+from emergence.sources.words.lexicon import Lexicon
 
 # concept id -> number of images (few_one has too few for 2 groups x 2 averaged)
 TREE = {"aardvark": 5, "bat1": 4, "bat2": 4, "ice_cream": 6, "few_one": 3}

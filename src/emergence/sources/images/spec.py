@@ -14,7 +14,7 @@ files), :meth:`~ImageSourceSpec.from_params` (in the job) and
   optional concept table): groups as for ImageNet.
 
 The photo sources draw ``images_per_concept x images_per_average`` images per concept
-with the seed (:func:`emergence.sources.images.sample_groups`); ``images_per_average``
+with the seed (:func:`emergence.sources.images.groups.sample_groups`); ``images_per_average``
 n > 1 puts n images of a concept in each group, averaged by the readers.
 """
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from emergence.sources.images import ManifestRow
-from emergence.sources.listing import Scan, Skipped, digest
+from emergence.sources.common import ManifestRow
+from emergence.sources.images.listing import Scan, Skipped, digest
 
 __all__ = ["EmojiSource", "FolderSource", "ImageNetSource", "ImageSourceSpec"]
 
@@ -170,7 +170,7 @@ class ImageSourceSpec:
         rows, skipped = self._build(out, seed, dict(inputs or {}))
         if "skipped" in out:
             from emergence.io import write_tsv
-            from emergence.sources.listing import SKIPPED_COLUMNS
+            from emergence.sources.images.listing import SKIPPED_COLUMNS
 
             write_tsv(out["skipped"], [s._asdict() for s in skipped], SKIPPED_COLUMNS)
         return rows, skipped
@@ -209,7 +209,7 @@ class EmojiSource(ImageSourceSpec):
                ) -> tuple[list[ManifestRow], list[Skipped]]:
         """Render every concept of the ``table`` input (default ``concepts``) in every
         style into the ``images`` output; nothing is skipped (the table is checked)."""
-        from emergence.sources.images import build_emoji_images
+        from emergence.sources.images.groups import build_emoji_images
 
         table = inputs.get("table", self.concepts)
         if table is None or "images" not in outputs:
@@ -254,12 +254,12 @@ class _SampledSource(ImageSourceSpec):
     def _build(self, outputs: dict[str, PathLike], seed: int, inputs: dict[str, PathLike]
                ) -> tuple[list[ManifestRow], list[Skipped]]:
         """:meth:`plan`, then write the manifest (and ``concepts`` where listed)."""
-        from emergence.sources.images import write_manifest
+        from emergence.sources.common import write_manifest
 
         rows, skipped, concepts = self.plan(seed, inputs)
         write_manifest(outputs["manifest"], rows)
         if concepts is not None and "concepts" in outputs:
-            from emergence.sources.folders import write_concepts
+            from emergence.sources.common import write_concepts
 
             write_concepts(outputs["concepts"], concepts)
         return rows, skipped
@@ -278,7 +278,7 @@ class _SampledSource(ImageSourceSpec):
 
 @dataclass(frozen=True, kw_only=True)
 class ImageNetSource(_SampledSource):
-    """Photos of ImageNet-1k classes; see :mod:`emergence.sources.imagenet`.
+    """Photos of ImageNet-1k classes; see :mod:`emergence.sources.images.imagenet`.
 
     ``path`` is the image folder (imagenetv2: the download/cache folder); ``labels`` the
     imagenet-val label file; ``url`` and ``sha256`` the imagenetv2 tarball;
@@ -305,8 +305,8 @@ class ImageNetSource(_SampledSource):
              scan: Scan | None = None,
              ) -> tuple[list[ManifestRow], list[Skipped], list[Any] | None]:
         """List (imagenetv2: download first) and sample with ``seed``; see
-        :func:`emergence.sources.imagenet.plan_imagenet_manifest`."""
-        from emergence.sources.imagenet import plan_imagenet_manifest
+        :func:`emergence.sources.images.imagenet.plan_imagenet_manifest`."""
+        from emergence.sources.images.imagenet import plan_imagenet_manifest
 
         if not self.path:
             raise ValueError(f"images.path: required for source {self.source}")
@@ -321,11 +321,11 @@ class ImageNetSource(_SampledSource):
 @dataclass(frozen=True, kw_only=True)
 class FolderSource(_SampledSource):
     """A folder per concept (``path``: ``<root>/<concept_id>/<images>``, the THINGS layout);
-    see :mod:`emergence.sources.folders`.
+    see :mod:`emergence.sources.images.folders`.
 
     ``table``: the concept table, ``{"path": ..., "id": ..., "word": ...,
     "definition": ..., "wnid": ...}`` (column names; defaults
-    :data:`~emergence.sources.folders.TABLE_COLUMNS`), or ``None``: every sub-folder is a
+    :data:`~emergence.sources.images.folders.TABLE_COLUMNS`), or ``None``: every sub-folder is a
     concept, its word the folder name with ``_`` as space. The manifest's ``wnid`` column
     holds the concept id (the folder name); ``images/concepts.tsv`` the concepts' words,
     definitions and wnids, which the word models read instead of timm's ImageNet tables.
@@ -348,7 +348,7 @@ class FolderSource(_SampledSource):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.table is not None:
-            from emergence.sources.folders import TABLE_COLUMNS
+            from emergence.sources.images.folders import TABLE_COLUMNS
 
             table = dict(self.table)
             unknown = sorted(set(table) - {"path", *TABLE_COLUMNS})
@@ -378,8 +378,8 @@ class FolderSource(_SampledSource):
              scan: Scan | None = None,
              ) -> tuple[list[ManifestRow], list[Skipped], list[Any] | None]:
         """Read the concept table (the ``table`` input), list and sample the folders with
-        ``seed``; see :func:`emergence.sources.folders.plan_folder_manifest`."""
-        from emergence.sources.folders import plan_folder_manifest, read_concept_table
+        ``seed``; see :func:`emergence.sources.images.folders.plan_folder_manifest`."""
+        from emergence.sources.images.folders import plan_folder_manifest, read_concept_table
 
         if not self.path:
             raise ValueError("images.path: required for source folders")

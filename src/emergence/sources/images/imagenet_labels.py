@@ -19,16 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from emergence.sources.imagenet_info import class_index, class_wnids
+from emergence.sources.common import check_wnid, class_wnids
 
-__all__ = ["check_wnid", "read_val_labels"]
-
-
-def check_wnid(wnid: str, where: str) -> str:
-    """``wnid`` if it is an ImageNet-1k class, else one line naming ``where``."""
-    if wnid not in class_index():
-        raise ValueError(f"{where}: unknown wnid '{wnid}' (not an ImageNet-1k class)")
-    return wnid
+__all__ = ["read_val_labels"]
 
 
 def read_val_labels(labels: Path) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """What word models know of a concept beyond its word: fallback lemmas and a gloss.
 
 For the ImageNet and emoji sources the concept id is an ImageNet wnid, and both come from
-timm's ImageNet tables (:mod:`emergence.sources.imagenet_info`). A folder source's concepts
-(:mod:`emergence.sources.folders`, ``images/concepts.tsv``) bring their own: the gloss is
+timm's ImageNet tables (:mod:`emergence.sources.common`). A folder source's concepts
+(:mod:`emergence.sources.images.folders`, ``images/concepts.tsv``) bring their own: the gloss is
 the concept table's ``definition``; the lemmas and, for an empty definition, the gloss
 are those of the concept's optional ``wnid``.
 """
@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from emergence.sources.folders import Concept
-from emergence.sources.imagenet_info import glosses_for, lemmas_for
+from emergence.sources.common import Concept, glosses_for, lemmas_for
 
 __all__ = ["IMAGENET", "Lexicon"]
 

@@ -1,6 +1,6 @@
 """Tests for the word models: vector files, concept matching, WordNet tables, specs, encoders,
-gensim-data (emergence.sources.vector_files, matching, imagenet_info, words, text_encoders,
-gensim_data)."""
+gensim-data (emergence.sources.words: vector_files, matching, spec, text_encoders, gensim_data;
+the WordNet tables of emergence.sources.common)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,12 @@ import pytest
 from gensim.models import KeyedVectors
 
 from emergence.config import ConfigError
-from emergence.sources import matching
-from emergence.sources import vector_files as vf
-from emergence.sources.gensim_data import gensim_data_path
-from emergence.sources.imagenet_info import glosses_for, lemmas_for
-from emergence.sources.matching import Match, match_concept
-from emergence.sources.text_encoders import resolve_sentence_transformer_dir
-from emergence.sources.vector_files import load_keyed_vectors
-from emergence.sources.words import (
+from emergence.sources.common import glosses_for, lemmas_for
+from emergence.sources.words import matching
+from emergence.sources.words import vector_files as vf
+from emergence.sources.words.gensim_data import gensim_data_path
+from emergence.sources.words.matching import Match, match_concept
+from emergence.sources.words.spec import (
     CoverageResult,
     GensimDataSpec,
     KeyedVectorsSpec,
@@ -33,6 +31,8 @@ from emergence.sources.words import (
     WordModelSpec,
     embed_concepts,
 )
+from emergence.sources.words.text_encoders import resolve_sentence_transformer_dir
+from emergence.sources.words.vector_files import load_keyed_vectors
 
 # Values are multiples of 1/8, exact in float32 and in short decimal text.
 VOCAB = ["tench", "Dog", "ice_cream", "cowboy", "hat", "T_shirt", "alsatian", "Stetson", "über"]

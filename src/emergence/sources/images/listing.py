@@ -15,7 +15,7 @@ written to ``images/skipped.tsv`` and counted in the job's log and on the consol
 Stops with one line instead: a broken link in place of a concept folder (an unmounted
 drive: the concept would vanish), two concept folders that are one folder (a symlink
 ``bird -> dog``: both concepts would have the same images), two folder names that differ
-only in Unicode normalisation (:mod:`emergence.sources.names`), an image directly in the
+only in Unicode normalisation (:mod:`emergence.sources.common`), an image directly in the
 root.
 """
 
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from emergence.sources.names import nfc, same_but_normalisation
+from emergence.sources.common import nfc, same_but_normalisation
 
 __all__ = ["SKIPPED_COLUMNS", "Scan", "Skipped", "digest", "image_suffixes", "is_image",
            "report_skipped"]

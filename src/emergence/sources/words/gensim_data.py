@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from emergence.sources.vector_files import one_line
+from emergence.sources.words.vector_files import one_line
 
 __all__ = ["gensim_data_path"]
 
@@ -70,7 +70,7 @@ def gensim_data_path(
     -------
     pathlib.Path
         ``<cache>/<name>/<file_name>``, typically a ``.gz`` to pass to
-        :func:`emergence.sources.vector_files.load_keyed_vectors`.
+        :func:`emergence.sources.words.vector_files.load_keyed_vectors`.
 
     Raises
     ------

@@ -1,39 +1,26 @@
-"""Image sets: the manifest of (group, concept, image path) that every later step reads.
+"""The groups of a manifest: photos drawn with the seed, or emoji drawn in each style.
 
 A *group* holds one image per concept (the paper: 5 groups of 166 images), or, with
-``images_per_average`` n > 1, n images per concept whose activations the readers average
-(:func:`emergence.formats.activations.load_group`). The manifest's ``wnid`` column is the
-pipeline's concept id (an ImageNet wnid for the ImageNet and emoji sources, the folder
-name for ``folders``). Here too: the seeded sampler every photo source uses
-(:func:`sample_groups`), and the emoji rendering of the offline demo (each emoji style is
-one group; every concept of the curated table drawn centred on white at ``render_size`` px).
+``images_per_average`` n > 1, n images per concept whose activations the readers average.
+Every photo source draws its groups with the one seeded sampler, :func:`sample_groups`;
+the offline demo renders one group per emoji style, every concept of the curated table
+drawn centred on white at ``render_size`` px (:func:`build_emoji_images`). The manifest
+itself (:class:`~emergence.sources.common.ManifestRow`) is read and written in
+:mod:`emergence.sources.common`.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from emergence.io import atomic_path, read_tsv, write_tsv
+from emergence.io import atomic_path
+from emergence.sources.common import ManifestRow, write_manifest
 
-__all__ = ["MANIFEST_COLUMNS", "ManifestRow", "build_emoji_images", "read_manifest",
-           "sample_groups"]
-
-MANIFEST_COLUMNS = ["group", "wnid", "concept", "path", "source"]
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    group: str
-    wnid: str
-    concept: str
-    path: str
-    source: str
+__all__ = ["build_emoji_images", "sample_groups"]
 
 
 def build_emoji_images(
@@ -41,7 +28,7 @@ def build_emoji_images(
     image_dir: str | os.PathLike[str], manifest: str | os.PathLike[str],
 ) -> list[ManifestRow]:
     """Render every concept of the curated emoji table in every style; write the manifest."""
-    from emergence.sources.emoji import load_concept_table, render_emoji
+    from emergence.sources.images.emoji import load_concept_table, render_emoji
 
     concepts = load_concept_table(table)
     rows: list[ManifestRow] = []
@@ -57,47 +44,8 @@ def build_emoji_images(
     return rows
 
 
-def write_manifest(path: str | os.PathLike[str], rows: Sequence[ManifestRow]) -> None:
-    write_tsv(path, [r.__dict__ for r in rows], MANIFEST_COLUMNS)
-
-
-def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRow]:
-    """Read and check a manifest: the same number of images (1, or ``images_per_average``)
-    for every concept in every group, each image once per group."""
-    rows = [ManifestRow(**r) for r in read_tsv(path, MANIFEST_COLUMNS)]  # type: ignore[arg-type]
-    counts = Counter((r.group, r.wnid) for r in rows)
-    paths = Counter((r.group, r.path) for r in rows)
-    twice = next((k for k, n in paths.items() if n > 1), None)
-    if twice is not None:
-        raise ValueError(f"{path}: image {twice[1]} appears twice in group {twice[0]}")
-    if counts and len(set(counts.values())) > 1:
-        least = min(counts.values())
-        group, wnid = next(k for k, n in counts.items() if n != least)
-        raise ValueError(f"{path}: concept {wnid} has {counts[group, wnid]} images in group "
-                         f"{group}, other concepts {least} (every concept needs the same "
-                         "number in every group)")
-    return rows
-
-
-def group_rows(rows: Sequence[ManifestRow], group: str) -> list[ManifestRow]:
-    """The manifest rows of one group, in manifest order (the order of the activations)."""
-    selected = [r for r in rows if r.group == group]
-    if not selected:
-        raise ValueError(f"group '{group}' has no images in the manifest")
-    return selected
-
-
-def candidates(rows: Sequence[ManifestRow]) -> list[tuple[str, str]]:
-    """Unique (wnid, concept word) pairs in first-appearance order."""
-    out: dict[str, str] = {}
-    for r in rows:
-        out.setdefault(r.wnid, r.concept)
-    return list(out.items())
-
-
-
 # ------------------------------------------------------------------------------------------
-# Sampling photos (every photo source; listing them: emergence.sources.listing)
+# Sampling photos (every photo source; listing them: emergence.sources.images.listing)
 
 
 def _check_count(value: object, what: str, minimum: int) -> None:
@@ -123,7 +71,7 @@ def sample_groups(images_by_wnid: Mapping[str, Sequence[str]],
     Parameters
     ----------
     images_by_wnid : mapping
-        concept id -> image paths (e.g. :func:`emergence.sources.imagenet.list_images`).
+        concept id -> image paths (e.g. :func:`emergence.sources.images.imagenet.list_images`).
     concepts : sequence of (wnid, concept)
         Candidate concepts (id, word), e.g. :func:`imagenet_classes`.
     n_per_concept : int

@@ -1,4 +1,5 @@
-"""Fused CPU kernels (numba) for the 2 vs 2 test: single evaluations and permutation nulls.
+"""The 2 vs 2 test's CPU engine: fused numba kernels for single evaluations and permutation
+nulls.
 
 One evaluation of the 2 vs 2 test is a k x k x k cross-product matmul ``C = W I^T``
 and one pass over the C(k, 2) pairs. On a CPU both are made cheap here:
@@ -43,7 +44,7 @@ and falls back to its float64 definition where the engine declines (``None``: en
 outside float32's safe range, NaN or infinite). Two stand-alone kernels serve other
 callers: :func:`invalid_permutation` (``check_permutations``) and
 :func:`permuted_upper_dot` (the RSA null). The other functions are the engine's parts,
-public for ``tests/test_kernels.py``, which checks the bound on every pair.
+public for ``tests/test_stats_two_vs_two_cpu.py``, which checks the bound on every pair.
 
 This module is over 400 lines on purpose: the error bound above, the kernels whose
 decisions rely on it and the engine that is their only caller are one argument, kept

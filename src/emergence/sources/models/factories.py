@@ -33,8 +33,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from emergence.sources.models.loaded import LoadedModel, input_size
+
 if TYPE_CHECKING:
-    from emergence.sources.models import LoadedModel, NetworkSpec
+    from emergence.sources.models.spec import NetworkSpec
 
 __all__ = ["FACTORY", "Built", "build", "check_factory", "load_factory", "state_dict_sha256"]
 
@@ -155,15 +157,14 @@ def state_dict_sha256(model: Any) -> str:
 
 
 def load_factory(spec: NetworkSpec) -> LoadedModel:
-    """The model of ``spec.factory`` (:func:`emergence.sources.factories.build`), its
+    """The model of ``spec.factory`` (:func:`emergence.sources.models.factories.build`), its
     optional checkpoint loaded, in eval mode; its data config (the factory's, or timm's
     from the module) or its transform; the weights described by the factory, the seed and
     the sha256 of the state dict."""
     import PIL.Image
     import timm.data
 
-    from emergence.sources.checkpoints import load_checkpoint
-    from emergence.sources.models import LoadedModel, input_size
+    from emergence.sources.models.checkpoints import load_checkpoint  # imports torch and timm
 
     assert spec.factory is not None  # checked by the caller
     built = build(spec.factory, spec.seed)

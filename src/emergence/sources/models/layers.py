@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:  # torch loads with the model, not with the config (it costs every job ~2 s)
     from torch import nn
 
-    from emergence.sources.models import LoadedModel
+    from emergence.sources.models.loaded import LoadedModel
 
 __all__ = [
     "ADAPTERS",

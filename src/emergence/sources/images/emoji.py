@@ -35,7 +35,7 @@ from typing import Literal, get_args
 
 from PIL import Image, ImageDraw, ImageFont, features
 
-from emergence.sources.imagenet_info import class_index
+from emergence.sources.common import class_index
 
 __all__ = [
     "STYLES",

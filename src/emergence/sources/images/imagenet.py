@@ -2,20 +2,20 @@
 
 The paper (Dharmaretnam & Fyshe 2018) takes 5 ImageNet validation images per concept and
 splits them into 5 groups of one image per concept. This module lists labelled images from
-the usual on-disk layouts (with :class:`emergence.sources.listing.Scan`: every format PIL
+the usual on-disk layouts (with :class:`emergence.sources.images.listing.Scan`: every format PIL
 reads, the rest recorded) and samples them reproducibly into the image manifest.
 
 Sources (``images.source`` in the config):
 
 * ``imagenet-val``: a flat folder of ``ILSVRC2012_val_XXXXXXXX.JPEG`` files plus a label file
-  (read by :mod:`emergence.sources.imagenet_labels`).
+  (read by :mod:`emergence.sources.images.imagenet_labels`).
 * ``imagenet-folders``: one sub-folder per wnid (the ILSVRC train/val folder layout).
 * ``imagenetv2``: ImageNetV2 matched-frequency, folders ``0`` ... ``999`` (class index in
   sorted-wnid order); downloaded and checksum-verified on first use
-  (:mod:`emergence.sources.imagenetv2`).
+  (:mod:`emergence.sources.images.imagenetv2`).
 
 Concept words are the first WordNet lemma of each ImageNet-1k class, as timm ships them
-(:mod:`emergence.sources.imagenet_info`).
+(:mod:`emergence.sources.common`).
 """
 
 from __future__ import annotations
@@ -24,16 +24,23 @@ import os
 import re
 from pathlib import Path
 
-from emergence.sources.imagenet_info import class_index, class_wnids, imagenet_classes
-from emergence.sources.imagenet_labels import check_wnid, read_val_labels
-from emergence.sources.imagenetv2 import (
+from emergence.sources.common import (
+    ManifestRow,
+    check_wnid,
+    class_index,
+    class_wnids,
+    imagenet_classes,
+    is_wnid,
+)
+from emergence.sources.images.groups import sample_groups
+from emergence.sources.images.imagenet_labels import read_val_labels
+from emergence.sources.images.imagenetv2 import (
     DEFAULT_FOLDER,
     DEFAULT_SHA256,
     DEFAULT_URL,
     ensure_imagenetv2,
 )
-from emergence.sources.images import ManifestRow, sample_groups
-from emergence.sources.listing import Scan, Skipped, is_image
+from emergence.sources.images.listing import Scan, Skipped, is_image
 
 __all__ = [
     "SOURCES",
@@ -45,7 +52,6 @@ __all__ = [
 
 SOURCES = ("imagenet-val", "imagenet-folders", "imagenetv2")
 
-_WNID = re.compile(r"n\d{8}")
 _LABEL_FILES = ("LOC_val_solution.csv", "ILSVRC2012_validation_ground_truth.txt")
 
 
@@ -63,7 +69,7 @@ def scan_images(source: str, path: str | os.PathLike[str],
                 labels: str | os.PathLike[str] | None = None, scan: Scan | None = None,
                 ) -> tuple[dict[str, list[str]], list[Skipped]]:
     """List labelled images: ``{wnid: [image path, ...]}``, paths sorted by file name, and
-    the files left out (:class:`~emergence.sources.listing.Scan`: not a format PIL reads,
+    the files left out (:class:`~emergence.sources.images.listing.Scan`: not a format PIL reads,
     broken links, second names of a file).
 
     Parameters
@@ -78,7 +84,7 @@ def scan_images(source: str, path: str | os.PathLike[str],
         (``meta.mat`` beside it) or a ``filename label`` text file. Default: the first of the
         first two found in ``path``.
     scan : Scan, optional
-        The :class:`~emergence.sources.listing.Scan` to list with.
+        The :class:`~emergence.sources.images.listing.Scan` to list with.
 
     Returns
     -------
@@ -115,7 +121,7 @@ def scan_images(source: str, path: str | os.PathLike[str],
 
 def _list_folders(folder: Path, scan: Scan) -> dict[str, list[str]]:
     def check(entry: Path) -> None:
-        if not _WNID.fullmatch(entry.name):
+        if not is_wnid(entry.name):
             raise ValueError(f"{entry}: folder name is not a wnid (expected one sub-folder "
                              "per wnid, e.g. n01440764)")
         check_wnid(entry.name, str(entry))
@@ -199,7 +205,7 @@ def _list_val(folder: Path, labels: Path | None, scan: Scan) -> dict[str, list[s
 
 
 # ------------------------------------------------------------------------------------------
-# The manifest (sampling: emergence.sources.images.sample_groups)
+# The manifest (sampling: emergence.sources.images.groups.sample_groups)
 
 
 def plan_imagenet_manifest(source: str, path: str | os.PathLike[str], seed: int, *,
@@ -220,7 +226,7 @@ def plan_imagenet_manifest(source: str, path: str | os.PathLike[str], seed: int,
         imagenet-val only: the label file (see :func:`list_images`).
     url, sha256 : str, optional
         imagenetv2 only: the tarball and its SHA-256 (default: the matched-frequency
-        release, :data:`~emergence.sources.imagenetv2.DEFAULT_URL`).
+        release, :data:`~emergence.sources.images.imagenetv2.DEFAULT_URL`).
     images_per_concept : int
         Images per concept = number of groups.
     max_concepts : int, optional
@@ -228,7 +234,7 @@ def plan_imagenet_manifest(source: str, path: str | os.PathLike[str], seed: int,
     images_per_average : int
         Images per concept in each group, averaged by the readers (default 1: the paper).
     scan : Scan, optional
-        The :class:`~emergence.sources.listing.Scan` to list with.
+        The :class:`~emergence.sources.images.listing.Scan` to list with.
 
     Returns
     -------

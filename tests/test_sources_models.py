@@ -1,4 +1,4 @@
-"""Tests for emergence.sources.models, .checkpoints and .layers: the network spec (config,
+"""Tests for emergence.sources.models (spec, checkpoints, layers): the network spec (config,
 params), weights (hub, random, checkpoints, remaps), layers."""
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ import yaml
 
 from emergence.config import ConfigError, check_config
 from emergence.extraction.preprocess import load_image, make_transform
-from emergence.sources.checkpoints import remap_lukemelas_efficientnet, resolve_checkpoint_path
-from emergence.sources.layers import LayerSpec, default_layers, resolve_layers
-from emergence.sources.models import (
-    NetworkSpec,
-    check_controls,
-    load_model,
-    network_specs,
+from emergence.sources.models.checkpoints import (
+    remap_lukemelas_efficientnet,
+    resolve_checkpoint_path,
 )
+from emergence.sources.models.layers import LayerSpec, default_layers, resolve_layers
+from emergence.sources.models.spec import NetworkSpec, check_controls, load_model, network_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -316,7 +314,7 @@ _HUB_SCRIPT = textwrap.dedent(
     """
     import os, pathlib
     import safetensors.torch, timm, torch
-    from emergence.sources.models import NetworkSpec, WeightsUnavailableError, load_model
+    from emergence.sources.models.spec import NetworkSpec, WeightsUnavailableError, load_model
 
     spec = NetworkSpec("net", "test_efficientnet", pretrained=True)
     try:

@@ -4,15 +4,15 @@ A word model turns candidate concepts ``(wnid, concept word)`` into vectors and 
 coverage record per concept (:func:`embed_concepts`). Three kinds, one spec class each:
 
 ``keyedvectors`` (:class:`KeyedVectorsSpec`)
-    a static vector file (:mod:`emergence.sources.vector_files`), each concept matched
-    by its word and its ImageNet lemmas (:mod:`emergence.sources.matching`);
+    a static vector file (:mod:`emergence.sources.words.vector_files`), each concept matched
+    by its word and its ImageNet lemmas (:mod:`emergence.sources.words.matching`);
 ``gensim-data`` (:class:`GensimDataSpec`)
-    the same, for a file downloaded once by gensim (:mod:`emergence.sources.gensim_data`);
+    the same, for a file downloaded once by gensim (:mod:`emergence.sources.words.gensim_data`);
     :meth:`GensimDataSpec.resolve` turns it into a ``keyedvectors`` spec;
 ``sentence-transformer`` (:class:`SentenceTransformerSpec`)
     a text encoder (a folder, a package shipping one, or a Hugging Face hub id) applied
     to the concept word, its WordNet gloss or ``"word: gloss"``
-    (:mod:`emergence.sources.text_encoders`), on the CPU or CUDA; it covers every concept.
+    (:mod:`emergence.sources.words.text_encoders`), on the CPU or CUDA; it covers every concept.
 
 Each spec is built once from the config (:meth:`WordModelSpec.from_config`), handed to
 the rules as :meth:`~WordModelSpec.params` (the config entry without ``label``, keys in
@@ -31,9 +31,9 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 from numpy.typing import NDArray
 
-from emergence.sources.lexicon import IMAGENET, Lexicon
-from emergence.sources.matching import MultiwordMode, match_concept
-from emergence.sources.vector_files import VectorFormat, load_keyed_vectors
+from emergence.sources.words.lexicon import IMAGENET, Lexicon
+from emergence.sources.words.matching import MultiwordMode, match_concept
+from emergence.sources.words.vector_files import VectorFormat, load_keyed_vectors
 
 __all__ = [
     "CoverageResult",
@@ -251,9 +251,9 @@ class GensimDataSpec(_VocabularySpec):
         return self.dataset
 
     def resolve(self) -> KeyedVectorsSpec:
-        """Download (once, see :func:`~emergence.sources.gensim_data.gensim_data_path`) and
+        """Download (once, see :func:`~emergence.sources.words.gensim_data.gensim_data_path`) and
         return the ``keyedvectors`` spec of the file (format sniffed)."""
-        from emergence.sources.gensim_data import gensim_data_path
+        from emergence.sources.words.gensim_data import gensim_data_path
 
         path = gensim_data_path(self.dataset, self.base_url)
         return KeyedVectorsSpec(name=self.name, label=self.label, path=str(path),
@@ -270,7 +270,8 @@ class SentenceTransformerSpec(WordModelSpec):
     """A sentence-transformers encoder applied to the concept word and/or gloss.
 
     ``model``: a model folder, an importable package that ships one, or a Hugging Face hub
-    id ``org/name`` (:func:`~emergence.sources.text_encoders.resolve_sentence_transformer_dir`).
+    id ``org/name``
+    (:func:`~emergence.sources.words.text_encoders.resolve_sentence_transformer_dir`).
     ``device``: ``cpu`` (default), ``cuda``, or ``auto`` (CUDA where the workflow sees one).
     """
 
@@ -295,13 +296,13 @@ class SentenceTransformerSpec(WordModelSpec):
         return self.model
 
     def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
-        from emergence.sources.text_encoders import check_model
+        from emergence.sources.words.text_encoders import check_model
 
         check_model(self.model, base, key=f"word_models.{self.name}.model")
 
     def embed(self, concepts: Concepts, lexicon: Lexicon = IMAGENET,
               device: str = "cpu") -> CoverageResult:
-        from emergence.sources.text_encoders import encode_texts
+        from emergence.sources.words.text_encoders import encode_texts
 
         glosses = lexicon.glosses(w for w, _ in concepts) if self.text != "word" else {}
         texts = [
@@ -338,7 +339,7 @@ def embed_concepts(spec: WordModelSpec, concepts: Concepts, lexicon: Lexicon = I
     lexicon
         Where the ImageNet lemmas and glosses above come from: timm's ImageNet tables
         (the default; concept ids are wnids) or a folder source's concept table
-        (:class:`~emergence.sources.lexicon.Lexicon`).
+        (:class:`~emergence.sources.words.lexicon.Lexicon`).
     device
         Where a text encoder runs (``"cpu"`` or ``"cuda:<i>"``, see
         :meth:`WordModelSpec.job_device`); static vectors ignore it.

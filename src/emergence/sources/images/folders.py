@@ -7,7 +7,7 @@ concept has
 * ``concept_id``: its folder name; the pipeline's concept id, held in the manifest's
   ``wnid`` column (that column keeps its name for every source). Ids, words and folder
   names are compared in Unicode NFC (a folder named on macOS, decomposed, matches the
-  table's composed id; :mod:`emergence.sources.names`); paths keep the names on disk;
+  table's composed id; :mod:`emergence.sources.common`); paths keep the names on disk;
 * ``word``: what word models look up. From the table, or else the folder name with
   ``_`` as space (``ice_cream`` -> ``ice cream``). A trailing sense digit is *not*
   removed (THINGS names ``bat1``/``bat2``): the table gives such concepts their word;
@@ -18,7 +18,7 @@ concept has
   for an empty ``definition``.
 
 A concept's images are the files of its folder in a format PIL reads; what else is there
-is recorded in ``images/skipped.tsv`` (:mod:`emergence.sources.listing`).
+is recorded in ``images/skipped.tsv`` (:mod:`emergence.sources.images.listing`).
 
 The concept table is tab-separated (``.tsv``, ``.txt``) or comma-separated (``.csv``),
 chosen by suffix, with a header; which columns are which is configured
@@ -35,40 +35,26 @@ from __future__ import annotations
 import csv
 import glob
 import os
-import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from emergence.io import read_tsv, write_tsv
-from emergence.sources.images import ManifestRow, sample_groups
-from emergence.sources.listing import Scan, Skipped
-from emergence.sources.names import nfc, same_but_normalisation
+from emergence.sources.common import (
+    Concept,
+    ManifestRow,
+    is_wnid,
+    nfc,
+    same_but_normalisation,
+)
+from emergence.sources.images.groups import sample_groups
+from emergence.sources.images.listing import Scan, Skipped
 
-__all__ = ["CONCEPTS_COLUMNS", "TABLE_COLUMNS", "Concept", "concept_folders",
-           "default_word", "plan_folder_manifest", "read_concept_table", "read_concepts",
-           "read_label_map", "read_table", "write_concepts"]
+__all__ = ["TABLE_COLUMNS", "concept_folders", "default_word", "plan_folder_manifest",
+           "read_concept_table", "read_label_map", "read_table"]
 
 #: role -> default column name of the concept table (``images.table``)
 TABLE_COLUMNS = {"id": "concept_id", "word": "word", "definition": "definition",
                  "wnid": "wnid"}
-#: columns of ``images/concepts.tsv``
-CONCEPTS_COLUMNS = ["concept_id", "word", "definition", "wnid"]
-
-_WNID = re.compile(r"n\d{8}")
-
-
-@dataclass(frozen=True)
-class Concept:
-    """One concept of a folder source; see the module docstring."""
-
-    concept_id: str
-    word: str
-    definition: str = ""
-    wnid: str = ""
-
-
 FILES = "{concept_id}/*"  # where a concept's images are: a folder per concept
 
 
@@ -155,7 +141,7 @@ def read_concept_table(path: str | os.PathLike[str],
             raise ValueError(f"{path}:{line}: empty word for concept {cid!r} "
                              f"(column {names['word']!r})")
         wnid = row.get(names["wnid"], "")
-        if wnid and not _WNID.fullmatch(wnid):
+        if wnid and not is_wnid(wnid):
             raise ValueError(f"{path}:{line}: wnid {wnid!r} of concept {cid!r} is not a "
                              f"WordNet id such as n02084071 (column {names['wnid']!r})")
         out.append(Concept(cid, word, row.get(names["definition"], ""), wnid))
@@ -166,7 +152,7 @@ def concept_folders(root: str | os.PathLike[str], scan: Scan | None = None
                     ) -> dict[str, Path]:
     """The concept folders of ``root`` by (NFC) name, sorted; one line for an image
     outside a concept folder, a broken folder link, two names equal in NFC only, or a
-    root without folders (:meth:`~emergence.sources.listing.Scan.sub_folders`)."""
+    root without folders (:meth:`~emergence.sources.images.listing.Scan.sub_folders`)."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: image folder not found (folders: one sub-folder of images "
@@ -183,19 +169,19 @@ def plan_folder_manifest(root: str | os.PathLike[str], seed: int, *,
                          images_per_concept: int = 5, images_per_average: int = 1,
                          max_concepts: int | None = None, table: str = "",
                          files: str = FILES, scan: Scan | None = None) -> Plan:
-    """List and sample (:func:`~emergence.sources.images.sample_groups`) the manifest of a
+    """List and sample (:func:`~emergence.sources.images.groups.sample_groups`) the manifest of a
     folder source (written by the caller).
 
     ``concepts``: from the concept table (``table`` names it in messages), or ``None`` for
     every folder of ``root``; ``max_concepts`` keeps the first N. Returns the manifest
-    rows, what was left out (files, :class:`~emergence.sources.listing.Scan`; concepts with
+    rows, what was left out (files, :class:`~emergence.sources.images.listing.Scan`; concepts with
     too few images) and the concepts with images in the manifest. One line for a table
     concept without a folder or an empty folder.
 
     ``files``: where a concept's images are below ``root``, a glob with ``{concept_id}``
     (default ``{concept_id}/*``, a folder per concept; e.g. ``*/{concept_id}.png`` for one
     folder per image set with files named by concept). Other layouts need the table.
-    ``scan``: the :class:`~emergence.sources.listing.Scan` to list with (its ``stamps``
+    ``scan``: the :class:`~emergence.sources.images.listing.Scan` to list with (its ``stamps``
     are then the listed images' sizes and mtimes).
     """
     scan = scan or Scan()
@@ -269,17 +255,6 @@ def _sample(root: str | os.PathLike[str], seed: int, concepts: Sequence[Concept]
     kept = {r.wnid for r in rows}
     skipped = [*left_out, *(Skipped(w, "", reason) for w, reason in too_few)]
     return rows, skipped, [c for c in concepts if c.concept_id in kept]
-
-
-def write_concepts(path: str | os.PathLike[str], concepts: Iterable[Concept]) -> None:
-    """``images/concepts.tsv``: the concepts of the manifest, with word, definition, wnid."""
-    write_tsv(path, [c.__dict__ for c in concepts], CONCEPTS_COLUMNS)
-
-
-def read_concepts(path: str | os.PathLike[str]) -> dict[str, Concept]:
-    """``images/concepts.tsv`` as concept id -> :class:`Concept`."""
-    return {r["concept_id"]: Concept(**{c: r[c] for c in CONCEPTS_COLUMNS})
-            for r in read_tsv(path, CONCEPTS_COLUMNS)}
 
 
 def read_label_map(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -1,10 +1,12 @@
 """Model sources: a network's spec (:class:`NetworkSpec`) and loading it: a timm model, or
-a custom model from a Python factory (``source: python``, :mod:`emergence.sources.factories`).
+a custom model from a Python factory (``source: python``,
+:mod:`emergence.sources.models.factories`).
 
-Everything model-specific lives in :mod:`emergence.sources.checkpoints` (checkpoint files and
-key remaps) and :mod:`emergence.sources.layers` (adapters, default layers, layer entries);
-:mod:`emergence.extraction` only sees a :class:`LoadedModel` and a list of
-:class:`~emergence.sources.layers.LayerSpec`.
+Everything model-specific lives in :mod:`emergence.sources.models.checkpoints` (checkpoint
+files and key remaps) and :mod:`emergence.sources.models.layers` (adapters, default layers,
+layer entries); :mod:`emergence.extraction` only sees a
+:class:`~emergence.sources.models.loaded.LoadedModel` and a list of
+:class:`~emergence.sources.models.layers.LayerSpec`.
 
 One network of the workflow config (``networks.<name>``)::
 
@@ -31,19 +33,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from emergence.errors import ConfigError
-from emergence.sources.layers import LayerEntry
-
-if TYPE_CHECKING:
-    from torch import nn
+from emergence.sources.models.factories import check_factory, load_factory
+from emergence.sources.models.layers import LayerEntry
+from emergence.sources.models.loaded import LoadedModel, input_size
 
 __all__ = [
     "PRESENTATION_KEYS",
-    "LoadedModel",
     "NetworkSpec",
     "WeightsUnavailableError",
     "check_controls",
@@ -77,7 +77,7 @@ class NetworkSpec:
         the model.
     factory : str, optional
         ``package.module:function`` (``source="python"`` only):
-        :mod:`emergence.sources.factories` says what it may return.
+        :mod:`emergence.sources.models.factories` says what it may return.
     pretrained : bool, optional
         ``True``: timm's weights through the Hugging Face hub and its cache; ``False``:
         random initialisation seeded by ``seed``. Exactly one of ``pretrained`` and
@@ -86,11 +86,11 @@ class NetworkSpec:
     checkpoint : str, optional
         A state dict file: a path or ``package://<package>/<path inside it>``.
     remap : str, optional
-        Key remap of the checkpoint (:data:`emergence.sources.checkpoints.REMAPS`).
+        Key remap of the checkpoint (:data:`emergence.sources.models.checkpoints.REMAPS`).
     input_size : int or tuple of int, optional
         Overrides timm's input size: ``s`` (square), ``(h, w)`` or ``(c, h, w)``.
     layers : tuple of layer entries, optional
-        The layers extracted (:func:`~emergence.sources.layers.resolve_layers`); ``None``:
+        The layers extracted (:func:`~emergence.sources.models.layers.resolve_layers`); ``None``:
         the model family's default layers.
     preprocess : {"timm", "resize"}
         timm's eval transform (resize + centre crop), or the whole image resized.
@@ -190,8 +190,6 @@ class NetworkSpec:
     def _factory_problem(self, import_check: bool) -> tuple[str, str] | None:
         """``(key suffix, problem)`` of the model source: ``model`` for timm, ``factory``
         (well-formed; its module found when ``import_check``) for ``python``."""
-        from emergence.sources.factories import check_factory
-
         if self.source != "python":
             if self.factory is not None:
                 return ".factory", "only valid with 'source: python'"
@@ -259,52 +257,6 @@ def network_specs(networks: Mapping[str, Mapping[str, Any]]) -> dict[str, Networ
     return specs
 
 
-@dataclass
-class LoadedModel:
-    """A model in eval mode plus what is needed to feed and describe it.
-
-    Attributes
-    ----------
-    model : torch.nn.Module
-        The network, in eval mode.
-    name : str
-        timm model name as given in the spec (e.g. ``"tf_efficientnet_lite0"``), or
-        ``python:<factory>``.
-    weights : str
-        Human-readable provenance of the weights (hub id, checkpoint + sha256, seed, or
-        the factory and the sha256 of its state dict).
-    data_config : dict
-        ``timm.data.resolve_data_config`` output (input_size, interpolation, mean, std,
-        crop_pct, crop_mode), with ``input_size`` possibly overridden by the spec; only
-        ``input_size`` (the transform's output) when ``transform`` is set.
-    spec : NetworkSpec
-        The spec the model was loaded from (for provenance).
-    transform : callable, optional
-        A factory's own transform (PIL image -> tensor), used instead of ``preprocess``.
-    """
-
-    model: nn.Module
-    name: str
-    weights: str
-    data_config: dict[str, Any]
-    spec: NetworkSpec
-    transform: Callable[[Any], Any] | None = None
-
-
-def input_size(value: Any) -> tuple[int, int, int]:
-    if isinstance(value, bool):
-        raise ValueError(f"input_size must be an int, [h, w] or [c, h, w], got {value!r}")
-    if isinstance(value, int):
-        return (3, value, value)
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        size = tuple(int(v) for v in value)
-        if len(size) == 2:
-            return (3, *size)  # type: ignore[return-value]
-        if len(size) == 3:
-            return size  # type: ignore[return-value]
-    raise ValueError(f"input_size must be an int, [h, w] or [c, h, w], got {value!r}")
-
-
 def load_model(spec: NetworkSpec) -> LoadedModel:
     """Create the spec's timm model and load its weights.
 
@@ -315,14 +267,14 @@ def load_model(spec: NetworkSpec) -> LoadedModel:
       ``HF_HUB_OFFLINE=1`` only the cache is used).
     * ``pretrained=False`` -- random initialisation, seeded by ``spec.seed`` (the global
       torch RNG state is left untouched).
-    * ``checkpoint`` -- :func:`emergence.sources.checkpoints.load_checkpoint` (strict, with
+    * ``checkpoint`` -- :func:`emergence.sources.models.checkpoints.load_checkpoint` (strict, with
       the optional ``remap``).
 
     ``spec.input_size`` overrides the data config's input size. ``layers`` and
-    ``preprocess`` are not used here (:func:`~emergence.sources.layers.resolve_layers`,
+    ``preprocess`` are not used here (:func:`~emergence.sources.models.layers.resolve_layers`,
     the extraction).
 
-    A ``source="python"`` spec: :func:`emergence.sources.factories.load_factory` (the
+    A ``source="python"`` spec: :func:`emergence.sources.models.factories.load_factory` (the
     factory's model, its weights
     and optional checkpoint, its data config or transform).
 
@@ -348,7 +300,7 @@ def load_model(spec: NetworkSpec) -> LoadedModel:
     import timm.data
     import torch
 
-    from emergence.sources.checkpoints import load_checkpoint
+    from emergence.sources.models.checkpoints import load_checkpoint
 
     name = spec.model or f"python:{spec.factory}"
     problem = spec._weights_problem() or spec._factory_problem(import_check=False)
@@ -356,8 +308,6 @@ def load_model(spec: NetworkSpec) -> LoadedModel:
         key, text = problem
         raise ValueError(f"network {spec.name or name!r}{key}: {text}")
     if spec.source == "python":
-        from emergence.sources.factories import load_factory
-
         return load_factory(spec)
     if not timm.is_model(name.split(".")[0]):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
