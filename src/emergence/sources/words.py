@@ -63,11 +63,16 @@ class CoverageResult:
     records
         One dict per input concept with keys ``wnid``, ``concept``, ``found``,
         ``lemma``, ``token``, ``how`` and ``reason`` (``""`` when found).
+    attrs
+        What else identifies the vectors, stored as attributes of ``vectors.h5`` (a
+        language model's revision and weights hash, its layer and pooling; a precomputed
+        file's SHA-256).
     """
 
     vectors: NDArray[np.float64]
     wnids: list[str]
     records: list[dict[str, Any]]
+    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------- specs
@@ -93,8 +98,12 @@ class WordModelSpec:
     @staticmethod
     def kinds() -> dict[str, type[WordModelSpec]]:
         """``type`` value -> spec class."""
+        from emergence.sources.precomputed_words import EmbeddingSpec, SimilaritySpec
+        from emergence.sources.transformer_words import TransformersSpec
+
         return {cls.type: cls for cls in (KeyedVectorsSpec, GensimDataSpec,
-                                          SentenceTransformerSpec)}
+                                          SentenceTransformerSpec, TransformersSpec,
+                                          EmbeddingSpec, SimilaritySpec)}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> WordModelSpec:
@@ -137,6 +146,22 @@ class WordModelSpec:
 
     def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
         """Stop with one ``ConfigError`` line when an input file of the model is missing."""
+
+    def check_study(self, names: Sequence[str]) -> None:
+        """Stop with one ``ConfigError`` line where the study asks what this word model
+        cannot give: a measure of ``names`` (``measures.names``) it cannot be scored by (a
+        similarity matrix has no features for CKA), or more than one language layer."""
+
+    def word_matrices(self, word_model: str, vector_wnids: Sequence[str],
+                      vectors: NDArray[np.float64], kept: Sequence[tuple[str, str]],
+                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``W`` and the centred Gram matrix over the ``kept`` concepts from the vectors
+        (rows: ``vector_wnids``): :func:`~emergence.concepts.word_similarity_matrix` and
+        :func:`~emergence.concepts.word_gram_matrix`."""
+        from emergence.concepts import word_gram_matrix, word_similarity_matrix
+
+        return (word_similarity_matrix(word_model, vector_wnids, vectors, kept),
+                word_gram_matrix(vector_wnids, vectors, kept))
 
     def resolve(self) -> WordModelSpec:
         """The spec that :meth:`embed` runs (downloads what must be downloaded)."""
