@@ -73,6 +73,9 @@ class _KeyedFileSpec(WordModelSpec):
     def source(self) -> str:
         return self.path
 
+    def input_files(self) -> dict[str, str]:
+        return {"data_file": self.path, **({"ids_file": self.ids} if self.ids else {})}
+
     def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
         from emergence.errors import ConfigError
 

@@ -147,6 +147,11 @@ class WordModelSpec:
     def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
         """Stop with one ``ConfigError`` line when an input file of the model is missing."""
 
+    def input_files(self) -> dict[str, str]:
+        """The model's own data files, inputs of its ``word_vectors`` job (a newer file
+        reruns it): none for a model that is downloaded or found by name."""
+        return {}
+
     def check_study(self, names: Sequence[str]) -> None:
         """Stop with one ``ConfigError`` line where the study asks what this word model
         cannot give: a measure of ``names`` (``measures.names``) it cannot be scored by (a
@@ -236,6 +241,9 @@ class KeyedVectorsSpec(_VocabularySpec):
     @property
     def source(self) -> str:
         return self.path
+
+    def input_files(self) -> dict[str, str]:
+        return {"vector_file": self.path}
 
     def embed(self, concepts: Concepts, lexicon: Lexicon = IMAGENET,
               device: str = "cpu") -> CoverageResult:
