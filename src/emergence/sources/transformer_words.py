@@ -23,12 +23,15 @@ The model is found as the sentence-transformer path finds it
 installed package that ships one, or a Hugging Face hub id through the HF cache, offline
 with ``HF_HUB_OFFLINE=1``), loaded in float32 in eval mode (no dropout).
 
-**Bit-identical for any batch size.** Texts are run in batches of texts with the same number
-of tokens, without padding, so a concept's vector depends on its own text only; a batch of
-one text is run as two copies (torch takes another code path for a single row on the CPU,
-whose last bits differ). On the CPU the vectors are then the same bits for every
-``batch_size`` (tests/test_transformer_words.py); CUDA kernels may choose another
-algorithm per batch shape.
+**Bit-identical for any batch size.** The last bits of a text's hidden states depend on the
+length it is padded to (the attention's sums run over the padded keys; MiniLM: ~5e-6 between
+paddings), and on the CPU not on the other texts of its batch when that length is a multiple
+of 8 (with unpadded lengths such as 11, a batch of one text gave other bits than a batch of
+several). So each text is padded (right, masked) to its own token count rounded up to a
+multiple of :data:`PAD_MULTIPLE`, and texts of the same padded length run together,
+``batch_size`` at a time: a concept's vector depends on its own text only, and is the same
+bits for every ``batch_size`` and torch thread count (tests/test_transformer_words.py, on
+an AVX-512 CPU with torch 2.14). CUDA kernels may choose another algorithm per batch shape.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,11 +57,8 @@ from emergence.sources.words import (
     _record,
 )
 
-if TYPE_CHECKING:
-    import torch
-
 __all__ = ["LanguageModel", "LayeredEmbedding", "Pooling", "TransformersSpec", "check_template",
-           "fill_template", "hidden_state_names", "layer_count", "layer_vectors",
+           "fill_template", "hidden_state_names", "layer_vectors",
            "load_language_model", "pool", "select_hidden_states", "word_tokens"]
 
 Pooling = Literal["mean", "last", "cls"]
@@ -66,6 +66,8 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _FIELDS = ("word", "gloss")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+#: Texts are padded to a multiple of this many tokens (module doc).
+PAD_MULTIPLE = 8
 
 
 # ------------------------------------------------------------------------------ templates
@@ -225,14 +227,9 @@ def load_language_model(model: str | os.PathLike[str], device: str = "cpu") -> L
     return _load(resolve_sentence_transformer_dir(model), device)
 
 
-@dataclass(frozen=True)
-class _Encoded:
-    ids: list[int]
-    tokens: list[int]  # positions of the word's own tokens
-
-
 def _encode(lm: LanguageModel, text: str, span: tuple[int, int], pooling: Pooling,
-            concept: str) -> _Encoded:
+            concept: str) -> tuple[list[int], list[int]]:
+    """The text's token ids and the positions of the word's own tokens."""
     enc = lm.tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
     ids = list(enc["input_ids"])
     tokens = word_tokens(enc["offset_mapping"], enc["special_tokens_mask"], span)
@@ -246,18 +243,23 @@ def _encode(lm: LanguageModel, text: str, span: tuple[int, int], pooling: Poolin
     if pooling == "cls" and (cls_id is None or ids[0] != cls_id):
         raise ValueError(f"{lm.path}: pooling cls needs a [CLS] token first, and this "
                          "tokenizer adds none; use mean or last")
-    return _Encoded(ids, tokens)
+    return ids, tokens
 
 
-def _forward(lm: LanguageModel, batch: list[list[int]], device: str) -> list[torch.Tensor]:
-    """The hidden states ``(B, T, d)`` per layer of a batch of equal-length texts."""
+def _forward(lm: LanguageModel, batch: list[list[int]], length: int, hidden: Sequence[int],
+             device: str) -> list[NDArray[np.float32]]:
+    """The selected hidden states ``(B, length, d)`` of a batch of texts padded (right,
+    masked) to ``length`` tokens (module doc)."""
     import torch
 
-    ids = torch.tensor(batch if len(batch) > 1 else batch * 2, device=device)
+    pad = lm.tokenizer.pad_token_id
+    ids = torch.tensor([r + [pad if pad is not None else 0] * (length - len(r)) for r in batch],
+                       device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in batch], device=device)
     with torch.inference_mode():
-        out = lm.module(input_ids=ids, attention_mask=torch.ones_like(ids),
-                        output_hidden_states=True)
-    return [h[: len(batch)].float().cpu() for h in out.hidden_states]
+        states = lm.module(input_ids=ids, attention_mask=mask,
+                           output_hidden_states=True).hidden_states
+    return [states[h].float().cpu().numpy() for h in hidden]
 
 
 def layer_vectors(lm: LanguageModel, texts: Sequence[tuple[str, tuple[int, int], str]],
@@ -266,22 +268,22 @@ def layer_vectors(lm: LanguageModel, texts: Sequence[tuple[str, tuple[int, int],
     """Per selected hidden state: ``len(texts) x d`` float64 concept vectors.
 
     ``texts``: ``(filled template, word span, concept word)`` per concept. Texts of the
-    same token count run together, ``batch_size`` at a time, without padding (module doc).
+    same padded length run together, ``batch_size`` at a time (module doc).
     """
     encoded = [_encode(lm, text, span, pooling, concept) for text, span, concept in texts]
     by_length: dict[int, list[int]] = {}
-    for i, e in enumerate(encoded):
-        by_length.setdefault(len(e.ids), []).append(i)
+    for i, (ids, _) in enumerate(encoded):
+        padded = -(-len(ids) // PAD_MULTIPLE) * PAD_MULTIPLE
+        by_length.setdefault(min(padded, lm.max_tokens or padded), []).append(i)
     out: list[list[NDArray[np.float64] | None]] = [[None] * len(texts) for _ in hidden]
     for length in sorted(by_length):
         rows = by_length[length]
         for b in range(0, len(rows), batch_size):
             chunk = rows[b:b + batch_size]
-            states = _forward(lm, [encoded[i].ids for i in chunk], device)
-            for slot, h in enumerate(hidden):
-                layer = states[h].numpy()
+            states = _forward(lm, [encoded[i][0] for i in chunk], length, hidden, device)
+            for slot, layer in enumerate(states):
                 for j, i in enumerate(chunk):
-                    out[slot][i] = pool(layer[j], encoded[i].tokens, pooling)
+                    out[slot][i] = pool(layer[j], encoded[i][1], pooling)
     if not texts:
         width = int(lm.module.config.hidden_size)
         return [np.zeros((0, width), np.float64) for _ in hidden]
@@ -399,16 +401,3 @@ class TransformersSpec(WordModelSpec):
         return CoverageResult(
             vectors=vectors, wnids=result.wnids, records=result.records,
             attrs={**result.attrs, "layer": name, "hidden_state": result.hidden_states[name]})
-
-
-def layer_count(model: str | os.PathLike[str]) -> int:
-    """The number of blocks of ``model`` from its ``config.json`` alone (no weights are
-    read): ``num_hidden_layers`` as transformers maps it (``n_layer``, ``num_layers``)."""
-    from transformers import AutoConfig
-
-    from emergence.sources.text_encoders import resolve_sentence_transformer_dir
-
-    config = AutoConfig.from_pretrained(str(resolve_sentence_transformer_dir(model)),
-                                        local_files_only=True)
-    config = getattr(config, "encoder", None) or config
-    return int(config.num_hidden_layers)
