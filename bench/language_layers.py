@@ -1,10 +1,11 @@
 """Language-layer extraction on the CPU: concepts/s of a ``transformers`` word model.
 
 MiniLM (the demo's 6-block BERT, 7 hidden states), every layer, k = 166 demo concepts, three
-templates, torch at 2 threads (the word_vectors job's). The package runs texts of equal token
-count together without padding (so the vectors are the same bits for any batch size); the
-line compares it with a bare padded forward pass over the same texts, batch 32, in the same
-interpreter, alternating (a shared machine drifts). Run alone: python bench/language_layers.py
+templates, torch at 2 threads (the word_vectors job's). The package pads each text to its
+length rounded up to 8 and batches texts of the same padded length (so the vectors are the
+same bits for any batch size); the line compares it with a bare forward pass over the same
+texts padded per batch of 32 in order, in the same interpreter, alternating (a shared machine
+drifts). Run alone: python bench/language_layers.py
 """
 
 from __future__ import annotations
