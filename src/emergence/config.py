@@ -182,8 +182,11 @@ def _study(config: Mapping[str, Any]) -> Study:
         if unknown:
             raise ConfigError(f"config key 'one_vs_two.groups': unknown group(s) {unknown} "
                               f"(groups: {', '.join(images.group_names())})")
+    measures = MeasureSpec.from_config(config)
+    for spec in word_models.values():  # e.g. a similarity matrix has no features for CKA
+        spec.check_study(measures.names)
     return Study(results=config["results"], seed=config["seed"], images=images,
                  networks=networks, word_models=word_models,
                  primary_word_model=primary or next(iter(word_models)),
                  label_map=config["one_vs_two"].get("label_map"),
-                 measures=MeasureSpec.from_config(config))
+                 measures=measures)

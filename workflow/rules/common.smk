@@ -155,10 +155,12 @@ def image_outputs():
 
 
 def word_vector_inputs(wildcards):
-    """The manifest, and the source's concept table where it writes one (folders): the
-    words and definitions the word models read instead of timm's ImageNet tables."""
+    """The manifest, the source's concept table where it writes one (folders): the words
+    and definitions the word models read instead of timm's ImageNet tables, and the word
+    model's own data files (a vector file, a precomputed embedding or similarity matrix)."""
     outputs = STUDY.images.outputs(R)
-    return {name: outputs[name] for name in ("manifest", "concepts") if name in outputs}
+    return {**{name: outputs[name] for name in ("manifest", "concepts") if name in outputs},
+            **STUDY.word_models[wildcards.word_model].input_files()}
 
 
 def one_vs_two_inputs(wildcards):

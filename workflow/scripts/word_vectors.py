@@ -18,6 +18,7 @@ lexicon = Lexicon(read_concepts(smk.input.concepts)) if "concepts" in smk.input.
 result = embed_concepts(spec, concepts, lexicon, spec.job_device(smk.resources.get("gpu", 0)))
 wm = smk.wildcards.word_model
 log.info("%s covers %d of %d concepts", wm, len(result.wnids), len(concepts))
-write_word_vectors(smk.output.vectors, wm, smk.params.spec, result.wnids, result.vectors)
+write_word_vectors(smk.output.vectors, wm, smk.params.spec, result.wnids, result.vectors,
+                   result.attrs)
 write_tsv(smk.output.coverage, [{"word_model": wm, **r} for r in result.records],
           COVERAGE_COLUMNS)

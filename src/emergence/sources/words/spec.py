@@ -63,14 +63,23 @@ class CoverageResult:
     records
         One dict per input concept with keys ``wnid``, ``concept``, ``found``,
         ``lemma``, ``token``, ``how`` and ``reason`` (``""`` when found).
+    attrs
+        What else identifies the vectors, stored as attributes of ``vectors.h5`` (a
+        language model's revision and weights hash, its layer and pooling; a precomputed
+        file's SHA-256).
     """
 
     vectors: NDArray[np.float64]
     wnids: list[str]
     records: list[dict[str, Any]]
+    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------- specs
+
+
+# type value -> spec class, filled by WordModelSpec.__init_subclass__
+_TYPES: dict[str, type[WordModelSpec]] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,11 +99,16 @@ class WordModelSpec:
     # the params keys in the order configured ("type" included); () = canonical order
     keys: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type" in cls.__dict__:  # a concrete type registers itself (kinds())
+            _TYPES[cls.type] = cls
+
     @staticmethod
     def kinds() -> dict[str, type[WordModelSpec]]:
-        """``type`` value -> spec class."""
-        return {cls.type: cls for cls in (KeyedVectorsSpec, GensimDataSpec,
-                                          SentenceTransformerSpec)}
+        """``type`` value -> spec class: every subclass with its own ``type`` (the package's
+        ``__init__`` imports the modules that define them, so all are there)."""
+        return dict(_TYPES)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> WordModelSpec:
@@ -137,6 +151,27 @@ class WordModelSpec:
 
     def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
         """Stop with one ``ConfigError`` line when an input file of the model is missing."""
+
+    def input_files(self) -> dict[str, str]:
+        """The model's own data files, inputs of its ``word_vectors`` job (a newer file
+        reruns it): none for a model that is downloaded or found by name."""
+        return {}
+
+    def check_study(self, names: Sequence[str]) -> None:
+        """Stop with one ``ConfigError`` line where the study asks what this word model
+        cannot give: a measure of ``names`` (``measures.names``) it cannot be scored by (a
+        similarity matrix has no features for CKA), or more than one language layer."""
+
+    def word_matrices(self, word_model: str, vector_wnids: Sequence[str],
+                      vectors: NDArray[np.float64], kept: Sequence[tuple[str, str]],
+                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``W`` and the centred Gram matrix over the ``kept`` concepts from the vectors
+        (rows: ``vector_wnids``): :func:`~emergence.concepts.word_similarity_matrix` and
+        :func:`~emergence.concepts.word_gram_matrix`."""
+        from emergence.concepts import word_gram_matrix, word_similarity_matrix
+
+        return (word_similarity_matrix(word_model, vector_wnids, vectors, kept),
+                word_gram_matrix(vector_wnids, vectors, kept))
 
     def resolve(self) -> WordModelSpec:
         """The spec that :meth:`embed` runs (downloads what must be downloaded)."""
@@ -211,6 +246,9 @@ class KeyedVectorsSpec(_VocabularySpec):
     @property
     def source(self) -> str:
         return self.path
+
+    def input_files(self) -> dict[str, str]:
+        return {"vector_file": self.path}
 
     def embed(self, concepts: Concepts, lexicon: Lexicon = IMAGENET,
               device: str = "cpu") -> CoverageResult:
