@@ -197,9 +197,9 @@ def jackknife_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArra
     depend on the seed, k and ``n_pairs`` only, so every group, layer, network and word
     model with the same concepts shares them) of every measure that gets an interval and
     its companion, for every group and layer, in one file. Returns the sample range."""
-    from emergence.stats.jackknife import COMPANIONS, jackknife_distribution, jackknife_size
+    from emergence.stats.jackknife import jackknife_distribution, jackknife_size
     from emergence.stats.permutation import shard_range
-    from emergence.uncertainty import WITHHELD
+    from emergence.uncertainty import WITHHELD, jackknife_names
 
     spec = measures or MeasureSpec()
     k = w_mat.shape[0]
@@ -214,7 +214,7 @@ def jackknife_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArra
             word_gram=word_gram, image_grams=None if g.gram is None else list(g.gram),
             knn_k=spec.knn_k, progress=progress)
 
-    stored = [*names, *(COMPANIONS[m] for m in names if m in COMPANIONS)]
+    stored = jackknife_names(spec.names)
     _resampled_shard(path, "jackknife", word_model, w_mat, groups, draw, seed=seed,
                      start=start, stop=stop, batch_size=batch_size, spec=spec,
                      wnids=groups[0].wnids, names=stored, n_pairs=n_pairs)

@@ -43,7 +43,7 @@ from emergence.stats.jackknife import (
 )
 
 __all__ = ["FACTORS", "MIN_GROUPS_BOTH", "WITHHELD", "Samples", "interval_and_p",
-           "measure_interval", "read_samples", "resolve_factors"]
+           "jackknife_names", "measure_interval", "read_samples", "resolve_factors"]
 
 FACTORS = ("auto", "concepts", "both")
 MIN_GROUPS_BOTH = 3
@@ -58,6 +58,13 @@ WITHHELD = {
 """Measures that get no interval (NaN) and why: better none than a wrong one."""
 
 Map = Callable[[NDArray[np.float64]], NDArray[np.float64]]
+
+
+def jackknife_names(measures: Sequence[str]) -> tuple[str, ...]:
+    """What a jackknife shard stores of ``measures``: each that gets an interval (not
+    :data:`WITHHELD`), then their companions (:data:`emergence.stats.jackknife.COMPANIONS`)."""
+    kept = [m for m in measures if m not in WITHHELD]
+    return (*kept, *(COMPANIONS[m] for m in kept if m in COMPANIONS))
 
 
 def resolve_factors(setting: str, n_groups: int) -> str:

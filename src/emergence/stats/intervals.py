@@ -67,7 +67,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 __all__ = ["RANGES", "RULES", "Variance", "concept_variance", "holm", "interval", "t_p_value",
            "two_factor_variance", "trend_weights"]
@@ -197,6 +196,8 @@ def interval(estimate: ArrayLike, variance: Variance, confidence: float = 0.95,
     ``bounds`` (a measure's :data:`RANGES`) when given."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    from scipy import stats
+
     est = np.asarray(estimate, dtype=np.float64)
     t = stats.t.ppf((1.0 + confidence) / 2.0, np.where(np.isnan(variance.df), 1.0,
                                                          variance.df))
@@ -210,6 +211,8 @@ def interval(estimate: ArrayLike, variance: Variance, confidence: float = 0.95,
 def t_p_value(estimate: ArrayLike, variance: Variance) -> NDArray[np.float64]:
     """Two-sided p of "the estimand is 0": ``2 P(T_ν > |estimate| / √V)``; 1 when both
     are 0, 0 when only V is; NaN where either is."""
+    from scipy import stats
+
     est = np.asarray(estimate, dtype=np.float64)
     v = variance.variance
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -36,12 +36,15 @@ all k concepts (a U-statistic of the shared-neighbour indicators).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike, NDArray
 
 from emergence.stats.permutation import batch_ranges
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["COMPANIONS", "DEFAULT_PAIRS", "JACKKNIFE_STREAM", "jackknife_deletions",
            "jackknife_distribution", "jackknife_pairs", "jackknife_size", "n_pairs_used"]
