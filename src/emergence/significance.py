@@ -2,7 +2,8 @@
 over groups) with its permutation p-values, the null's band and its interval.
 
 * ``p_value`` per layer (+1-corrected) and ``p_value_fwe`` (max over layers, family-wise)
-  from the permutation null (:mod:`emergence.stats.permutation`): exact, unchanged.
+  from the permutation null (:mod:`emergence.stats.permutation`): exact, unchanged; the
+  null's shards are read block by block (:func:`emergence.summaries.null_summary`).
 * ``null_low``..``null_high``: the null's central ``confidence`` band (chance at this k).
 * ``ci_low``..``ci_high``: the interval of the measure's estimand (its mean over random
   sets of k concepts, and with ``interval_factors = concepts+groups`` over image groups
