@@ -65,17 +65,17 @@ def _eval_seconds(measure: str, k: int, rsa_method: str) -> float:
 
 
 def _jackknife_seconds(measure: str, k: int, rsa_method: str) -> float:
-    """One jackknife sample (one layer, one group) on one thread at k concepts: the
-    deletion kernels measured at k = 166 on this project's 2-core VM (2 vs 2: 0.53 ms,
-    O(k²) pairs; RSA Pearson and CKA: 14-17 µs, O(k²) entries of the sums they update),
-    Spearman and Kendall as the bootstrap's weighted kernels (1.35x a permutation)."""
+    """One jackknife sample (one layer, one group) on one thread at k concepts, from its
+    time against a permutation's measured alternately in one process (k = 166 and 400):
+    the 2 vs 2's deletion kernel 0.6x, RSA Pearson and CKA 0.2-0.7x (both O(k²) per
+    sample); Spearman and Kendall use the bootstrap's weighted kernels (1.35x)."""
     r = k / 166.0
     if measure == "two_vs_two":
-        return max(2e-5, 5.3e-4 * r ** 2)
+        return max(1e-5, 1.6e-4 * r ** 2)
     if measure == "rsa" and rsa_method != "pearson":
         return 1.35 * _eval_seconds(measure, k, rsa_method)
     if measure in ("rsa", "cka", "cka_debiased"):
-        return max(1e-6, 1.7e-5 * r ** 2)
+        return max(1e-6, 1.8e-5 * r ** 2)
     return 0.0  # a companion: computed with its measure
 
 
