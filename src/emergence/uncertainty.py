@@ -53,7 +53,7 @@ variance has one degree of freedom: an interval over both factors is mostly t_1'
 WITHHELD = {
     "mutual_knn": "no calibrated interval for mutual_knn: its neighbour lists change in "
                   "jumps when a concept is deleted, and every jackknife variance tried "
-                  "over-states its spread 1.3-1.6x (bench/coverage.py)",
+                  "over-states its spread 1.2-2x (bench/coverage.py)",
 }
 """Measures that get no interval (NaN) and why: better none than a wrong one."""
 
