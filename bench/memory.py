@@ -25,6 +25,8 @@ K = 1854
 LAYERS = 4
 GROUPS = 3
 PERMUTATIONS = 8  # one batch of the default grid (memory does not grow with more)
+# The jackknife job: its first shard of k, one batch of 8 samples (what it holds besides the
+# samples, one group's k x k cross-products per layer, does not grow with them).
 
 
 def write_inputs(folder: Path, k: int = K, layers: int = LAYERS, groups: int = GROUPS) -> None:
@@ -51,7 +53,7 @@ def write_inputs(folder: Path, k: int = K, layers: int = LAYERS, groups: int = G
                 preprocess="none", device="cpu", batch_size=8, chunk_features=1024,
                 paths=[f"img/{w}/{g}.jpg" for w in wnids], layer_names=names,
                 runtime={"torch_version": "", "timm_version": "", "torch_threads": 1,
-                         "cpu_capability": ""})
+                         "cpu_capability": ""}, exif_orientation=np.ones(k, np.uint16))
             fa.write_image_column(h5, "wnid", fa.image_column("wnid", wnids, k))
             fa.write_image_column(h5, "concept", fa.image_column("concept", words, k))
             top = rng.integers(0, k, (k, fa.TOP_K))
@@ -76,6 +78,10 @@ null_shard(os.path.join(d, "shard.h5"), "synthetic", w_mat, load(), seed=0, star
            stop={PERMUTATIONS}, batch_size=8, device="cpu",
            progress=False)
 """,
+    "jackknife": """
+jackknife_shard(os.path.join(d, "jack.h5"), "synthetic", w_mat, load(), seed=0,
+                n_pairs=1000, shards=len(wnids), shard=0, batch_size=8, progress=False)
+""",
     "significance": """
 rows = significance_rows(read_tsv(os.path.join(d, "scores.tsv")),
                          read_nulls([os.path.join(d, "shard.h5")]), 0.05)
@@ -89,8 +95,8 @@ summary, tests = one_vs_two_rows("synthetic", w_mat, wnids, load(),
 _PRELUDE = """
 import json, os, resource, sys
 import numpy as np
-from emergence.analysis import (SCORE_COLUMNS, null_shard, one_vs_two_rows, score_rows,
-                                significance_rows)
+from emergence.analysis import (SCORE_COLUMNS, jackknife_shard, null_shard, one_vs_two_rows,
+                                score_rows, significance_rows)
 from emergence.io import read_tsv, write_tsv
 from emergence.formats.activations import load_groups
 from emergence.formats.nulls import read_nulls

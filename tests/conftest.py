@@ -82,7 +82,7 @@ def small_config(tmp: Path) -> dict:
         "permutations": {"n": 40, "shards": 3, "batch_size": 8},
         "measures": {"names": ["two_vs_two", "rsa", "cka", "cka_debiased", "mutual_knn"],
                      "mutual_knn_k": 3},
-        "bootstrap": {"n": 24, "shards": 3, "batch_size": 8},
+        "intervals": {"pairs": 24, "shards": 3, "batch_size": 8},
         "one_vs_two": {"n_permutations": 20},
         "figures": {"word_model": "minilm-word"},
     }
@@ -163,7 +163,7 @@ def write_study(root: Path) -> dict:
         # 4 forward-pass threads on 2 cores: the SLURM test sees them capped to a node's 2
         "extraction": {"batch_size": 8, "device": "cpu", "threads": 4},
         "permutations": {"n": 16, "shards": 2, "batch_size": 8},
-        "bootstrap": {"n": 16, "shards": 1, "batch_size": 8},
+        "intervals": {"pairs": 16, "shards": 1, "batch_size": 8},
         "one_vs_two": {"n_permutations": 8},
     }
 

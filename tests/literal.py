@@ -475,3 +475,191 @@ def pooled(states: np.ndarray, positions: list[int], pooling: str) -> np.ndarray
     for position in positions:
         total = total + np.asarray(states[position], dtype=np.float64)
     return total / len(positions)
+
+
+# ---- jackknife and calibrated intervals (helper h20)
+# A jackknife sample is the study without one or two concepts: every measure of the kept
+# concepts' matrices (similarities restricted; Gram matrices re-centred over them).
+
+
+def kept(k: int, deleted: tuple[int, int]) -> list[int]:
+    return [c for c in range(k) if c not in deleted]
+
+
+def subset(m: np.ndarray, keep: list[int]) -> np.ndarray:
+    """The kept concepts' rows and columns, entry by entry."""
+    return np.array([[m[a, b] for b in keep] for a in keep])
+
+
+def recentred(g: np.ndarray) -> np.ndarray:
+    """A Gram matrix of the kept concepts centred over them: H G H."""
+    h = centring_matrix(g.shape[0])
+    return h @ g @ h
+
+
+def two_vs_two_undefined(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
+    """:func:`two_vs_two` where a pair with a constant held-out row fails (undefined)."""
+    k = w_mat.shape[0]
+    passed = 0
+    for c1, c2 in itertools.combinations(range(k), 2):
+        keep = [j for j in range(k) if j not in (c1, c2)]
+        r = [pearson_defined(w_mat[a, keep], i_mat[b, keep])
+             for a, b in ((c1, c1), (c2, c2), (c1, c2), (c2, c1))]
+        passed += bool(all(math.isfinite(x) for x in r) and (r[0] + r[1]) - (r[2] + r[3]) > TIE)
+    return passed / math.comb(k, 2)
+
+
+def margin_mean(w_mat: np.ndarray, i_mat: np.ndarray) -> float:
+    """The 2 vs 2's companion: the mean over the pairs whose four held-out correlations are
+    defined of (r11 + r22) - (r12 + r21)."""
+    k = w_mat.shape[0]
+    margins = []
+    for c1, c2 in itertools.combinations(range(k), 2):
+        keep = [j for j in range(k) if j not in (c1, c2)]
+        r = [pearson_defined(w_mat[a, keep], i_mat[b, keep])
+             for a, b in ((c1, c1), (c2, c2), (c1, c2), (c2, c1))]
+        if all(math.isfinite(x) for x in r):
+            margins.append((r[0] + r[1]) - (r[2] + r[3]))
+    return sum(margins) / len(margins) if margins else float("nan")
+
+
+def knn_fixed(s_x: np.ndarray, s_y: np.ndarray, knn: int, keep: list[int]) -> float:
+    """Mutual kNN's companion: neighbour lists among all k concepts, the indicator
+    s_ab = [b in both of a's lists] averaged over ordered pairs of kept concepts, times
+    (k - 1) / knn."""
+    k = s_x.shape[0]
+    near = {}
+    for s, name in ((s_x, "x"), (s_y, "y")):
+        for a in range(k):
+            near[name, a] = set(sorted((b for b in range(k) if b != a),
+                                       key=lambda b, a=a, s=s: (-s[a, b], b))[:knn])
+    pairs = [(a, b) for a in keep for b in keep if a != b]
+    shared = sum(1 for a, b in pairs if b in near["x", a] and b in near["y", a])
+    return (k - 1) / knn * shared / len(pairs)
+
+
+def jackknife_value(measure: str, w_mat: np.ndarray, i_mat: np.ndarray, kw: np.ndarray,
+                    ki: np.ndarray, deleted: tuple[int, int], knn: int = 3) -> float:
+    """One jackknife sample of a measure (or companion) from its definition."""
+    k = w_mat.shape[0]
+    keep = kept(k, deleted)
+    w, i = subset(w_mat, keep), subset(i_mat, keep)
+    if measure == "two_vs_two":
+        return two_vs_two_undefined(w, i)
+    if measure == "two_vs_two_margin":
+        return margin_mean(w, i)
+    if measure == "rsa":
+        return rsa(w, i)
+    if measure == "rsa_kendall":
+        return rsa_kendall(w, i)
+    if measure == "cka":
+        return cka_from_grams(recentred(subset(kw, keep)), recentred(subset(ki, keep)))
+    if measure == "cka_debiased":
+        return cka_debiased_from_grams(recentred(subset(kw, keep)), recentred(subset(ki, keep)))
+    if measure == "mutual_knn":
+        return mutual_knn_from_similarity(w, i, knn)
+    if measure == "mutual_knn_fixed":
+        return knn_fixed(w_mat, i_mat, knn, keep)
+    raise ValueError(measure)
+
+
+def corrected_variance(values: list[float], k: int, pairs: list[tuple[int, int]],
+                       second: list[float] | None = None, scale: float = 1.0
+                       ) -> tuple[float, float]:
+    """(V, degrees of freedom) from the definitions, loop by loop. ``values``: S, then the k
+    delete-one values, then one per deleted pair. The pair interactions come from
+    ``second`` (a companion's samples; default: ``values``), their mean square times
+    ``scale``.
+
+    J = (k-1)/k sum_i (d_i - dbar)²; Q_ab = S - d_a - d_b + e_ab - (D_a + D_b)/(k-2), centred
+    over the pairs; m = scale * sum Q² / (P - 1); V1 = J - (k-1)(k-2)(k-3)/k m (>= 0),
+    V2 = (k-2)²(k-3)/(2k) m; V = V1 + V2; Var(V) = 2 J²/(k-1) + ((k-2)(k-3)/2)² Var(m)
+    when V1 > 0, else V2's part alone; df = 2 V² / Var(V) (>= 1, inf without noise)."""
+    d = values[1:k + 1]
+    dbar = sum(d) / k
+    j = (k - 1) / k * sum((x - dbar) ** 2 for x in d)
+    src = second if second is not None else values
+    s2, d2, e2 = src[0], src[1:k + 1], src[k + 1:]
+    dbar2 = sum(d2) / k
+    q = [s2 - d2[a] - d2[b] + e - ((d2[a] - dbar2) + (d2[b] - dbar2)) / (k - 2)
+         for (a, b), e in zip(pairs, e2, strict=True)]
+    qbar = sum(q) / len(q)
+    sq = [(x - qbar) ** 2 for x in q]
+    p = len(sq)
+    m = scale * sum(sq) / (p - 1)
+    msq = sum(sq) / p
+    var_m = scale * scale * sum((x - msq) ** 2 for x in sq) / (p - 1) / p
+    c1 = (k - 1) * (k - 2) * (k - 3) / k
+    c2 = (k - 2) ** 2 * (k - 3) / (2 * k)
+    v1 = j - c1 * m
+    v = max(v1, 0.0) + c2 * m
+    noise = 2 * j * j / (k - 1) + (c1 - c2) ** 2 * var_m if v1 > 0 else c2 * c2 * var_m
+    df = max(2 * v * v / noise, 1.0) if noise > 0 else math.inf
+    return v, df
+
+
+def jackknife_j(values: list[float], k: int) -> float:
+    d = values[1:k + 1]
+    dbar = sum(d) / k
+    return (k - 1) / k * sum((x - dbar) ** 2 for x in d)
+
+
+def measure_variance(measure: str, values: list[float], k: int, pairs: list[tuple[int, int]],
+                     companion: list[float] | None = None) -> tuple[float, float]:
+    """The measure's rule: 2 vs 2 from its margin's interactions scaled by J / J(margin),
+    mutual kNN from its fixed lists' interactions, the others from their own."""
+    if measure == "two_vs_two":
+        assert companion is not None
+        return corrected_variance(values, k, pairs, companion,
+                                  jackknife_j(values, k) / jackknife_j(companion, k))
+    if measure == "mutual_knn":
+        return corrected_variance(values, k, pairs, companion)
+    return corrected_variance(values, k, pairs)
+
+
+def two_factor_variance(per_group: list[list[float]], k: int, pairs: list[tuple[int, int]],
+                        measure: str = "rsa", companions: list[list[float]] | None = None
+                        ) -> tuple[float, float]:
+    """Concepts x image groups: V_c of the group mean (its rule), V_g = s²(S_h) / g,
+    V_cg = sum_h V(S_h - mean) / (g (g-1)), each group's deviation from the mean over
+    groups by the same rule; V = V_c + max(V_g - V_cg, 0); df by Satterthwaite (g - 1 for
+    the group term)."""
+    g = len(per_group)
+    n = len(per_group[0])
+    mean = [sum(v[i] for v in per_group) / g for i in range(n)]
+    cmean = None if companions is None else [sum(v[i] for v in companions) / g
+                                            for i in range(n)]
+    vc, dfc = measure_variance(measure, mean, k, pairs, cmean)
+    s = [v[0] for v in per_group]
+    sbar = sum(s) / g
+    vg = sum((x - sbar) ** 2 for x in s) / (g - 1) / g
+    vcg = 0.0
+    for h in range(g):
+        dev = [per_group[h][i] - mean[i] for i in range(n)]
+        cdev = None if cmean is None or companions is None else [
+            companions[h][i] - cmean[i] for i in range(n)]
+        vcg += measure_variance(measure, dev, k, pairs, cdev)[0]
+    vcg /= g * (g - 1)
+    group = max(vg - vcg, 0.0)
+    v = vc + group
+    noise = (2 * vc * vc / dfc if dfc < math.inf else 0.0) + 2 * group * group / (g - 1)
+    return v, (max(2 * v * v / noise, 1.0) if noise > 0 else math.inf)
+
+
+def holm(p: list[float]) -> list[float]:
+    """Holm's step-down adjustment, NaN left out of the family."""
+    idx = sorted((i for i, x in enumerate(p) if math.isfinite(x)), key=lambda i: p[i])
+    out = [float("nan")] * len(p)
+    running = 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (len(idx) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def slope(values: list[float], positions: list[float]) -> float:
+    """Least-squares slope of values on positions."""
+    mx = sum(positions) / len(positions)
+    my = sum(values) / len(values)
+    return (sum((x - mx) * (y - my) for x, y in zip(positions, values, strict=True))
+            / sum((x - mx) ** 2 for x in positions))

@@ -19,10 +19,10 @@ from emergence.analysis import percentile_band, score_columns, significance_rows
 from emergence.config import ConfigError, check_config
 from emergence.formats.nulls import Shards, sweep_stale_shards, write_null_shard
 from emergence.io import read_tsv, write_tsv
-from emergence.stats import comparisons as sc
 from emergence.stats import permutation, streaming
+from emergence.stats.jackknife import jackknife_size
 from emergence.stats.measures import MeasureSpec, column_prefix
-from emergence.summaries import bootstrap_band, null_summary
+from emergence.summaries import null_summary
 from tests.conftest import ROOT, error_lines, run_snakemake, small_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -84,7 +84,7 @@ def test_the_sweep_finds_every_count_and_seed() -> None:
     found = {".".join(p) for p, _ in _integer_cases()}
     assert {"seed", "permutations.n", "images.images_per_concept", "extraction.batch_size",
             "networks.*.seed", "word_models.*.<sentence-transformer>.batch_size",
-            "bootstrap.shards", "one_vs_two.n_permutations"} <= found
+            "intervals.shards", "intervals.pairs", "one_vs_two.n_permutations"} <= found
     assert len(found) >= 20
     for path, sub in _integer_cases():
         assert "minimum" in sub, f"{'.'.join(path)} has no minimum"
@@ -188,7 +188,8 @@ def test_streamed_column_statistics_equal_numpy_on_the_whole_table(seed: int) ->
 GROUPS2, MEASURES2 = ["photo", "drawing"], ["two_vs_two", "rsa"]
 
 
-def _write_shards(folder: Path, arrays: dict, cuts: list[int], kind: str) -> list[Path]:
+def _write_shards(folder: Path, arrays: dict, cuts: list[int], kind: str, k: int = 9,
+                  n_pairs: int | None = None) -> list[Path]:
     """``arrays`` ({group: {measure: (n, L)}}) as shard files cut at ``cuts``."""
     folder.mkdir(parents=True, exist_ok=True)
     n = next(iter(next(iter(arrays.values())).values())).shape[0]
@@ -202,8 +203,8 @@ def _write_shards(folder: Path, arrays: dict, cuts: list[int], kind: str) -> lis
         n_layers = next(iter(next(iter(arrays.values())).values())).shape[1]
         write_null_shard(paths[-1], network="net", model="m", word_model="wm", seed=1,
                          start=lo, stop=hi, batch_size=8, rsa_method="pearson",
-                         layer_names=[f"l{j}" for j in range(n_layers)], k=9,
-                         nulls=part, measures=measures, kind=kind)
+                         layer_names=[f"l{j}" for j in range(n_layers)], k=k,
+                         nulls=part, measures=measures, kind=kind, n_pairs=n_pairs)
     return paths
 
 
@@ -232,7 +233,7 @@ def _scores(observed: dict, n_layers: int) -> list[dict[str, str]]:
     return rows
 
 
-def _in_memory_significance(scores: list[dict], nulls: dict, boots: dict, confidence: float
+def _in_memory_significance(scores: list[dict], nulls: dict, confidence: float
                             ) -> dict[tuple[str, str, str], np.ndarray]:
     """What the significance step computed before it streamed: every array in memory,
     numpy's reductions on them (the code of analysis.significance_rows until then)."""
@@ -241,11 +242,10 @@ def _in_memory_significance(scores: list[dict], nulls: dict, boots: dict, confid
     out = {}
     for m in MEASURES2:
         obs = {g: np.array([float(cell[g, lay][m]) for lay in layers]) for g in GROUPS2}
-        series = {g: (obs[g], nulls[g][m], boots[g][m]) for g in GROUPS2}
+        series = {g: (obs[g], nulls[g][m]) for g in GROUPS2}
         series["mean"] = (np.mean([obs[g] for g in GROUPS2], axis=0),
-                          np.mean([nulls[g][m] for g in GROUPS2], axis=0),
-                          np.mean([boots[g][m] for g in GROUPS2], axis=0))
-        for g, (o, null, boot) in series.items():
+                          np.mean([nulls[g][m] for g in GROUPS2], axis=0))
+        for g, (o, null) in series.items():
             n = null.shape[0]
             p = permutation.p_values(o, null)
             undefined = np.isnan(p)
@@ -256,9 +256,6 @@ def _in_memory_significance(scores: list[dict], nulls: dict, boots: dict, confid
                     "null_low": low, "null_high": high}
             for c in ("null_mean", "null_sd", "null_low", "null_high"):
                 cols[c] = np.where(undefined, np.nan, cols[c])
-            ci_low, ci_high = percentile_band(boot, confidence)
-            cols["ci_low"] = np.where(np.isnan(o), np.nan, ci_low)
-            cols["ci_high"] = np.where(np.isnan(o), np.nan, ci_high)
             for c, v in cols.items():
                 out[g, m, c] = v
     return out
@@ -273,45 +270,36 @@ def _bits(rows: list[dict]) -> list[dict]:
 @pytest.mark.parametrize(("n", "n_layers"), [(1300, 3), (1500, 1), (40, 2)])
 def test_significance_from_streamed_shards_is_bit_identical(tmp_path: Path, n: int,
                                                             n_layers: int) -> None:
-    """p-values, family-wise p-values, the null's mean, SD and band, and the bootstrap
-    interval, read block by block from shard files (blocks of a few rows, the quantile
-    selection by histogram passes) equal the in-memory computation bit for bit; a single
-    layer (numpy's pairwise sums) included."""
+    """p-values, family-wise p-values and the null's mean, SD and band, read block by block
+    from shard files (blocks of a few rows, the quantile selection by histogram passes)
+    equal the in-memory computation bit for bit; a single layer (numpy's pairwise sums)
+    included."""
     rng = np.random.default_rng(n)
-    nulls, boots = _samples(rng, n, n_layers), _samples(rng, n - 7, n_layers)
+    nulls = _samples(rng, n, n_layers)
     observed = {g: {m: nulls[g][m][0] + 0.01 for m in MEASURES2} for g in GROUPS2}
     scores = _scores(observed, n_layers)
     cuts = [n // 3, n // 3, 2 * n // 3]  # an empty shard too
     null_paths = _write_shards(tmp_path / "null", nulls, cuts, "permutation")
-    boot_paths = _write_shards(tmp_path / "bootstrap", boots, [n // 2], "bootstrap")
-    expected = _in_memory_significance(scores, nulls, boots, 0.9)
+    expected = _in_memory_significance(scores, nulls, 0.9)
 
-    rows = significance_rows(scores, Shards(null_paths), 0.05, boots=Shards(boot_paths),
-                             confidence=0.9)
-    assert _bits(rows) == _bits(significance_rows(scores, nulls, 0.05, boots=boots,
-                                                  confidence=0.9))
+    rows = significance_rows(scores, Shards(null_paths), 0.05, confidence=0.9)
+    assert _bits(rows) == _bits(significance_rows(scores, nulls, 0.05, confidence=0.9))
     for (g, m, c), want in expected.items():
         got = np.array([r[column_prefix(m) + c] for r in rows if r["group"] == g])
         assert got.tobytes() == want.tobytes(), (g, m, c)
     assert {r["n_permutations"] for r in rows} == {n}
-    assert {r["n_bootstrap"] for r in rows} == {n - 7}
+    assert {r["n_jackknife"] for r in rows} == {0}  # no jackknife: NaN intervals
+    assert all(np.isnan(r[column_prefix(m) + "ci_low"]) for r in rows for m in MEASURES2)
 
     # tiny blocks and gathering budget: many passes of a few rows each
     obs = {g: {m: np.array([float(r[m]) for r in rows if r["group"] == g]) for m in MEASURES2}
            for g in [*GROUPS2, "mean"]}
     small = null_summary(Shards(null_paths), obs, GROUPS2, MEASURES2, 0.9, block_bytes=2000,
                          budget=3000)
-    low, high = bootstrap_band(Shards(boot_paths), GROUPS2, MEASURES2, n_layers, 0.9,
-                               block_bytes=2000, budget=3000)
     for g in [*GROUPS2, "mean"]:
         for m in MEASURES2:
             for c, series in small.items():
                 assert series[g][m].tobytes() == expected[g, m, c].tobytes(), (g, m, c)
-            undefined = np.isnan(obs[g][m])
-            assert np.where(undefined, np.nan, low[g][m]).tobytes() == \
-                expected[g, m, "ci_low"].tobytes()
-            assert np.where(undefined, np.nan, high[g][m]).tobytes() == \
-                expected[g, m, "ci_high"].tobytes()
 
 
 def test_significance_holds_one_block_of_samples_not_every_shard(tmp_path: Path) -> None:
@@ -335,37 +323,6 @@ def test_significance_holds_one_block_of_samples_not_every_shard(tmp_path: Path)
     assert peak < whole / 3, (peak, whole)
 
 
-def test_comparisons_from_streamed_shards_are_bit_identical(tmp_path: Path) -> None:
-    """Every comparison row from shard files read a few samples at a time, every side in
-    step, equals the rows from the samples in memory; their interval and p-value equal
-    confidence_interval and bootstrap_p on the row's whole sample vector."""
-    from tests.test_comparisons import GROUPS, LAYERS, MEASURES, planted, rows_of, study
-
-    data = study()
-    in_memory = rows_of(data)
-    shards = {}
-    for key, arrays in data["bootstrap"].items():
-        shards[key] = Shards(_write_shards(tmp_path / "/".join(key), arrays, [100, 101, 250],
-                                           "bootstrap"))
-    streamed = rows_of({**data, "bootstrap": shards}, block_bytes=50_000)
-    assert len(streamed) == len(in_memory) > 100
-    assert _bits(streamed) == _bits(in_memory)
-    # and the in-memory rows are those of the functions on the whole samples
-    scores, boot = planted("net", "wm1", 0.1, 1)
-    assert scores == data["scores"]["net", "wm1"]
-    checked = 0
-    for r in in_memory:
-        if r["comparison"] != "layer_vs_pixels" or r["group"] == "mean" or r["reason"]:
-            continue
-        samples = boot[r["group"]][r["measure"]]
-        j, i = LAYERS.index(r["a"]), LAYERS.index(r["b"])
-        d = samples[:, j] - samples[:, i]
-        assert (r["ci_low"], r["ci_high"]) == sc.confidence_interval(d, 0.9)
-        assert r["p_value"] == sc.bootstrap_p(d)
-        checked += 1
-    assert checked == len(MEASURES) * len(GROUPS) * (len(LAYERS) - 1)
-
-
 # --- item 12: shard files of an earlier shard count are swept ------------------------------
 
 
@@ -384,27 +341,31 @@ def test_sweep_removes_only_the_files_of_another_shard_count(tmp_path: Path) -> 
     assert sweep_stale_shards(tmp_path / "missing", 3) == []
 
 
-def test_the_significance_job_sweeps_null_and_bootstrap_shards_of_another_count(
+def test_the_significance_job_sweeps_null_and_jackknife_shards_of_another_count(
         tmp_path: Path) -> None:
-    """The shard count went from 5 (null) and 2 (bootstrap) to 3: the significance job
+    """The shard count went from 5 (null) and 2 (jackknife) to 3: the significance job
     reads the 3 and removes the others, with a log line each (only that job runs, on
     shards and scores written here)."""
     cfg = small_config(tmp_path)
-    assert cfg["permutations"]["shards"] == cfg["bootstrap"]["shards"] == 3
+    assert cfg["permutations"]["shards"] == cfg["intervals"]["shards"] == 3
     here = tmp_path / "results" / "two_vs_two" / "lite0" / "w2v"
     measures = cfg["measures"]["names"]
     rng = np.random.default_rng(0)
     groups, layers = ["twemoji", "openmoji"], ["pixels", "stem"]
+    k, pairs = 11, cfg["intervals"]["pairs"]
+    stored = [*(m for m in measures if m != "mutual_knn"), "two_vs_two_margin"]
 
-    def samples(n: int) -> dict:
-        return {g: {m: rng.random((n, len(layers))) for m in measures} for g in groups}
+    def samples(n: int, names: list[str]) -> dict:
+        return {g: {m: rng.random((n, len(layers))) for m in names} for g in groups}
 
-    for kind, folder, n, stale in (("permutation", "null", 40, 5),
-                                   ("bootstrap", "bootstrap", 24, 2)):
-        arrays = samples(n)
+    n_jack = jackknife_size(k, pairs)
+    for kind, folder, n, names, stale in (("permutation", "null", 40, measures, 5),
+                                          ("jackknife", "jackknife", n_jack, stored, 2)):
+        arrays = samples(n, names)
         for count in (3, stale):
             cuts = [n * i // count for i in range(1, count)]
-            written = _write_shards(here / folder, arrays, cuts, kind)
+            written = _write_shards(here / folder, arrays, cuts, kind, k=k,
+                                    n_pairs=pairs if kind == "jackknife" else None)
             assert len(written) == count
     scores = [{"network": "lite0", "model": "m", "word_model": "w2v", "group": g,
                "layer": lay, "layer_index": j, "module": lay, "n_features": 3, "k": 11,
@@ -415,7 +376,7 @@ def test_the_significance_job_sweeps_null_and_bootstrap_shards_of_another_count(
     proc = run_snakemake(tmp_path, cfg, "--cores", "1", str(here / "significance.tsv"),
                          "--allowed-rules", "significance")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for folder in ("null", "bootstrap"):
+    for folder in ("null", "jackknife"):
         assert sorted(p.name for p in (here / folder).iterdir()) == \
             [f"shard-{i}-of-3.h5" for i in range(3)]
     log = (tmp_path / "results" / "logs" / "significance" / "lite0" / "w2v.log").read_text()
@@ -423,7 +384,7 @@ def test_the_significance_job_sweeps_null_and_bootstrap_shards_of_another_count(
     assert "removed 2 shard file(s) of an earlier shard count (shard-*-of-2.h5)" in log
     table = read_tsv(here / "significance.tsv")
     assert {r["n_permutations"] for r in table} == {"40"}
-    assert {r["n_bootstrap"] for r in table} == {"24"}
+    assert {r["n_jackknife"] for r in table} == {str(n_jack)}
 
 
 # --- item 8: counts no machine can serve stop before any job ------------------------------
@@ -457,15 +418,38 @@ def test_a_shard_job_beyond_the_machine_is_refused_naming_the_key(tmp_path: Path
 
 def test_shards_beyond_the_free_disk_are_refused_naming_the_key(tmp_path: Path) -> None:
     cfg = small_config(tmp_path)
-    cfg["bootstrap"].update(n=10**8, shards=100)
+    cfg["permutations"].update(n=10**8, shards=100)
     plan = _study_budget(tmp_path, cfg)
     total = sum(r.disk_bytes() for r in plan)
-    with pytest.raises(ConfigError, match=r"^config key 'bootstrap.n': 100,000,000 bootstrap "
-                       r"samples: the shard files take 15\d\.\d GiB \(15\d\.\d GiB of them "
-                       r"bootstrap\), more than the 10\.0 GiB free for .*; lower bootstrap.n$"):
+    with pytest.raises(ConfigError, match=r"^config key 'permutations.n': 100,000,000 "
+                       r"permutations: the shard files take 1[45]\d\.\d GiB \(1[45]\d\.\d GiB of "
+                       r"them permutations\), more than the 10\.0 GiB free for .*; lower "
+                       r"permutations.n$"):
         budget.check(plan, cfg["results"], memory=None, free=10 * budget.GiB)
     warnings = budget.check(plan, cfg["results"], memory=None, free=2 * total)
     assert f"the shard files will take {total / budget.GiB:,.1f} GiB on disk" in warnings
+
+
+def test_the_jackknife_is_sized_by_k_and_its_pairs(tmp_path: Path) -> None:
+    """1 + k + pairs samples (every pair at most) of the measures with an interval and the
+    2 vs 2's margin (mutual kNN has none): its disk figure, and the key its refusal names."""
+    cfg = small_config(tmp_path)  # 12 concepts at most, 5 measures, 2 groups, >= 5 layers
+    cfg["permutations"]["n"] = 0
+    for pairs, samples in ((24, 1 + 12 + 24), (10**6, 1 + 12 + 66)):
+        cfg["intervals"]["pairs"] = pairs
+        perm, jack = _study_budget(tmp_path, cfg)
+        assert jack.rule == "jackknife" and jack.count_key == "intervals.pairs"
+        assert jack.measures == ("two_vs_two", "rsa", "cka", "cka_debiased",
+                                 "two_vs_two_margin")
+        assert jack.samples(12) == samples
+        assert jack.disk_bytes() == sum(2 * samples * (5 * p.layers + 1) * 8
+                                        for p in jack.pairs)
+    with pytest.raises(ConfigError, match=r"^config key 'intervals.pairs': 1,000,000 pairs "
+                       r"deleted: the shard files take .* of them jackknife\), more than the "
+                       r".* free for .*; lower intervals.pairs$"):
+        budget.check([perm, jack], cfg["results"], memory=None, free=1000)
+    cfg["intervals"]["method"] = "none"
+    assert _study_budget(tmp_path, cfg)[1].summary() == "intervals: none (method none)"
 
 
 def test_too_many_draws_for_too_few_concepts_are_named(tmp_path: Path) -> None:
@@ -473,21 +457,18 @@ def test_too_many_draws_for_too_few_concepts_are_named(tmp_path: Path) -> None:
     lines = (ROOT / "config" / "demo_concepts.tsv").read_text().splitlines()
     (tmp_path / "six.tsv").write_text("\n".join(lines[:7]) + "\n")  # 6 concepts at most
     cfg["images"]["concepts"] = str(tmp_path / "six.tsv")
-    cfg["permutations"]["n"], cfg["bootstrap"]["n"] = 1000, 500
+    cfg["permutations"]["n"], cfg["intervals"]["pairs"] = 1000, 500
     warnings = budget.check(_study_budget(tmp_path, cfg), cfg["results"], memory=None,
                             free=None)
-    assert warnings == [
+    assert warnings == [  # the jackknife never repeats: it deletes every pair at most
         "permutations.n = 1,000 is more than the 720 distinct permutations of at most 6 "
         "concepts (6!): draws repeat, and the distribution has at most 720 distinct values "
-        "(lower permutations.n or add concepts)",
-        "bootstrap.n = 500 is more than the 462 distinct bootstrap resamples of at most 6 "
-        "concepts (C(11, 6)): draws repeat, and the distribution has at most 462 distinct "
-        "values (lower bootstrap.n or add concepts)"]
+        "(lower permutations.n or add concepts)"]
     # the job, with the real k, says it without "at most"
     assert budget.repeated_draws("permutations", 1000, 5).startswith(
         "permutations.n = 1,000 is more than the 120 distinct permutations of 5 concepts (5!)")
     assert budget.repeated_draws("permutations", 720, 6) is None
-    assert budget.repeated_draws("bootstrap", 1000, 8) is None  # C(15, 8) = 6,435
+    assert budget.repeated_draws("intervals", 10**6, 8) is None
 
 
 def test_a_long_computation_is_warned_with_its_figures(tmp_path: Path) -> None:
@@ -524,15 +505,18 @@ def test_the_paper_and_demo_estimates() -> None:
     """What the check says of config/paper.yaml and config/config.yaml before a first run
     (no results yet: k is bounded by the image source)."""
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
-    perm, boot = budget.estimate(paper, check_config(paper, SCHEMA).groups, "/nonexistent")
+    perm, jack = budget.estimate(paper, check_config(paper, SCHEMA).groups, "/nonexistent")
     assert perm.summary() == (
         "permutations: 1,000 permutations x 12 network x word model pair(s) x 5 group(s) x 5 "
         "measure(s) (layers: inception_v3 11, resnet50 49, vgg16 17; k: cross-lingual <= "
         "1000, glove <= 1000, rnn <= 1000, skipgram <= 1000): 48 jobs, each at most 4.3 GiB "
         "of memory; 59.2 MiB of shard files; 1 min to 27.4 CPU-hours (k not known yet) on "
         "one thread")
-    assert perm.disk_bytes() == boot.disk_bytes() == 4 * 5 * 1000 * 8 * sum(
-        5 * layers + 1 for layers in (17, 49, 11))
+    assert perm.disk_bytes() == 4 * 5 * 1000 * 8 * sum(5 * layers + 1 for layers in (17, 49, 11))
+    # k <= 1000: 1 + 1000 + 1,000 pairs of 2 vs 2, RSA, CKA, debiased CKA and the margin
+    assert jack.disk_bytes() == 4 * 5 * 2001 * 8 * sum(5 * layers + 1 for layers in (17, 49, 11))
+    assert jack.summary().startswith("intervals: 1 + k + 1,000 pairs deleted (jackknife "
+                                     "samples) x 12 network x word model pair(s) x 5 group(s)")
     demo = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     perm, _ = budget.estimate(demo, check_config(demo, SCHEMA).groups, "/nonexistent")
     assert perm.summary().endswith(

@@ -180,7 +180,7 @@ def study(root: Path) -> dict:
                                 "format": "word2vec-text"}},
         "extraction": {"batch_size": 8, "device": "cpu", "threads": 1},
         "permutations": {"n": 4, "shards": 1, "batch_size": 4},
-        "bootstrap": {"n": 0},
+        "intervals": {"method": "none"},
         "one_vs_two": {"n_permutations": 4},
         "figures": {"formats": ["png"]},
     }

@@ -100,7 +100,7 @@ def test_line_figures(tmp_path: Path, captured: list[Figure], name: str,
     # One CI band per line and one null band per table, or none for tables without them.
     assert bands(captured[0]) == (2 * N_LINES[name] if with_bands else 0)
     title = captured[0].axes[0].get_title()
-    assert ("95 % bootstrap CI" in title) == with_bands
+    assert ("95 % CI" in title) == with_bands
 
 
 def test_pdf_is_reproducible(tmp_path: Path) -> None:
@@ -121,22 +121,27 @@ def test_one_vs_two(tmp_path: Path) -> None:
 
 def comparison_table(controls: list[str]) -> list[dict]:
     """comparison_rows of a planted network (values rising, 0.1 above its control)."""
+    from emergence.stats.jackknife import jackknife_size
+    from emergence.uncertainty import from_arrays
+
     rng = np.random.default_rng(0)
-    scores, boot, concepts = {}, {}, {}
+    scores, jack, concepts = {}, {}, {}
+    n = jackknife_size(8, 10)
     for net, shift in (("net", 0.1), ("ctrl", 0.0)):
         rows, arrays = [], {}
         for g in ("photo", "drawing"):
             arrays[g] = {}
-            for m in ("two_vs_two", "cka"):
+            for m in ("two_vs_two", "cka", "two_vs_two_margin"):
                 arrays[g][m] = (0.5 + shift + 0.05 * np.arange(len(LAYERS))
-                                + rng.normal(0, 0.03, (50, len(LAYERS))))
+                                + rng.normal(0, 0.003, (n, len(LAYERS))))
             for j, lay in enumerate(LAYERS):
                 value = repr(0.5 + shift + 0.05 * j)
                 rows.append({"group": g, "layer": lay, "layer_index": str(j),
                              "two_vs_two": value, "cka": "nan" if j == 0 else value,
                              "reason": ""})
-        scores[net, "wm"], boot[net, "wm"], concepts[net, "wm"] = rows, arrays, ["a", "b"]
-    return comparisons.comparison_rows("net", "wm", scores=scores, bootstrap=boot,
+        scores[net, "wm"], concepts[net, "wm"] = rows, ["a", "b"]
+        jack[net, "wm"] = from_arrays(arrays, 8, 0, 10)
+    return comparisons.comparison_rows("net", "wm", scores=scores, jackknife=jack,
                                        concepts=concepts, measures=("two_vs_two", "cka"),
                                        controls=controls, word_models=[])
 
@@ -151,11 +156,11 @@ def test_control_difference(tmp_path: Path, captured: list[Figure]) -> None:
     fig = captured[0]
     assert len(fig.axes) == 2  # one panel per measure
     assert [ax.get_ylabel().split("\n")[0] for ax in fig.axes] == ["two_vs_two", "cka"]
-    assert "95 % bootstrap CI" in fig.axes[0].get_title()
+    assert "95 % CI" in fig.axes[0].get_title() and "Holm" in fig.axes[0].get_title()
     # The dicts of comparison_rows plot too (floats, not strings).
     figures.plot_control_difference(rows, {}, written(tmp_path, "fig3b"))
     check(written(tmp_path, "fig3b"))
-    # A percentile interval need not contain the estimate (a skewed bootstrap): still drawn.
+    # An interval that does not contain the estimate (a table of the bootstrap era): drawn.
     skewed = [dict(r, ci_low=float(r["estimate"]) + 0.1, ci_high=float(r["estimate"]) + 0.2)
               if r["comparison"] == "layer_vs_control" and math.isfinite(float(r["estimate"]))
               else r for r in rows]
@@ -174,3 +179,13 @@ def test_control_difference_without_control(tmp_path: Path, captured: list[Figur
     # No rows at all (an empty table): one panel saying so.
     figures.plot_control_difference([], {}, written(tmp_path, "empty"))
     check(written(tmp_path, "empty"))
+
+
+def test_control_difference_marks_the_family_wise_p(tmp_path: Path,
+                                                    captured: list[Figure]) -> None:
+    """Filled markers: Holm's p_value_fwe < alpha, not the single test's p."""
+    rows = [dict(r, p_value=0.01, p_value_fwe=0.2) if r["comparison"] == "layer_vs_control"
+            else r for r in comparison_table(["ctrl"])]
+    figures.plot_control_difference(rows, {}, written(tmp_path, "fig3"), alpha=0.05)
+    filled, hollow = (c.get_offsets() for c in captured[0].axes[0].collections[-2:])
+    assert len(filled) == 0 and len(hollow) == len(LAYERS)

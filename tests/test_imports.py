@@ -32,7 +32,6 @@ NEEDS_TORCH = {
     "word_vectors": "a text encoder's forward pass (a static word model needs none)",
     "two_vs_two": "the 2 vs 2 engine holds W as a float64 tensor (its definition, CUDA)",
     "permutations": "the 2 vs 2 engine; the CUDA path of every null",
-    "bootstrap": "the 2 vs 2 engine; the CUDA path of the 2 vs 2 bootstrap",
 }
 # The scripts whose imports load torch: the extraction package is torch through and through.
 IMPORTS_TORCH = {"activations"}
@@ -153,6 +152,37 @@ def test_the_public_api_loads_on_first_use() -> None:
     assert proc.stdout.split() == ["False", "1.0", "True", "False"]
 
 
+def test_the_interval_modules_load_light() -> None:
+    """The jackknife, significance and comparisons jobs' modules (issue 20) import neither
+    torch nor scipy nor numba until they compute."""
+    modules = ["emergence.stats.jackknife", "emergence.stats.intervals", "emergence.uncertainty",
+               "emergence.significance", "emergence.comparisons", "emergence.analysis"]
+    assert loaded_after(modules, ROOT) == []
+
+
+def test_the_jackknife_and_the_intervals_compute_without_torch() -> None:
+    """A jackknife job (every measure) and the intervals of its samples never load torch:
+    the deletion kernels are numba and numpy on the CPU."""
+    code = ("import sys, numpy as np\n"
+            "from emergence.stats.jackknife import jackknife_distribution, jackknife_pairs\n"
+            "from emergence.stats.intervals import concept_variance, interval\n"
+            "from emergence.stats.similarity import similarity_matrix\n"
+            "from emergence.stats.cka import linear_gram\n"
+            "rng = np.random.default_rng(0)\n"
+            "x = rng.standard_normal((20, 6)); y = x + rng.standard_normal((20, 6))\n"
+            "out = jackknife_distribution(similarity_matrix(x), [similarity_matrix(y)], seed=0,\n"
+            "    n_pairs=30, measures=('two_vs_two', 'rsa', 'cka', 'cka_debiased', 'mutual_knn'),\n"
+            "    word_gram=linear_gram(x), image_grams=[linear_gram(y)], knn_k=3)\n"
+            "var = concept_variance(out['rsa'], 20, jackknife_pairs(0, 20, 30))\n"
+            "low, high = interval(out['rsa'][0], var)\n"
+            "assert np.isfinite(low).all() and np.isfinite(high).all()\n"
+            "print('torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["False"]
+
+
 def test_every_public_name_resolves_to_its_module() -> None:
     public = [n for n in emergence.__all__ if n != "__version__"]
     assert sorted(public) == sorted(emergence._HOME)
@@ -160,7 +190,7 @@ def test_every_public_name_resolves_to_its_module() -> None:
     for name in public:
         home = sys.modules.get(emergence._HOME[name]) or __import__(
             emergence._HOME[name], fromlist=[name])
-        assert getattr(emergence, name) is getattr(home, name), name
+        assert getattr(emergence, name) is getattr(home, emergence._ALIAS.get(name, name)), name
     namespace: dict[str, object] = {}
     exec("from emergence import *", namespace)
     assert set(emergence.__all__) <= set(namespace)

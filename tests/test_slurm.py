@@ -166,16 +166,16 @@ def job_rules() -> set[str]:
 
 def test_the_workflow_profile_sizes_every_rule_that_runs_a_job() -> None:
     """Without an entry a job falls back to slurm/config.yaml's default-resources (60 min,
-    4,000 MB): the bootstrap shards got half the permutations' run time that way."""
+    4,000 MB): the (then) bootstrap shards got half the permutations' run time that way."""
     profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
     sized = profile["set-resources"]
     rules = job_rules()
-    assert {"images", "activations", "bootstrap", "comparisons", "overview"} <= rules
+    assert {"images", "activations", "jackknife", "comparisons", "overview"} <= rules
     assert rules == set(sized), (rules - set(sized), set(sized) - rules)
     for rule, resources in sized.items():
         assert resources["mem_mb"] > 0 and resources["runtime"] > 0, rule
-    assert sized["bootstrap"] == sized["permutations"]
-    assert profile["set-threads"]["bootstrap"] == profile["set-threads"]["permutations"] == 1
+    assert sized["jackknife"] == sized["permutations"]
+    assert profile["set-threads"]["jackknife"] == profile["set-threads"]["permutations"] == 1
 
 
 def dry_run_submissions(stdout: str) -> tuple[list[str], list[tuple[str, list[str]]]]:

@@ -62,7 +62,7 @@ def write_things(root: Path) -> dict:
                                 "format": "word2vec-text"}},
         "extraction": {"batch_size": 64, "device": "cpu", "threads": 2},
         "permutations": {"n": 8, "shards": 1, "batch_size": 8},
-        "bootstrap": {"n": 0},
+        "intervals": {"method": "none"},
         "one_vs_two": {"n_permutations": 4},
         "figures": {"formats": ["png"]},
     }

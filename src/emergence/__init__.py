@@ -13,6 +13,9 @@ Public statistics API (all float64, rows aligned by concept):
 * :func:`cka` (linear, biased or debiased), :func:`mutual_knn` -- alignment measures beside
   2 vs 2 and RSA (``rsa(..., method="kendall")`` for Kendall's tau-a); :func:`linear_gram`
   -- the centred Gram matrix CKA compares.
+* :func:`interval` -- a measure between two embeddings with its calibrated 95 % interval
+  over concepts (the pipeline's jackknife), ``(estimate, low, high)``;
+  :func:`jackknife_distribution` -- the samples it is made from.
 * :func:`bootstrap_distribution`, :func:`bootstrap_counts` -- the bootstrap over concepts
   (every measure; a copy of a concept counts as the concept itself).
 * :func:`confidence_interval`, :func:`bootstrap_p`, :func:`depth_trend` -- intervals, paired
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from emergence.stats.bootstrap import bootstrap_counts, bootstrap_distribution
     from emergence.stats.cka import cka, linear_gram
     from emergence.stats.comparisons import bootstrap_p, confidence_interval, depth_trend
+    from emergence.stats.jackknife import jackknife_distribution
     from emergence.stats.knn import mutual_knn
     from emergence.stats.one_vs_two import OneVsTwo, one_vs_two
     from emergence.stats.permutation import (
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from emergence.stats.rsa import rsa, rsa_from_similarity
     from emergence.stats.similarity import PearsonAccumulator, similarity_matrix
     from emergence.stats.two_vs_two import TwoVsTwo, two_vs_two, two_vs_two_from_similarity
+    from emergence.uncertainty import measure_interval as interval
 
 __version__ = "0.1.0"
 
@@ -55,6 +60,7 @@ _HOME = {
     "bootstrap_p": "emergence.stats.comparisons",
     "confidence_interval": "emergence.stats.comparisons",
     "depth_trend": "emergence.stats.comparisons",
+    "jackknife_distribution": "emergence.stats.jackknife",
     "mutual_knn": "emergence.stats.knn",
     "OneVsTwo": "emergence.stats.one_vs_two",
     "one_vs_two": "emergence.stats.one_vs_two",
@@ -69,7 +75,11 @@ _HOME = {
     "TwoVsTwo": "emergence.stats.two_vs_two",
     "two_vs_two": "emergence.stats.two_vs_two",
     "two_vs_two_from_similarity": "emergence.stats.two_vs_two",
+    "interval": "emergence.uncertainty",
 }
+
+_ALIAS = {"interval": "measure_interval"}
+"""A public name that its module defines under another name."""
 
 __all__ = [
     "OneVsTwo",
@@ -83,6 +93,8 @@ __all__ = [
     "confidence_interval",
     "depth_trend",
     "family_wise_p_values",
+    "interval",
+    "jackknife_distribution",
     "linear_gram",
     "mutual_knn",
     "one_vs_two",
@@ -102,7 +114,7 @@ def __getattr__(name: str) -> Any:
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module 'emergence' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
+    value = getattr(importlib.import_module(home), _ALIAS.get(name, name))
     globals()[name] = value
     return value
 

@@ -14,26 +14,31 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from emergence.formats.activations import GroupSimilarities
-from emergence.formats.nulls import Samples, samples_of, write_null_shard
-from emergence.stats.measures import MEASURES, MeasureSpec, column_prefix
+from emergence.formats.nulls import write_null_shard
+from emergence.significance import (  # the significance table lives there; names kept here
+    SIGNIFICANCE_COLUMNS,
+    percentile_band,
+    significance_columns,
+    significance_rows,
+)
+from emergence.stats.measures import MeasureSpec
 from emergence.stats.one_vs_two import MIN_REFERENCE, OneVsTwo, one_vs_two, pool
-from emergence.stats.permutation import permutation_null, significant
+from emergence.stats.permutation import permutation_null
 from emergence.stats.two_vs_two import TwoVsTwo
-from emergence.summaries import bootstrap_band, null_summary
 
 __all__ = [
     "ONE_VS_TWO_COLUMNS",
     "ONE_VS_TWO_TEST_COLUMNS",
     "SCORE_COLUMNS",
     "SIGNIFICANCE_COLUMNS",
-    "bootstrap_shard",
+    "jackknife_shard",
     "null_shard",
     "percentile_band",
     "one_vs_two_rows",
@@ -141,9 +146,11 @@ def _resampled_shard(path: str | os.PathLike[str], kind: str, word_model: str,
                      w_mat: NDArray[np.float64], groups: Sequence[GroupSimilarities],
                      draw: Callable[[GroupSimilarities], dict[str, NDArray[np.float64]]], *,
                      seed: int, start: int, stop: int, batch_size: int, spec: MeasureSpec,
-                     wnids: Sequence[str]) -> None:
-    """One shard file of ``kind`` (permutation or bootstrap): ``draw(group)`` gives the
-    samples ``start .. stop-1`` of every measure and layer of that group."""
+                     wnids: Sequence[str], names: Sequence[str] | None = None,
+                     n_pairs: int | None = None) -> None:
+    """One shard file of ``kind`` (permutation or jackknife): ``draw(group)`` gives the
+    samples ``start .. stop-1`` of every measure (``names``: and companion) and layer of
+    that group."""
 
     def values() -> Iterator[tuple[str, dict[str, NDArray[np.float64]]]]:
         for g in groups:
@@ -154,8 +161,8 @@ def _resampled_shard(path: str | os.PathLike[str], kind: str, word_model: str,
     write_null_shard(path, network=first.network, model=first.model, word_model=word_model,
                      seed=seed, start=start, stop=stop, batch_size=batch_size,
                      rsa_method=spec.rsa_method, layer_names=first.layers, k=w_mat.shape[0],
-                     nulls=values(), measures=spec.names, kind=kind, concepts=wnids,
-                     knn_k=spec.knn_k)
+                     nulls=values(), measures=names or spec.names, kind=kind, concepts=wnids,
+                     knn_k=spec.knn_k, n_pairs=n_pairs)
 
 
 def null_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArray[np.float64],
@@ -179,144 +186,39 @@ def null_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArray[np.
                      wnids=groups[0].wnids)
 
 
-def bootstrap_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArray[np.float64],
-                    groups: Sequence[GroupSimilarities], *, seed: int, start: int, stop: int,
-                    batch_size: int, measures: MeasureSpec | None = None, device: str,
+def jackknife_shard(path: str | os.PathLike[str], word_model: str, w_mat: NDArray[np.float64],
+                    groups: Sequence[GroupSimilarities], *, seed: int, n_pairs: int,
+                    shards: int, shard: int, batch_size: int,
+                    measures: MeasureSpec | None = None,
                     word_gram: NDArray[np.float64] | None = None,
-                    progress: bool = True) -> None:
-    """Bootstrap samples ``start .. stop-1`` (concepts resampled; sample ``i`` depends only
-    on the seed, ``i`` and k, so every group, layer, network and word model with the same
-    concepts shares it) of every measure, group and layer, in one shard file."""
-    from emergence.stats.bootstrap import bootstrap_distribution
+                    progress: bool = True) -> tuple[int, int]:
+    """Shard ``shard`` of ``shards`` of the jackknife samples (nothing, each concept, then
+    ``n_pairs`` pairs of concepts deleted: :mod:`emergence.stats.jackknife`; the samples
+    depend on the seed, k and ``n_pairs`` only, so every group, layer, network and word
+    model with the same concepts shares them) of every measure that gets an interval and
+    its companion, for every group and layer, in one file. Returns the sample range."""
+    from emergence.stats.jackknife import jackknife_distribution, jackknife_size
+    from emergence.stats.permutation import shard_range
+    from emergence.uncertainty import WITHHELD, jackknife_names
 
     spec = measures or MeasureSpec()
-    spec.check_k(w_mat.shape[0])
+    k = w_mat.shape[0]
+    spec.check_k(k)
+    names = tuple(m for m in spec.names if m not in WITHHELD)
+    start, stop = shard_range(jackknife_size(k, n_pairs), shards, shard, batch_size)
 
     def draw(g: GroupSimilarities) -> dict[str, NDArray[np.float64]]:
-        return bootstrap_distribution(
-            w_mat, list(g.similarity), seed=seed, start=start, stop=stop,
-            batch_size=batch_size, measures=spec.names, rsa_method=spec.rsa_method,
+        return jackknife_distribution(
+            w_mat, list(g.similarity), seed=seed, n_pairs=n_pairs, start=start, stop=stop,
+            batch_size=batch_size, measures=names, rsa_method=spec.rsa_method,
             word_gram=word_gram, image_grams=None if g.gram is None else list(g.gram),
-            knn_k=spec.knn_k, device=device, progress=progress)
+            knn_k=spec.knn_k, progress=progress)
 
-    _resampled_shard(path, "bootstrap", word_model, w_mat, groups, draw, seed=seed,
+    stored = jackknife_names(spec.names)
+    _resampled_shard(path, "jackknife", word_model, w_mat, groups, draw, seed=seed,
                      start=start, stop=stop, batch_size=batch_size, spec=spec,
-                     wnids=groups[0].wnids)
-
-
-_PER_MEASURE = ["p_value", "p_value_fwe", "null_mean", "null_sd", "null_low", "null_high",
-                "ci_low", "ci_high"]
-
-
-def significance_columns(measures: Sequence[str] = ("two_vs_two", "rsa")) -> list[str]:
-    """The columns of ``significance.tsv``: per measure its value and ``<prefix>p_value``,
-    ``p_value_fwe``, ``null_mean``, ``null_sd``, ``null_low``, ``null_high``, ``ci_low``,
-    ``ci_high`` (prefix: :func:`~emergence.stats.measures.column_prefix`); then the counts,
-    the 2 vs 2 decision and the reason."""
-    cols = [*_META, "k"]
-    for m in (m for m in MEASURES if m in measures):
-        cols += [m, *(column_prefix(m) + c for c in _PER_MEASURE)]
-    return [*cols, "n_permutations", "n_bootstrap", "confidence", "significant", "reason"]
-
-
-SIGNIFICANCE_COLUMNS = significance_columns()
-"""The columns with the default measures (2 vs 2 and RSA)."""
-
-
-def percentile_band(samples: NDArray[np.float64], confidence: float
-                    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per column of ``samples`` (n, L): the central ``confidence`` percentile interval of
-    its finite values (numpy's linear quantiles, as
-    :func:`emergence.stats.comparisons.confidence_interval`); NaN for a column without
-    finite values."""
-    lo, hi = (1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0
-    out = np.full((2, samples.shape[1]), np.nan)
-    for j in range(samples.shape[1]):
-        col = samples[:, j][np.isfinite(samples[:, j])]
-        if col.size:
-            out[:, j] = np.quantile(col, [lo, hi])
-    return out[0], out[1]
-
-
-def significance_rows(score_table: Sequence[Mapping[str, str]],
-                      nulls: Samples | Mapping[str, Mapping[str, NDArray[np.float64]]],
-                      alpha: float, *,
-                      boots: Samples | Mapping[str, Mapping[str, NDArray[np.float64]]]
-                      | None = None, confidence: float = 0.95) -> list[dict[str, Any]]:
-    """Per-group and mean-over-groups values of every measure with permutation p-values,
-    the null's band and the bootstrap interval.
-
-    Per measure: ``p_value`` per layer, +1-corrected; ``p_value_fwe`` max over layers
-    (family-wise); ``null_low``/``null_high`` the null's central ``confidence`` band (chance
-    for this k), ``ci_low``/``ci_high`` the bootstrap percentile interval. The ``mean`` rows
-    compare the mean over groups to the mean of the groups' nulls under the same
-    permutation index, and take the interval of the mean over groups of the same bootstrap
-    sample. ``significant`` is the 2 vs 2 decision (``p_value < alpha``).
-
-    ``nulls`` and ``boots`` are the shards (:class:`~emergence.formats.nulls.Shards`, read
-    block by block: :mod:`emergence.summaries`) or arrays in memory ({group: {measure:
-    (n, L)}}); the numbers are the same bit for bit.
-
-    A layer that cannot be scored (NaN: its score row's ``reason``) has NaN p-values,
-    bands and intervals, is not significant and carries the reason; the ``mean`` row of a
-    layer is NaN when any group is (its reason names the groups). The family-wise maximum
-    runs over the layers that can be scored. Without permutations (or bootstrap samples)
-    those columns are NaN.
-    """
-    groups = list(dict.fromkeys(r["group"] for r in score_table))
-    layers = list(dict.fromkeys(r["layer"] for r in score_table))
-    first = score_table[0]
-    measures = [m for m in MEASURES if m in first]
-    meta = {r["layer"]: r for r in score_table if r["group"] == groups[0]}
-    cell = {(r["group"], r["layer"]): r for r in score_table}
-    why = {g: [cell[g, lay].get("reason", "") or "" for lay in layers] for g in groups}
-    why["mean"] = ["; ".join(f"group {g}: {why[g][j]}" for g in groups if why[g][j])
-                   for j in range(len(layers))]
-    null_src, boot_src = samples_of(nulls), samples_of(boots)
-    n_perm = null_src.n if null_src is not None else 0
-    n_boot = boot_src.n if boot_src is not None else 0
-    nan = np.full(len(layers), np.nan)
-
-    observed: dict[str, dict[str, NDArray[np.float64]]] = {
-        g: {m: np.array([float(cell[g, lay][m]) for lay in layers]) for m in measures}
-        for g in groups}
-    observed["mean"] = {m: np.mean([observed[g][m] for g in groups], axis=0)
-                        for m in measures}
-    null = (null_summary(null_src, observed, groups, measures, confidence)
-            if n_perm and null_src is not None else None)
-    boot = (bootstrap_band(boot_src, groups, measures, len(layers), confidence)
-            if n_boot and boot_src is not None else None)
-    columns: dict[str, dict[str, NDArray[np.float64]]] = {g: {} for g in [*groups, "mean"]}
-    for m in measures:
-        prefix = column_prefix(m)
-        for g in [*groups, "mean"]:
-            obs, col = observed[g][m], columns[g]
-            col[m] = obs
-            if null is not None:
-                for c, values in null.items():
-                    col[prefix + c] = values[g][m]
-            if boot is not None:
-                lo, hi = boot[0][g][m], boot[1][g][m]
-                col[prefix + "ci_low"] = np.where(np.isnan(obs), np.nan, lo)
-                col[prefix + "ci_high"] = np.where(np.isnan(obs), np.nan, hi)
-    rows = []
-    for g in [*groups, "mean"]:
-        col = columns[g]
-        for j, lay in enumerate(layers):
-            row: dict[str, Any] = {
-                "network": first["network"], "model": first["model"],
-                "word_model": first["word_model"], "group": g, "layer": lay, "layer_index": j,
-                "module": meta[lay]["module"], "k": first["k"]}
-            for m in measures:
-                row[m] = float(col[m][j])
-                for c in _PER_MEASURE:
-                    row[column_prefix(m) + c] = float(col.get(column_prefix(m) + c, nan)[j])
-            row.update({"n_permutations": n_perm, "n_bootstrap": n_boot,
-                        "confidence": confidence,
-                        "significant": significant(row["p_value"], alpha),
-                        "reason": why[g][j]})
-            rows.append(row)
-    return rows
+                     wnids=groups[0].wnids, names=stored, n_pairs=n_pairs)
+    return start, stop
 
 
 ONE_VS_TWO_COLUMNS = ["network", "model", "word_model", "group", "layer", "layer_index",

@@ -1,9 +1,10 @@
 """What the resampling steps will take, known before any job: memory, disk and time.
 
-``permutations.n`` and ``bootstrap.n`` samples are drawn in ``shards`` jobs per network x
-word model; each job holds its shard's values of one group (every measure and layer,
+``permutations.n`` permutations and the jackknife's 1 + k + ``intervals.pairs`` samples
+(:mod:`emergence.stats.jackknife`) are drawn in ``shards`` jobs per network x word model;
+each job holds its shard's values of one group (every measure, companion and layer,
 float64) while it writes them, and every shard file stays on disk for the aggregation
-(which reads them block by block: :mod:`emergence.summaries`). :func:`estimate` sizes
+(which reads the null block by block: :mod:`emergence.summaries`). :func:`estimate` sizes
 this from what the DAG knows:
 
 * layers per network: the config's entries (a glob such as ``blocks.*`` counts once: at
@@ -11,15 +12,15 @@ this from what the DAG knows:
 * k, the concepts of a word model: the word matrix an earlier run wrote, else an upper
   bound from the image source (the emoji table's rows, the 1,000 ImageNet classes, the
   concept table's rows or the concept folders, ``images.max_concepts``);
-* groups, measures, n, shards and ``batch_size`` exactly.
+* groups, measures, n (pairs), shards and ``batch_size`` exactly.
 
 :func:`check` refuses (:class:`~emergence.errors.ConfigError`, one line naming the key and
 the figure) a shard job that needs more memory than this machine has (local runs) or
 shard files that do not fit on the disk of the results folder, with lower bounds (k = 5,
 the layers surely there), so that it never refuses what could run; and warns above
 :data:`WARN_JOB_FRACTION` of the memory, :data:`WARN_DISK_BYTES` of shards or
-:data:`WARN_CPU_HOURS` of computing, and where the null or the bootstrap draws more
-samples than there are distinct ones (``k!`` permutations, ``C(2k - 1, k)`` resamples).
+:data:`WARN_CPU_HOURS` of computing, and where the null draws more permutations than
+there are distinct ones (``k!``).
 
 Times come from the per-evaluation costs measured on this project's 2-core VM (README,
 Performance), scaled with k; read them as a guide within a factor of about 2.
@@ -63,7 +64,19 @@ def _eval_seconds(measure: str, k: int, rsa_method: str) -> float:
     return max(5e-6, 3.5e-5 * r ** 2)
 
 
-_BOOTSTRAP_COST = 1.35  # a bootstrap sample vs a permutation (README: 0.74x the throughput)
+def _jackknife_seconds(measure: str, k: int, rsa_method: str) -> float:
+    """One jackknife sample (one layer, one group) on one thread at k concepts, from its
+    time against a permutation's measured alternately in one process (k = 166 and 400):
+    the 2 vs 2's deletion kernel 0.6x, RSA Pearson and CKA 0.2-0.7x (both O(k²) per
+    sample); Spearman and Kendall use the bootstrap's weighted kernels (1.35x)."""
+    r = k / 166.0
+    if measure == "two_vs_two":
+        return max(1e-5, 1.6e-4 * r ** 2)
+    if measure == "rsa" and rsa_method != "pearson":
+        return 1.35 * _eval_seconds(measure, k, rsa_method)
+    if measure in ("rsa", "cka", "cka_debiased"):
+        return max(1e-6, 1.8e-5 * r ** 2)
+    return 0.0  # a companion: computed with its measure
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,9 @@ class Pair:
 
 @dataclass(frozen=True)
 class Resampling:
-    """The permutations or the bootstrap of a study: ``key`` is the config section."""
+    """The permutations or the jackknife of a study: ``key`` is the config section
+    (``permutations`` or ``intervals``), ``n`` its count (``permutations.n``,
+    ``intervals.pairs``; 0: none), ``measures`` what a shard stores per layer."""
 
     key: str
     n: int
@@ -92,46 +107,72 @@ class Resampling:
     pairs: tuple[Pair, ...]
 
     @property
-    def what(self) -> str:
-        return "permutations" if self.key == "permutations" else "bootstrap samples"
+    def jackknife(self) -> bool:
+        return self.key == "intervals"
 
     @property
-    def per_shard(self) -> int:
-        """Samples in the largest shard (whole batches, as the rules cut them)."""
+    def rule(self) -> str:
+        """The rule whose jobs draw the shards."""
+        return "jackknife" if self.jackknife else "permutations"
+
+    @property
+    def count_key(self) -> str:
+        return "intervals.pairs" if self.jackknife else "permutations.n"
+
+    @property
+    def what(self) -> str:
+        return "pairs deleted" if self.jackknife else "permutations"
+
+    def samples(self, k: int) -> int:
+        """Samples per layer and group at k concepts: n, or the jackknife's 1 + k + the
+        pairs used (at most every pair)."""
+        if not self.jackknife:
+            return self.n
+        return 1 + k + min(self.n, k * (k - 1) // 2) if self.n else 0
+
+    def per_shard(self, k: int) -> int:
+        """Samples in the largest shard at k concepts (whole batches, as the rules cut
+        them)."""
         from emergence.stats.permutation import shard_range
 
-        sizes = [b - a for a, b in (shard_range(self.n, self.shards, s, self.batch_size)
+        n = self.samples(k)
+        sizes = [b - a for a, b in (shard_range(n, self.shards, s, self.batch_size)
                                     for s in range(self.shards))]
         return max(sizes, default=0)
 
-    def values_bytes(self, layers: int) -> int:
+    def values_bytes(self, layers: int, k: int) -> int:
         """One group's values in the largest shard: every measure and layer, float64."""
-        return self.per_shard * (len(self.measures) * layers + 1) * 8
+        return self.per_shard(k) * (len(self.measures) * layers + 1) * 8
 
     def job_bytes(self, pair: Pair, k: int | None = None) -> int:
         """One shard job: imports, the groups' similarity (and Gram) matrices, W, one
-        group's values."""
+        group's values (and the jackknife's 2 vs 2 cross-products of one group's layers)."""
         k = pair.k if k is None else k
         mats = self.groups * pair.layers * (2 if {"cka", "cka_debiased"} & set(self.measures)
                                             else 1) + 2
-        return BASE_BYTES + mats * k * k * 8 + self.values_bytes(pair.layers)
+        if self.jackknife and "two_vs_two" in self.measures:
+            mats += pair.layers
+        return BASE_BYTES + mats * k * k * 8 + self.values_bytes(pair.layers, k)
 
     def disk_bytes(self) -> int:
-        return sum(self.groups * self.n * (len(self.measures) * p.layers + 1) * 8
+        return sum(self.groups * self.samples(p.k) * (len(self.measures) * p.layers + 1) * 8
                    for p in self.pairs)
 
     def cpu_seconds(self, k: int | None = None) -> float:
         """Computing time on one thread (``k``: every pair at that many concepts)."""
-        scale = _BOOTSTRAP_COST if self.key == "bootstrap" else 1.0
-        return scale * sum(
-            self.n * self.groups * p.layers
-            * sum(_eval_seconds(m, p.k if k is None else k, self.rsa_method)
-                  for m in self.measures) for p in self.pairs)
+        cost = _jackknife_seconds if self.jackknife else _eval_seconds
+        total = 0.0
+        for p in self.pairs:
+            kk = p.k if k is None else k
+            total += self.samples(kk) * self.groups * p.layers * sum(
+                cost(m, kk, self.rsa_method) for m in self.measures)
+        return total
 
     def summary(self) -> str:
         """One line: jobs, the largest job's memory, disk and time."""
         if not self.n or not self.pairs:
-            return f"{self.key}: none (n = 0)"
+            return f"{self.key}: none ({self.count_key} = 0)" if not self.jackknife \
+                else f"{self.key}: none (method none)"
         big = max(self.pairs, key=lambda p: self.job_bytes(p))
         high, low = self.cpu_seconds(), self.cpu_seconds(MIN_K)
         time = (f"about {_hours(high)}" if all(p.k_exact for p in self.pairs)
@@ -141,7 +182,9 @@ class Resampling:
                                    for p in self.pairs}))
         ks = ", ".join(sorted({f"{p.word_model} {'' if p.k_exact else '<= '}{p.k}"
                                for p in self.pairs}))
-        return (f"{self.key}: {self.n:,} {self.what} x {len(self.pairs)} network x word model "
+        count = (f"1 + k + {self.n:,} pairs deleted (jackknife samples)" if self.jackknife
+                 else f"{self.n:,} {self.what}")
+        return (f"{self.key}: {count} x {len(self.pairs)} network x word model "
                 f"pair(s) x {self.groups} group(s) x {len(self.measures)} measure(s) "
                 f"(layers: {layers}; k: {ks}): {len(self.pairs) * self.shards:,} jobs, each "
                 f"at most {_size(self.job_bytes(big))} of memory; {_size(self.disk_bytes())} "
@@ -216,7 +259,7 @@ def _h5_attr(path: Path, name: str) -> Any:
 
 def estimate(config: Mapping[str, Any], groups: list[str], results: str | os.PathLike[str]
              ) -> list[Resampling]:
-    """The permutations and the bootstrap of a validated config (defaults filled in)."""
+    """The permutations and the jackknife of a validated config (defaults filled in)."""
     root = Path(results)
     bound = _k_bound(config["images"])
     layers = {}
@@ -231,29 +274,34 @@ def estimate(config: Mapping[str, Any], groups: list[str], results: str | os.Pat
         ks[wm] = (int(k), True) if k is not None else (bound, False)
     pairs = tuple(Pair(net, wm, *layers[net], *ks[wm])
                   for net in config["networks"] for wm in config["word_models"])
+    from emergence.uncertainty import jackknife_names
+
     measures = tuple(config["measures"]["names"])
-    return [Resampling(key, int(config[key]["n"]), int(config[key]["shards"]),
-                       int(config[key]["batch_size"]), len(groups), measures,
-                       config["two_vs_two"]["rsa_method"], pairs)
-            for key in ("permutations", "bootstrap")]
+    rsa = config["two_vs_two"]["rsa_method"]
+    perm, iv = config["permutations"], config["intervals"]
+    pairs_deleted = int(iv["pairs"]) if iv["method"] == "jackknife" else 0
+    return [Resampling("permutations", int(perm["n"]), int(perm["shards"]),
+                       int(perm["batch_size"]), len(groups), measures, rsa, pairs),
+            Resampling("intervals", pairs_deleted, int(iv["shards"]), int(iv["batch_size"]),
+                       len(groups), jackknife_names(measures), rsa, pairs)]
 
 
 def distinct_draws(kind: str, k: int) -> int:
-    """Distinct permutations of k concepts (k!) or distinct bootstrap resamples (multisets
-    of k of them: C(2k - 1, k))."""
-    return math.factorial(k) if kind == "permutations" else math.comb(2 * k - 1, k)
+    """Distinct permutations of k concepts (k!); ``kind`` is ``permutations``."""
+    if kind != "permutations":
+        raise ValueError(f"distinct draws of {kind!r}: only permutations repeat")
+    return math.factorial(k)
 
 
 def repeated_draws(kind: str, n: int, k: int, *, bound: bool = False) -> str | None:
-    """The line saying that ``n`` draws exceed the distinct ones at ``k`` concepts (None
-    when they do not)."""
-    if not n or distinct_draws(kind, k) >= n:
+    """The line saying that ``n`` permutations exceed the distinct ones at ``k`` concepts
+    (None when they do not; the jackknife deletes distinct concepts and pairs, at most
+    every pair, so it never repeats)."""
+    if kind != "permutations" or not n or distinct_draws(kind, k) >= n:
         return None
-    what = "permutations" if kind == "permutations" else "bootstrap resamples"
-    formula = f"{k}!" if kind == "permutations" else f"C({2 * k - 1}, {k})"
     distinct = distinct_draws(kind, k)
-    return (f"{kind}.n = {n:,} is more than the {distinct:,} distinct {what} of "
-            f"{'at most ' if bound else ''}{k} concepts ({formula}): draws repeat, and the "
+    return (f"{kind}.n = {n:,} is more than the {distinct:,} distinct permutations of "
+            f"{'at most ' if bound else ''}{k} concepts ({k}!): draws repeat, and the "
             f"distribution has at most {distinct:,} distinct values (lower {kind}.n or add "
             "concepts)")
 
@@ -270,7 +318,7 @@ def _free_bytes(results: Path) -> int | None:
 
 def _present_bytes(results: Path, r: Resampling) -> int:
     """Bytes of this config's shard files already there (a rerun replaces them)."""
-    folder = "null" if r.key == "permutations" else "bootstrap"
+    folder = "jackknife" if r.jackknife else "null"
     total = 0
     for p in r.pairs:
         for s in range(r.shards):
@@ -295,7 +343,7 @@ def check(resamplings: list[Resampling], results: str | os.PathLike[str], *,
 
     ``memory``: this machine's memory for a local run (None: the jobs run elsewhere);
     ``requested``: for a cluster run, the ``mem_mb`` (MiB) the ``permutations`` and
-    ``bootstrap`` rules ask for where it is set (``--set-resources``, a profile): a job
+    ``jackknife`` rules ask for where it is set (``--set-resources``, a profile): a job
     that needs more is killed by the scheduler; ``free``: bytes free for the results (-1:
     look them up; None: unknown)."""
     root = Path(results)
@@ -305,28 +353,28 @@ def check(resamplings: list[Resampling], results: str | os.PathLike[str], *,
         limit, where = None, ""
         if memory is not None:
             limit, where = _FIT * memory, f"this machine's {_size(memory)} allows"
-        elif requested and requested.get(r.key):
-            mib = float(requested[r.key])
+        elif requested and requested.get(r.rule):
+            mib = float(requested[r.rule])
             limit = mib * (1 << 20)
             where = (f"the {mib:,.0f} MB its jobs ask for (mem_mb; --set-resources "
-                     f"{r.key}:mem_mb=... asks for more)")
+                     f"{r.rule}:mem_mb=... asks for more)")
         # The least a shard job can need: the layers surely there, k = 5.
         low = max(r.job_bytes(p, MIN_K) for p in r.pairs)
         if limit is not None and low > limit:
             per_sample = max((len(r.measures) * p.layers + 1) * 8 for p in r.pairs)
-            need = math.ceil(r.n / max((limit - BASE_BYTES) / per_sample, 1))
+            need = math.ceil(r.samples(MIN_K) / max((limit - BASE_BYTES) / per_sample, 1))
             raise ConfigError(
-                f"config key '{r.key}.n': {r.n:,} {r.what} in {r.shards} shard(s): each "
-                f"{r.key} job holds at least {_size(low)} ({r.per_shard:,} samples x "
+                f"config key '{r.count_key}': {r.n:,} {r.what} in {r.shards} shard(s): each "
+                f"{r.rule} job holds at least {_size(low)} ({r.per_shard(MIN_K):,} samples x "
                 f"{len(r.measures)} measure(s) x the layers, float64), more than {where}; "
-                f"raise {r.key}.shards to at least {need:,} or lower {r.key}.n")
+                f"raise {r.key}.shards to at least {need:,} or lower {r.count_key}")
         high = max(r.job_bytes(p) for p in r.pairs)
         if memory is not None and high > WARN_JOB_FRACTION * memory:
-            warnings.append(f"{r.key}: each {r.key} job may hold up to {_size(high)}, over "
+            warnings.append(f"{r.key}: each {r.rule} job may hold up to {_size(high)}, over "
                             f"half of this machine's {_size(memory)}: run fewer at once "
                             f"(--resources mem_mb=...) or raise {r.key}.shards")
         elif memory is None and limit is not None and high > limit:
-            warnings.append(f"{r.key}: each {r.key} job may hold up to {_size(high)}, more "
+            warnings.append(f"{r.key}: each {r.rule} job may hold up to {_size(high)}, more "
                             f"than {where}")
         if all(p.k_exact for p in r.pairs) and r.cpu_seconds() > WARN_CPU_HOURS * 3600:
             warnings.append(f"{r.summary()} (over {WARN_CPU_HOURS:.0f} CPU-hours)")
@@ -345,9 +393,9 @@ def check(resamplings: list[Resampling], results: str | os.PathLike[str], *,
         if need > free:
             worst = max(active, key=lambda r: r.disk_bytes())
             raise ConfigError(
-                f"config key '{worst.key}.n': {worst.n:,} {worst.what}: the shard files take "
-                f"{_size(disk)} ({_size(worst.disk_bytes())} of them {worst.key}), more than "
-                f"the {_size(free)} free for {root}; lower {worst.key}.n")
+                f"config key '{worst.count_key}': {worst.n:,} {worst.what}: the shard files "
+                f"take {_size(disk)} ({_size(worst.disk_bytes())} of them {worst.rule}), more "
+                f"than the {_size(free)} free for {root}; lower {worst.count_key}")
     if disk > WARN_DISK_BYTES:
         warnings.append(f"the shard files will take {_size(disk)} on disk")
     return warnings

@@ -147,6 +147,11 @@ def check_config(config: MutableMapping[str, Any], schema_path: str | os.PathLik
     build the specs and run the checks a schema cannot say; raise :class:`ConfigError` in
     one line. The one validation path: the workflow calls it once, before the DAG is built.
     Data paths are checked apart (:meth:`Study.check_data_paths`)."""
+    if "bootstrap" in config:
+        raise ConfigError("config key 'bootstrap': replaced by 'intervals' (the jackknife over "
+                          "concepts; keys method, pairs, factors, shards, batch_size, "
+                          "confidence); rename the section and drop bootstrap.n and "
+                          "bootstrap.device")
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = _fill_defaults(_strict_integers(jsonschema.Draft202012Validator))(schema)
     errors = list(validator.iter_errors(config))

@@ -4,7 +4,7 @@
 * Figs. 2-3: 2 vs 2 accuracy per layer of one network for the primary word model,
   with p < alpha markers and the untrained control beside it.
 * Fig. 3 (control difference): trained minus untrained control per layer, one panel per
-  measure, with bootstrap confidence intervals (``comparisons.tsv``, mean over groups).
+  measure, with jackknife confidence intervals (``comparisons.tsv``, mean over groups).
 * Fig. 4: 1 vs 2 accuracy per layer, significant layers marked.
 * Overview: every network on a relative-depth axis (the README's main figure).
 
@@ -14,14 +14,16 @@ such column, so Fig. 4 decides with :func:`emergence.stats.permutation.significa
 rule the significance table uses. Layers that could not be scored (NaN, with a ``reason``
 in the tables) have no point: the line breaks there.
 
-Bands (Figs. 1, 2 and the overview): the shaded band in a line's colour is the bootstrap
+Bands (Figs. 1, 2 and the overview): the shaded band in a line's colour is the jackknife
 confidence interval of the mean over groups (``ci_low`` .. ``ci_high``, at the table's
-``confidence``); the hatched grey band is the permutation null's central 95 %
+``confidence``; over concepts, or concepts and image groups: ``interval_factors``); the
+hatched grey band is the permutation null's central 95 %
 (``null_low`` .. ``null_high``): chance for a finite k is not exactly 0.5. A band is drawn
 only where the table has those columns and they are finite (tables written before them
 plot without).
-In the control-difference figure, filled markers are bootstrap p < alpha (two-sided, of
-"difference = 0"; :mod:`emergence.comparisons`).
+In the control-difference figure, filled markers are family-wise p < alpha (``p_value_fwe``:
+Holm over the layers, of "difference = 0"; :mod:`emergence.comparisons`; tables without the
+column fall back to ``p_value``).
 
 One function per figure; each figure rule has its own script that calls it.
 """
@@ -129,7 +131,7 @@ def _line(ax: plt.Axes, rows: Rows, label: str, x: Sequence[float] | None = None
 
 
 def _bands_note(ci: bool, null: bool, rows: Rows) -> str:
-    parts = ([f"shaded: {_confidence(rows)} bootstrap CI"] if ci else []) + \
+    parts = ([f"shaded: {_confidence(rows)} CI"] if ci else []) + \
         (["hatched: null 95 %"] if null else [])
     return ("; " + ", ".join(parts)) if parts else ""
 
@@ -252,14 +254,15 @@ def _comparison_panel(ax: plt.Axes, rows: Sequence[Mapping[str, str]], measure: 
         color = f"C{c}"
         ok = [math.isfinite(e) and math.isfinite(a) and math.isfinite(z)
               for e, a, z in zip(est, lo, hi, strict=True)]
-        # The interval as a segment: a percentile interval need not contain the estimate
-        # (a skewed bootstrap distribution), so it is not an error bar around it.
+        # The interval as a segment (tables from the bootstrap era: a percentile interval
+        # need not contain the estimate, so it is not drawn as an error bar around it).
         ax.vlines([x for x, o in zip(xs, ok, strict=True) if o],
                   [a for a, o in zip(lo, ok, strict=True) if o],
                   [z for z, o in zip(hi, ok, strict=True) if o], colors=color, lw=1.0)
         ax.plot(xs, est, color=color, lw=1.0,
                 label=f"{labels.get(sub[0]['a'], sub[0]['a'])} - {labels.get(b, b)}")
-        p = _column(sub, "p_value") or [math.nan] * len(sub)
+        p = (_column(sub, "p_value_fwe") or _column(sub, "p_value")
+             or [math.nan] * len(sub))
         sig = [significant(v, alpha) for v in p]
         ax.scatter(*_markers(xs, est, sig, True), color=color, zorder=3, s=22)
         ax.scatter(*_markers(xs, est, sig, False), facecolors="white", edgecolors=color,
@@ -277,13 +280,14 @@ def _comparison_panel(ax: plt.Axes, rows: Sequence[Mapping[str, str]], measure: 
 
 def plot_control_difference(rows: Rows, labels: Mapping[str, str],
                             paths: Sequence[str | os.PathLike[str]], alpha: float = 0.05) -> None:
-    """Trained minus untrained control per layer with bootstrap CIs, one panel per measure.
+    """Trained minus untrained control per layer with jackknife CIs, one panel per measure.
 
     ``rows``: ``comparisons.tsv`` of one network x word model (read_tsv strings or the
     dicts of :func:`emergence.comparisons.comparison_rows`); the rows with ``comparison ==
     layer_vs_control`` and ``group == mean`` are drawn. ``labels``: display names of the
     network, its controls and the word model (ids not in it are shown as they are).
-    Filled markers: bootstrap p < alpha. A measure without a comparable layer says why.
+    Filled markers: family-wise p < alpha (Holm over the layers). A measure without a
+    comparable layer (or without an interval) says why.
     """
     sel = [r for r in rows if r["comparison"] == "layer_vs_control" and r["group"] == "mean"]
     measures = list(dict.fromkeys(r["measure"] for r in sel)) or [""]
@@ -303,5 +307,6 @@ def plot_control_difference(rows: Rows, labels: Mapping[str, str],
     level = f"{100 * conf[0]:g} %" if conf else "95 %"
     axes[0, 0].set_title(
         f"{labels.get(net, net)} minus its untrained control vs {labels.get(wm, wm)} (mean over "
-        f"groups): bars = {level} bootstrap CI, filled = bootstrap p < {alpha:g}", fontsize=9)
+        f"groups): bars = {level} CI, filled = Holm p < {alpha:g} over the layers",
+        fontsize=9)
     _save(fig, paths)

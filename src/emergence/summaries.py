@@ -1,9 +1,9 @@
 """What the significance table takes from the resampling shards, read block by block.
 
-The permutation null and the bootstrap distribution of one network x word model are a
-table of n samples by (groups + their mean) x measures x layers. :func:`null_summary` and
-:func:`bootstrap_band` compute the significance table's columns from it in passes over
-blocks of rows (:class:`~emergence.formats.nulls.Shards`), never holding every shard:
+The permutation null of one network x word model is a table of n samples by (groups +
+their mean) x measures x layers. :func:`null_summary` computes the significance table's
+permutation columns from it in passes over blocks of rows
+(:class:`~emergence.formats.nulls.Shards`), never holding every shard:
 
 * ``p_value``: counts of ``null >= observed`` per column (:func:`~emergence.stats.
   permutation.plus_one_p`); NaN where the observed value or any null value is NaN;
@@ -12,8 +12,8 @@ blocks of rows (:class:`~emergence.formats.nulls.Shards`), never holding every s
   :func:`~emergence.stats.permutation.family_wise_p_values`);
 * ``null_mean``, ``null_sd``: numpy's mean and sample SD in numpy's summation order
   (:func:`~emergence.stats.streaming.mean_sd`);
-* ``null_low``, ``null_high`` and the bootstrap interval: numpy's linear quantiles of the
-  finite values (:func:`~emergence.stats.streaming.quantiles`, exact order statistics).
+* ``null_low``, ``null_high``: numpy's linear quantiles of the finite values
+  (:func:`~emergence.stats.streaming.quantiles`, exact order statistics).
 
 ``block_bytes`` bounds the samples read at once, ``budget`` the values the quantile
 selection gathers (tests lower both to force many blocks and passes).
@@ -34,7 +34,7 @@ from emergence.formats.nulls import BLOCK_BYTES, Samples
 from emergence.stats.permutation import plus_one_p
 from emergence.stats.streaming import GATHER_BUDGET, mean_sd, quantiles
 
-__all__ = ["MEAN", "bootstrap_band", "null_summary"]
+__all__ = ["MEAN", "null_summary"]
 
 MEAN = "mean"
 
@@ -126,17 +126,7 @@ def null_summary(source: Samples, observed: Mapping[str, Mapping[str, NDArray[np
     return {c: table.split(v) for c, v in columns.items()}
 
 
-def bootstrap_band(source: Samples, groups: Sequence[str], measures: Sequence[str],
-                   n_layers: int, confidence: float, *, block_bytes: int = BLOCK_BYTES,
-                   budget: int = GATHER_BUDGET) -> tuple[Series, Series]:
-    """The percentile interval (low, high) of the bootstrap samples of every series and
-    measure: {series: {measure: (L,)}} each."""
-    table = _Table(source, groups, measures, n_layers, block_bytes)
-    low, high = quantiles(table, table.width, _levels(confidence), budget=budget)
-    return table.split(low), table.split(high)
-
-
 def _levels(confidence: float) -> list[float]:
-    """The central interval's quantile levels, as :func:`emergence.analysis.percentile_band`
-    computes them."""
+    """The central interval's quantile levels, as :func:`emergence.significance.
+    percentile_band` computes them."""
     return [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0]

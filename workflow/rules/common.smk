@@ -18,7 +18,7 @@ try:
     STUDY = check_config(config, SCHEMA)  # schema + its defaults, specs, cross-section checks
     STUDY.check_data_paths()
     if workflow.is_main_process:  # not again inside each job of a cluster run
-        # Memory, disk and time of the permutations and the bootstrap (emergence.budget):
+        # Memory, disk and time of the permutations and the jackknife (emergence.budget):
         # what cannot fit stops here; the machine's memory counts for a local run only.
         _local = workflow.resource_settings.nodes is None
         _asked = {rule: res.get("mem_mb") for rule, res in
@@ -39,9 +39,10 @@ PRIMARY_WM = STUDY.primary_word_model
 CONTROLS = STUDY.controls
 TRAINED = [n for n in NETWORKS if n not in CONTROLS]
 N_SHARDS = config["permutations"]["shards"]
-N_BOOT_SHARDS = config["bootstrap"]["shards"]
-BOOTSTRAP = config["bootstrap"]["n"] > 0
-MEASURES = STUDY.measures.params()  # the score, null, bootstrap and table jobs' params
+N_JACK_SHARDS = config["intervals"]["shards"]
+INTERVALS = config["intervals"]["method"] == "jackknife"
+JACKKNIFE = {key: config["intervals"][key] for key in ("pairs", "shards", "batch_size")}
+MEASURES = STUDY.measures.params()  # the score, null, jackknife and table jobs' params
 ONE_VS_TWO_GROUPS = (GROUPS if config["one_vs_two"]["groups"] == "all"
                      else list(config["one_vs_two"]["groups"]))
 FORMATS = config["figures"]["formats"]
@@ -199,13 +200,13 @@ def shard_files(wildcards):
     ) if config["permutations"]["n"] > 0 else []
 
 
-def bootstrap_files(wildcards, network=None, word_model=None):
-    """The bootstrap shards of a network x word model (none without bootstrap samples)."""
+def jackknife_files(wildcards, network=None, word_model=None):
+    """The jackknife shards of a network x word model (none without intervals)."""
     net, wm = network or wildcards.network, word_model or wildcards.word_model
     return expand(
-        f"{R}/two_vs_two/{net}/{wm}/bootstrap/shard-{{shard}}-of-{N_BOOT_SHARDS}.h5",
-        shard=range(N_BOOT_SHARDS),
-    ) if BOOTSTRAP else []
+        f"{R}/two_vs_two/{net}/{wm}/jackknife/shard-{{shard}}-of-{N_JACK_SHARDS}.h5",
+        shard=range(N_JACK_SHARDS),
+    ) if INTERVALS else []
 
 
 def comparison_sources(wildcards):
@@ -222,12 +223,12 @@ def comparison_sources(wildcards):
 
 
 def comparison_inputs(wildcards):
-    """Per source key: its scores.tsv and its bootstrap shards."""
+    """Per source key: its scores.tsv and its jackknife shards."""
     out = {}
     for i, key in enumerate(comparison_sources(wildcards)["keys"]):
         net, wm = key.split("/")
         out[f"scores_{i}"] = f"{R}/two_vs_two/{net}/{wm}/scores.tsv"
-        out[f"bootstrap_{i}"] = bootstrap_files(wildcards, net, wm)
+        out[f"jackknife_{i}"] = jackknife_files(wildcards, net, wm)
     return out
 
 
@@ -252,7 +253,7 @@ def all_outputs():
                     f"{R}/two_vs_two/{net}/{wm}/significance.tsv",
                     f"{R}/one_vs_two/{net}/{wm}.tsv",
                     f"{R}/one_vs_two/{net}/{wm}_tests.tsv"]
-            if BOOTSTRAP:
+            if INTERVALS:
                 out.append(f"{R}/two_vs_two/{net}/{wm}/comparisons.tsv")
     out += figure_paths("overview")
     for net in NETWORKS:
@@ -260,6 +261,6 @@ def all_outputs():
         out += figure_paths(f"fig4_one_vs_two_{net}")
     for net in TRAINED:
         out += figure_paths(f"fig2_layers_{net}")
-        if BOOTSTRAP and STUDY.controls_of(net):
+        if INTERVALS and STUDY.controls_of(net):
             out += figure_paths(f"trained_minus_control_{net}")
     return out

@@ -1,5 +1,5 @@
 # Every measure (2 vs 2, RSA, CKA, mutual kNN: `measures`) for every layer and group of a
-# network against a word model; the permutation null and the bootstrap over concepts in
+# network against a word model; the permutation null and the jackknife over concepts in
 # parallel shards; p-values (per layer, family-wise, group mean), the null's band and
 # confidence intervals; paired comparisons (layers, control, word models, depth trend).
 
@@ -48,27 +48,25 @@ rule permutations:
         "../scripts/permutations.py"
 
 
-rule bootstrap:
+rule jackknife:
     input:
         groups=activation_files,
         matrix=f"{R}/words/{{word_model}}/similarity.h5",
     output:
-        f"{R}/two_vs_two/{{network}}/{{word_model}}/bootstrap/shard-{{shard}}-of-{N_BOOT_SHARDS}.h5",
+        f"{R}/two_vs_two/{{network}}/{{word_model}}/jackknife/shard-{{shard}}-of-{N_JACK_SHARDS}.h5",
     log:
-        f"{R}/logs/bootstrap/{{network}}/{{word_model}}/shard-{{shard}}.log",
+        f"{R}/logs/jackknife/{{network}}/{{word_model}}/shard-{{shard}}.log",
     params:
-        kind="bootstrap",
+        kind="jackknife",
         groups=GROUPS,
         seed=config["seed"],
-        settings=config["bootstrap"],
+        settings=JACKKNIFE,
         measures=MEASURES,
     conda:
         "../../envs/statistics.yaml"
     threads: 1
-    resources:
-        gpu=int(uses_cuda(config["bootstrap"]["device"])),
     benchmark:
-        f"{R}/benchmarks/bootstrap/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
+        f"{R}/benchmarks/jackknife/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
     script:
         "../scripts/permutations.py"
 
@@ -77,7 +75,7 @@ rule significance:
     input:
         scores=f"{R}/two_vs_two/{{network}}/{{word_model}}/scores.tsv",
         shards=shard_files,
-        bootstrap=bootstrap_files,
+        jackknife=jackknife_files,
     output:
         report(
             f"{R}/two_vs_two/{{network}}/{{word_model}}/significance.tsv",
@@ -88,10 +86,11 @@ rule significance:
         f"{R}/logs/significance/{{network}}/{{word_model}}.log",
     params:
         alpha=config["figures"]["alpha"],
-        confidence=config["bootstrap"]["confidence"],
+        confidence=config["intervals"]["confidence"],
+        factors=config["intervals"]["factors"],
         measures=MEASURES,
         # the current shard counts: files of another count beside them are swept
-        shards={"null": N_SHARDS, "bootstrap": N_BOOT_SHARDS},
+        shards={"null": N_SHARDS, "jackknife": N_JACK_SHARDS},
     conda:
         "../../envs/statistics.yaml"
     benchmark:
@@ -113,7 +112,8 @@ rule comparisons:
         f"{R}/logs/comparisons/{{network}}/{{word_model}}.log",
     params:
         sources=comparison_sources,
-        confidence=config["bootstrap"]["confidence"],
+        confidence=config["intervals"]["confidence"],
+        factors=config["intervals"]["factors"],
         measures=MEASURES,
     conda:
         "../../envs/statistics.yaml"

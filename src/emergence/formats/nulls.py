@@ -1,20 +1,23 @@
-"""Resampling shards: one HDF5 file per shard of permutations (the null) or of bootstrap
-samples, writer and reader.
+"""Resampling shards: one HDF5 file per shard of permutations (the null) or of jackknife
+samples (or bootstrap samples, :func:`emergence.stats.bootstrap.bootstrap_distribution`),
+writer and reader.
 
 Layout of ``null/shard-<i>-of-<n>.h5`` (the ``permutations`` rule) and
-``bootstrap/shard-<i>-of-<n>.h5`` (the ``bootstrap`` rule)::
+``jackknife/shard-<i>-of-<n>.h5`` (the ``jackknife`` rule)::
 
-    attrs   what, kind (permutation | bootstrap), network, model, word_model, seed, start,
-            stop, batch_size, rsa_method, measures, layer_names, k, concepts
-            (+ mutual_knn_k when mutual_knn is a measure)
+    attrs   what, kind (permutation | jackknife | bootstrap), network, model, word_model,
+            seed, start, stop, batch_size, rsa_method, measures, layer_names, k, concepts
+            (+ mutual_knn_k when mutual_knn is a measure; + n_pairs for the jackknife)
     groups/<group>/<measure>    (stop - start, L) float64   the measure per sample
     groups/<group>/index        (stop - start,)   int64     the sample indices
 
-``<measure>`` is each of ``measures`` (:data:`emergence.stats.measures.MEASURES`). A layer
+``<measure>`` is each of ``measures`` (:data:`emergence.stats.measures.MEASURES`, and for
+the jackknife the companions of :data:`emergence.stats.jackknife.COMPANIONS`). A layer
 that cannot be scored has a NaN column. :class:`Shards` reads the shards of one network x
 word model as one table in sample order, a block of rows at a time (the ``significance``
-and ``comparisons`` rules, which never hold every shard at once); :func:`read_nulls`
-concatenates them whole. :func:`sweep_stale_shards` removes the files of another shard count.
+and ``comparisons`` rules, which never hold every permutation shard at once);
+:func:`read_nulls` concatenates them whole (the jackknife's 1 + k + pairs samples);
+:func:`sweep_stale_shards` removes the files of another shard count.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from numpy.typing import NDArray
 from emergence.io import atomic_h5, open_h5
 
 __all__ = ["WHAT", "ArraySamples", "Samples", "Shards", "read_nulls", "samples_of",
-           "shard_concepts", "sweep_stale_shards", "write_null_shard"]
+           "shard_attrs", "shard_concepts", "sweep_stale_shards", "write_null_shard"]
 
 _log = logging.getLogger(__name__)
 
@@ -41,7 +44,9 @@ the paper's largest network x word model (49 layers x 5 groups x 5 measures) are
 
 WHAT = {"permutation": "permutation null of the measures (image space shuffled)",
         "bootstrap": "bootstrap distribution of the measures (concepts resampled with "
-                     "replacement; a copy of a concept counts as the concept itself)"}
+                     "replacement; a copy of a concept counts as the concept itself)",
+        "jackknife": "jackknife samples of the measures (nothing, one concept, then pairs of "
+                     "concepts deleted)"}
 
 
 def write_null_shard(path: str | os.PathLike[str], *, network: str, model: str,
@@ -50,7 +55,7 @@ def write_null_shard(path: str | os.PathLike[str], *, network: str, model: str,
                      nulls: Iterable[tuple[str, Mapping[str, NDArray[np.generic]]]],
                      measures: Sequence[str] = ("two_vs_two", "rsa"),
                      kind: str = "permutation", concepts: Sequence[str] = (),
-                     knn_k: int | None = None) -> None:
+                     knn_k: int | None = None, n_pairs: int | None = None) -> None:
     """Write samples ``start .. stop-1``: ``nulls`` yields ``(group, values)`` with
     ``values`` as :func:`emergence.stats.permutation.permutation_null` (or
     :func:`emergence.stats.bootstrap.bootstrap_distribution`) returns it. It is consumed
@@ -62,6 +67,8 @@ def write_null_shard(path: str | os.PathLike[str], *, network: str, model: str,
              "layer_names": layer_names, "k": k, "concepts": list(concepts)}
     if knn_k is not None and "mutual_knn" in measures:
         attrs["mutual_knn_k"] = knn_k
+    if n_pairs is not None:
+        attrs["n_pairs"] = n_pairs
     with atomic_h5(path, attrs) as f:
         for group, null in nulls:
             grp = f.create_group(f"groups/{group}")
@@ -180,7 +187,7 @@ _SHARD = re.compile(r"shard-(\d+)-of-(\d+)\.h5")
 def sweep_stale_shards(folder: str | os.PathLike[str], n_shards: int, kind: str = ""
                        ) -> list[Path]:
     """Delete ``shard-<i>-of-<m>.h5`` with m != ``n_shards`` from ``folder`` (with ``kind``:
-    from the folder ``kind`` beside the file ``folder``, e.g. ``null`` or ``bootstrap``
+    from the folder ``kind`` beside the file ``folder``, e.g. ``null`` or ``jackknife``
     beside ``significance.tsv``): the shards of an earlier shard count, which no rule reads
     any more. Returns them; one log line."""
     root = Path(folder)
@@ -196,6 +203,15 @@ def sweep_stale_shards(folder: str | os.PathLike[str], n_shards: int, kind: str 
                   "shards now", len(stale), ", ".join(f"shard-*-of-{c}.h5" for c in counts),
                   root, n_shards)
     return stale
+
+
+def shard_attrs(paths: Sequence[str | os.PathLike[str]]) -> dict[str, object]:
+    """The attributes of the first shard (seed, k, n_pairs, ...); every shard of one
+    network x word model is written with the same ones but start and stop."""
+    if not paths:
+        return {}
+    with open_h5(paths[0], "resampling shard") as f:
+        return {key: f.attrs[key] for key in f.attrs}
 
 
 def shard_concepts(paths: Sequence[str | os.PathLike[str]]) -> list[str]:

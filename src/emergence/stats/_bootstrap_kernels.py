@@ -258,10 +258,11 @@ def _two_vs_two_four(g, m, w, im):  # pragma: no cover - compiled
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def two_vs_two_batch(w, ims, scored, symmetric, counts, tol):  # pragma: no cover - compiled
-    """2 vs 2 accuracy of each sample (rows of ``counts``, B x k) and layer (``ims``,
+    """2 vs 2 accuracy of each sample (rows of ``counts``, B x k, any row sum: a subset of
+    the concepts has zeros) and layer (``ims``,
     L x k x k; layers with ``scored`` false are NaN; ``symmetric``: bitwise symmetric
     layers, whose transpose is not gathered): (B, L)."""
-    n_b, k = counts.shape
+    n_b = counts.shape[0]
     n_l = ims.shape[0]
     out = np.full((n_b, n_l), np.nan)
     for b in prange(n_b):
@@ -270,6 +271,7 @@ def two_vs_two_batch(w, ims, scored, symmetric, counts, tol):  # pragma: no cove
         mi = mw[g]
         mg = mi.astype(np.float64)
         d = g.shape[0]
+        k = np.sum(mw)  # the sample's size (k for a bootstrap sample, less for a subset)
         tested = (k * k - np.sum(mw * mw)) // 2
         if tested == 0:
             continue

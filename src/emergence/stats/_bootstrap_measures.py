@@ -253,11 +253,12 @@ def _hsic(x, y, mg, k, debiased):  # pragma: no cover - compiled
 def cka_batch(kw, kis, scored, counts, debiased, rel):  # pragma: no cover - compiled
     """CKA (biased or debiased) of each sample and layer, (B, L); NaN where a side's HSIC
     is at most ``rel`` times its scale (no variance left: the ratio is rounding noise)."""
-    n_b, k = counts.shape
+    n_b = counts.shape[0]
     n_l = kis.shape[0]
     out = np.full((n_b, n_l), np.nan)
     for b in prange(n_b):
         m = counts[b]
+        k = np.sum(m)  # the sample's size (k for a bootstrap sample, less for a subset)
         g = _drawn(m)
         mg = m[g].astype(np.float64)
         x, sx = _centred(kw, g, mg, k, debiased)
@@ -284,6 +285,7 @@ def mutual_knn_batch(ox, oy, counts, knn):  # pragma: no cover - compiled
     out = np.full(n_b, np.nan)
     for b in prange(n_b):
         m = counts[b]
+        n = np.sum(m)  # the sample's size (k for a bootstrap sample, less for a subset)
         taken = np.zeros(k, dtype=np.int64)
         stamp = np.zeros(k, dtype=np.int64)
         total = 0
@@ -291,7 +293,7 @@ def mutual_knn_batch(ox, oy, counts, knn):  # pragma: no cover - compiled
         for a in range(k):
             if m[a] == 0:
                 continue
-            if k - m[a] < knn:
+            if n - m[a] < knn:
                 ok = False
                 break
             left = knn
@@ -319,5 +321,5 @@ def mutual_knn_batch(ox, oy, counts, knn):  # pragma: no cover - compiled
                     break
             total += m[a] * shared
         if ok:
-            out[b] = total / (k * knn)
+            out[b] = total / (n * knn)
     return out

@@ -80,7 +80,7 @@ def two_vs_two_torch(w: NDArray[np.float64], mats: NDArray[np.float64],
     NaN for layers not ``scored`` and for samples with no pair to test."""
     from emergence.stats._bootstrap_kernels import _two_vs_two_four
 
-    n_b, k = counts.shape
+    n_b = counts.shape[0]
     out = np.full((n_b, len(mats)), np.nan)
     idx = np.flatnonzero(scored)
     if not len(idx):
@@ -90,6 +90,7 @@ def two_vs_two_torch(w: NDArray[np.float64], mats: NDArray[np.float64],
     for b in range(n_b):
         m = counts[b]
         g = np.flatnonzero(m)
+        k = int(np.sum(m))  # the sample's size (less than the concepts for a subset)
         tested = (k * k - int(np.sum(m * m))) // 2
         if tested == 0:
             continue

@@ -129,9 +129,9 @@ class _Prepared:
     def __init__(self, w: NDArray[np.float64], mats: NDArray[np.float64],
                  kw: NDArray[np.float64] | None, kis: NDArray[np.float64] | None,
                  scored: NDArray[np.bool_], measures: Sequence[str], rsa_method: str,
-                 knn_k: int, device: torch.device) -> None:
+                 knn_k: int, device: torch.device | None) -> None:
         self.w, self.mats, self.kw, self.kis, self.scored = w, mats, kw, kis, scored
-        self.device = device
+        self.device = device  # None: the CPU (torch is not imported)
         self.measures, self.rsa_method, self.knn_k = tuple(measures), rsa_method, knn_k
         k = w.shape[0]
         self.symmetric = np.array([np.array_equal(m.view(np.int64), m.view(np.int64).T)
@@ -162,7 +162,8 @@ class _Prepared:
         out: dict[str, NDArray[np.float64]] = {}
         n_l = len(self.mats)
         for measure in self.measures:
-            if measure == "two_vs_two" and self.device.type != "cpu":
+            if measure == "two_vs_two" and self.device is not None \
+                    and self.device.type != "cpu":
                 from emergence.stats._bootstrap_torch import two_vs_two_torch
 
                 out[measure] = two_vs_two_torch(self.w, self.mats, self.scored, counts,
@@ -234,7 +235,7 @@ def _prepare(word_similarity: ArrayLike, image_similarities: ArrayLike | Sequenc
     if "mutual_knn" in measures and not 1 <= knn_k <= k - 1:
         raise ValueError(f"knn_k = {knn_k}: choose 1 <= knn_k <= {k - 1} (concepts - 1)")
     return _Prepared(w, mats, kw, kis, scored, measures, rsa_method, knn_k,
-                     resolve_device(device))
+                     None if device == "cpu" else resolve_device(device))
 
 
 def bootstrap_statistics(

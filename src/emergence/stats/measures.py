@@ -3,8 +3,8 @@
 Each measure compares the word space and the image space of one layer, rows aligned by
 concept, and is a peer of the paper's 2 vs 2 score: a column of ``scores.tsv``, a null from
 the same seeded permutations (:func:`emergence.stats.permutation.permutation_null`), a
-bootstrap distribution from the same resampled concepts
-(:func:`emergence.stats.bootstrap.bootstrap_distribution`), and p-values and intervals in
+jackknife from the same deleted concepts
+(:func:`emergence.stats.jackknife.jackknife_distribution`), and p-values and intervals in
 ``significance.tsv``.
 
 ========================  ==========================================================

@@ -1,7 +1,7 @@
 """Column statistics of a table of samples read block by block, equal bit for bit to numpy
 on the whole table.
 
-The permutation null and the bootstrap distribution of a network x word model are a table
+The permutation null of a network x word model is a table
 of n samples (rows, in sample order) by C columns (groups x measures x layers), stored in
 shards (:mod:`emergence.formats.nulls`). At a large n the table does not fit in memory; the
 aggregation steps read it in blocks of rows instead, in one or more passes. A table is
