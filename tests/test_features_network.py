@@ -228,3 +228,30 @@ def test_export_refuses_a_features_network(tmp_path: Path) -> None:
     with pytest.raises(InputFileError):
         precomputed_statistics({"x": tmp_path / "none.npy"}, ["a.png"], tmp_path / "o.h5")
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_export_vectors_gives_an_embedding_of_the_same_vectors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`emergence export-vectors`: a word model's vectors.h5 as .npy + ids, which a
+    `type: embedding` word model reads back as the same vectors for every concept; the
+    export of a network needs the workflow's manifest (one line when it is missing)."""
+    from emergence.cli import main
+    from emergence.formats.vectors import write_word_vectors
+    from emergence.sources.precomputed import read_keyed_matrix
+
+    vectors = np.random.default_rng(4).standard_normal((3, 5))
+    write_word_vectors(tmp_path / "vectors.h5", "wm", {}, ["n1", "n2", "n3"], vectors)
+    assert main(["export-vectors", str(tmp_path / "vectors.h5"), str(tmp_path / "out")]) == 0
+    table = read_keyed_matrix(tmp_path / "out" / "vectors.npy", ids=tmp_path / "out" / "ids.txt")
+    rows = table.rows_of(["n3", "n1", "n2"])
+    assert np.array_equal(table.values[[rows["n3"], rows["n1"], rows["n2"]]], vectors[[2, 0, 1]])
+    cfg = {"results": str(tmp_path / "results"), "images": {"source": "folders", "path": "x"},
+           "networks": {"cnn": {"source": "python", "factory": "emergence.examples:tiny_cnn",
+                                "layers": ["conv1"]}},
+           "word_models": {"w": {"type": "embedding", "path": "e.npy", "ids": "ids.txt"}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert main(["export-features", "cnn", str(tmp_path / "f"), "--configfile",
+                 str(tmp_path / "c.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "images/manifest.tsv does not exist: run the workflow" in err
