@@ -2,22 +2,6 @@
 # exact image x image Pearson statistics (float64, streamed over feature chunks). A network
 # of precomputed features (source: features) has no forward pass: its features files are
 # inputs of the job (editing one reruns it), read and reduced to the same statistics.
-from emergence.sources.models.features import layer_files
-
-
-def activation_inputs(wildcards):
-    """The manifest, and the files a precomputed network's layers read (none for a model)."""
-    spec = STUDY.networks[wildcards.network]
-    files = {f"features_{i}": [str(f) for f in layer_files(path)]
-             for i, path in enumerate(spec.feature_layers.values())}
-    return {"manifest": f"{R}/images/manifest.tsv", **files}
-
-
-def activation_gpus(wildcards):
-    """1 where the forward pass runs on CUDA; 0 for precomputed features (no model)."""
-    if STUDY.networks[wildcards.network].source == "features":
-        return 0
-    return int(uses_cuda(config["extraction"]["device"]))
 
 
 rule activations:
