@@ -51,9 +51,10 @@ def manifest(root: Path) -> list[ManifestRow]:
 def test_features_network_equals_the_forward_pass_bit_for_bit(tmp_path: Path) -> None:
     """A tiny random timm model's layers through the normal path, exported in thingsvision's
     layout, then read as a `source: features` network: every statistic of every layer is
-    bit-identical (the float32 rows are the same and the host reduction is the same
-    PearsonAccumulator kernel), the rows are those of the file, not of its order (the
-    layout is shuffled), and the 1 vs 2 test gets its reason."""
+    bit-identical to the forward pass's with its rows in RAM or on disk (the float32 rows
+    are the same and the reduction is the same PearsonAccumulator kernel), equal to float64
+    rounding with its rows on the device (torch's summation order); the rows are those of
+    the file, not of its order (the layout is shuffled); the 1 vs 2 test gets its reason."""
     rows = manifest(tmp_path / "images")
     spec = NetworkSpec("net", "test_efficientnet", pretrained=False, input_size=32,
                        layers=("pixels", "conv_stem", {"module": "blocks.*", "name": "b{i}"},
@@ -91,6 +92,22 @@ def test_features_network_equals_the_forward_pass_bit_for_bit(tmp_path: Path) ->
                 assert lb["module"] == str(layers[name])
                 assert list(lb["file"]) == [str(f) for f in layer_files(layers[name])]
                 assert len(lb["sha256"][0]) == 64
+        # the forward pass's other row stores: a file on disk gives the same bits; the
+        # device path (torch on the device, another summation order: CUDA's, here on the
+        # CPU) agrees to float64 rounding only
+        for store, budgets in (("disk", {"ram_budget_bytes": 0}),
+                               ("device", {"device_budget_bytes": 1 << 30})):
+            other = tmp_path / f"{store}-{group}.h5"
+            summary = extract_statistics(model, paths, resolved, other, batch_size=2,
+                                         threads=1, progress=False, **budgets)
+            assert set(summary.spilled if store == "disk" else summary.on_device) == set(shapes)
+            with h5py.File(other) as a, h5py.File(features) as b:
+                for name in shapes:
+                    x, y = a[f"layers/{name}/gram"][()], b[f"layers/{name}/gram"][()]
+                    if store == "disk":
+                        assert np.array_equal(x, y), (store, name)
+                    else:
+                        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12 * abs(y).max())
         group_stats = load_group(features, CONCEPTS, "feat", group)
         assert (group_stats.predicted == -1).all()
         assert group_stats.no_prediction.startswith("precomputed features (source: features)")
