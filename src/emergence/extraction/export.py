@@ -38,7 +38,10 @@ def export_features(spec: Any, rows: Sequence[ManifestRow], groups: Sequence[str
 
     ``extraction`` is the config's ``extraction`` section (``batch_size``, ``device``,
     ``threads``, ``ram_budget_mb``). An image in several groups is written once (its first
-    group's row). Each file is written atomically. Returns each layer's ``(rows, F)``.
+    group's row). The raw rows wait in one HDF5 file per group in a scratch folder under
+    ``out`` (on disk: the demo's lite0 has ~3.7 MB of features per image at 224 px); each
+    layer's ``features.npy`` is then written atomically, one layer in memory at a time.
+    Returns each layer's ``(rows, F)``.
     """
     from emergence.device import job_device, uses_cuda
     from emergence.extraction.extract import extract_statistics
@@ -50,9 +53,10 @@ def export_features(spec: Any, rows: Sequence[ManifestRow], groups: Sequence[str
                          "features): export a network with a model")
     model = load_model(spec)
     layers = resolve_layers(model, spec.layers)
-    names: list[str] = []
-    blocks: dict[str, list[np.ndarray]] = {layer.name: [] for layer in layers}
     device = job_device(extraction["device"], int(uses_cuda(extraction["device"])))
+    names: list[str] = []
+    picked: list[tuple[Path, list[int]]] = []  # each group's file and its new rows
+    shapes = {}
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=target) as scratch:
@@ -61,25 +65,25 @@ def export_features(spec: Any, rows: Sequence[ManifestRow], groups: Sequence[str
             file = Path(scratch) / f"{group}.h5"
             extract_statistics(
                 model, [r.path for r in selected], layers, file,
-                batch_size=extraction["batch_size"],
-                device=device, preprocess=spec.preprocess,
-                keep_raw_max_features=np.iinfo(np.int64).max,
+                batch_size=extraction["batch_size"], device=device,
+                preprocess=spec.preprocess, keep_raw_max_features=np.iinfo(np.int64).max,
                 ram_budget_bytes=extraction["ram_budget_mb"] << 20,
                 threads=extraction["threads"], progress=progress)
             seen = set(names)
             new = [i for i, r in enumerate(selected) if r.path not in seen]
             names += [selected[i].path for i in new]
-            with h5py.File(file, "r") as f:
-                for layer in layers:
-                    blocks[layer.name].append(f[f"layers/{layer.name}/activations"][()][new])
-            file.unlink()
-    shapes = {}
-    for name, parts in blocks.items():
-        values = np.concatenate(parts)
-        (target / name).mkdir(exist_ok=True)
-        with atomic_path(target / name / "features.npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, values)
-        shapes[name] = (int(values.shape[0]), int(values.shape[1]))
+            picked.append((file, new))
+        for layer in layers:  # one layer in memory at a time
+            parts = []
+            for file, new in picked:
+                with h5py.File(file, "r") as f:
+                    parts.append(f[f"layers/{layer.name}/activations"][()][new])
+            values = np.concatenate(parts)
+            (target / layer.name).mkdir(exist_ok=True)
+            with atomic_path(target / layer.name / "features.npy") as tmp, \
+                    open(tmp, "wb") as fh:
+                np.save(fh, values)
+            shapes[layer.name] = (int(values.shape[0]), int(values.shape[1]))
     with atomic_path(target / FILE_NAMES) as tmp:
         tmp.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
     return shapes
