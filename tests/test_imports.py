@@ -28,13 +28,14 @@ HEAVY = ("torch", "scipy", "numba", "matplotlib", "timm")
 # The rules whose jobs compute with torch, and why. Their scripts' imports stay light too
 # unless the rule is also in IMPORTS_TORCH: torch loads where the computation starts.
 NEEDS_TORCH = {
-    "activations": "the network's forward pass",
+    "activations": "the network's forward pass (precomputed features need none)",
     "word_vectors": "a text encoder's forward pass (a static word model needs none)",
     "two_vs_two": "the 2 vs 2 engine holds W as a float64 tensor (its definition, CUDA)",
     "permutations": "the 2 vs 2 engine; the CUDA path of every null",
 }
-# The scripts whose imports load torch: the extraction package is torch through and through.
-IMPORTS_TORCH = {"activations"}
+# The scripts whose imports load torch (none: the activations script imports the forward
+# pass where it runs one, not for a network of precomputed features).
+IMPORTS_TORCH: set[str] = set()
 
 
 def rule_scripts() -> dict[str, Path]:

@@ -1,4 +1,8 @@
-"""The ``emergence`` command: ``emergence layers MODEL`` lists a model's hookable modules.
+"""The ``emergence`` command: ``emergence layers MODEL`` lists a model's hookable modules;
+``emergence export-features NETWORK OUT`` writes a config's network's layer features in
+thingsvision's layout (:mod:`emergence.extraction.export`), for a ``source: features`` network;
+``emergence export-vectors VECTORS OUT`` writes a word model's vectors (the workflow's
+``words/<wm>/vectors.h5``) as ``OUT/vectors.npy`` + ``OUT/ids.txt``, for ``type: embedding``.
 
 ``MODEL`` is a timm name (random init unless ``--pretrained``) or
 ``python:package.module:function`` (a factory, as ``source: python`` in the config). One
@@ -167,6 +171,58 @@ def _layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from emergence.config import check_config
+    from emergence.extraction.export import export_features
+    from emergence.sources.common import read_manifest
+
+    schema = Path("workflow/schemas/config.schema.yaml")
+    if not schema.is_file():  # run outside the repository: the package's own checkout
+        schema = Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml"
+    with open(args.configfile, encoding="utf-8") as fh:
+        config = yaml.safe_load(fh)
+    study = check_config(config, schema)
+    if args.network not in study.networks:
+        raise ValueError(f"{args.configfile}: no network {args.network!r} (networks: "
+                         f"{', '.join(study.networks)})")
+    manifest = Path(study.results) / "images" / "manifest.tsv"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest} does not exist: run the workflow first (make "
+                                "demo), or `snakemake <results>/images/manifest.tsv`")
+    groups = args.group or study.groups
+    shapes = export_features(study.networks[args.network], read_manifest(manifest), groups,
+                             args.out, config["extraction"], progress=True)
+    print(f"{args.network}: {len(shapes)} layers of {len(groups)} group(s) written to "
+          f"{args.out} (thingsvision's layout)")
+    for name, (rows, width) in shapes.items():
+        print(f"  {name}: {rows} x {width}  {Path(args.out) / name / 'features.npy'}")
+    return 0
+
+
+def _export_vectors(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from emergence.formats.vectors import read_word_vectors
+    from emergence.io import atomic_path
+
+    ids, vectors = read_word_vectors(args.vectors)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "vectors.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, vectors)
+    with atomic_path(out / "ids.txt") as tmp:
+        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    print(f"{len(ids)} concepts x {vectors.shape[1]} dimensions: {out / 'vectors.npy'}, "
+          f"{out / 'ids.txt'}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emergence", description="semantic-emergence pipeline tools (the workflow "
@@ -188,6 +244,27 @@ def _parser() -> argparse.ArgumentParser:
     layers.add_argument("--match", metavar="GLOB",
                         help="only module paths matching GLOB (as in layers: blocks.*)")
     layers.set_defaults(run=_layers)
+    export = sub.add_parser(
+        "export-features", help="write a network's layer features in thingsvision's layout",
+        description="Run NETWORK of the config over its manifest's images (the workflow "
+        "writes the manifest: run it first) with the activations job's own forward pass, "
+        "group by group, and write OUT/<layer>/features.npy and OUT/file_names.txt, the "
+        "layout a `source: features` network reads.")
+    export.add_argument("network", metavar="NETWORK", help="a network of the config")
+    export.add_argument("out", metavar="OUT", help="output folder")
+    export.add_argument("--configfile", default="config/config.yaml",
+                        help="the workflow config (default config/config.yaml)")
+    export.add_argument("--group", action="append", metavar="G",
+                        help="only this image group (repeatable; default: every group)")
+    export.set_defaults(run=_export)
+    vectors = sub.add_parser(
+        "export-vectors", help="write a word model's vectors as .npy + ids (type: embedding)",
+        description="Write the vectors of a word-vectors file (the workflow's "
+        "<results>/words/<word model>/vectors.h5) as OUT/vectors.npy and OUT/ids.txt (the "
+        "concept id of each row), the layout a `type: embedding` word model reads.")
+    vectors.add_argument("vectors", metavar="VECTORS", help="a words/<wm>/vectors.h5 file")
+    vectors.add_argument("out", metavar="OUT", help="output folder")
+    vectors.set_defaults(run=_export_vectors)
     return parser
 
 
@@ -196,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f"emergence {args.command}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
 

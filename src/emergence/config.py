@@ -75,11 +75,8 @@ class Study:
         if self.label_map and not (root / self.label_map).is_file():
             raise ConfigError(f"config key 'one_vs_two.label_map': {self.label_map} does not "
                               "exist; set it to a table with columns label, concept_id")
-        for name, net in self.networks.items():
-            ckpt = net.checkpoint
-            if ckpt and not ckpt.startswith("package://") and not (root / ckpt).exists():
-                raise ConfigError(f"config key 'networks.{name}.checkpoint': {ckpt} does not "
-                                  "exist")
+        for net in self.networks.values():  # checkpoints, precomputed features
+            net.check_data_paths(root)
 
 
 def _where(error: jsonschema.ValidationError) -> str:

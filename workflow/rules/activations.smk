@@ -1,10 +1,12 @@
 # One forward pass per network x group for all layers; each layer reduced on the fly to
-# exact image x image Pearson statistics (float64, streamed over feature chunks).
+# exact image x image Pearson statistics (float64, streamed over feature chunks). A network
+# of precomputed features (source: features) has no forward pass: its features files are
+# inputs of the job (editing one reruns it), read and reduced to the same statistics.
 
 
 rule activations:
     input:
-        manifest=f"{R}/images/manifest.tsv",
+        unpack(activation_inputs),
     output:
         f"{R}/activations/{{network}}/{{group}}.h5",
     log:
@@ -16,7 +18,7 @@ rule activations:
         "../../envs/extraction.yaml"
     threads: config["extraction"]["threads"]  # the forward pass uses exactly this many (see schema)
     resources:
-        gpu=int(uses_cuda(config["extraction"]["device"])),
+        gpu=activation_gpus,
     benchmark:
         f"{R}/benchmarks/activations/{{network}}/{{group}}.tsv"
     script:

@@ -8,6 +8,7 @@ from emergence.budget import check as check_budget, estimate as estimate_budget,
 from emergence.config import ConfigError, check_config
 from emergence.device import gpu_slots, uses_cuda
 from emergence.ownership import ResultsLocked, lock_results, unlock_results
+from emergence.sources.models.features import layer_files
 from emergence.slurm import Request, SlurmFitError, plan
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -123,6 +124,22 @@ def network_params(wildcards):
     """What one network's extraction depends on (and nothing else: not its label, not
     which network it is the control of)."""
     return STUDY.networks[wildcards.network].params()
+
+
+def activation_inputs(wildcards):
+    """The manifest, and the files a precomputed network's layers read (source: features;
+    none for a model): editing one reruns the network's activations."""
+    spec = STUDY.networks[wildcards.network]
+    files = {f"features_{i}": [str(f) for f in layer_files(path)]
+             for i, path in enumerate(spec.feature_layers.values())}
+    return {"manifest": f"{R}/images/manifest.tsv", **files}
+
+
+def activation_gpus(wildcards):
+    """1 where the forward pass runs on CUDA; 0 for precomputed features (no model)."""
+    if STUDY.networks[wildcards.network].source == "features":
+        return 0
+    return int(uses_cuda(config["extraction"]["device"]))
 
 
 def image_rule_params():

@@ -20,7 +20,11 @@ One file per network x image group, written by
 
 ``predictions`` is absent when the model's output is not a ``(batch, classes)`` tensor.
 The writer functions are called in the order above, on a file opened with
-:func:`emergence.io.atomic_h5`.
+:func:`emergence.io.atomic_h5`. A network of precomputed features (``source: features``,
+:mod:`emergence.extraction.precomputed`) has no model: :func:`write_features_root` writes
+its root (attrs ``source = "features"``, ``features_root``, ``no_predictions``: why there
+are none), and each layer's attrs name the file read (``module``: the configured path,
+``file``, ``sha256``); the layers' datasets are the same.
 
 ``images/wnid`` is the concept id of each image. A group normally holds one image per
 concept; with ``images_per_average`` n > 1 it holds n (the manifest's order), and the
@@ -90,6 +94,9 @@ RESERVED_ATTRS = frozenset(
         "torch_threads",
         "cpu_capability",
         "exif_transposed",
+        "source",
+        "features_root",
+        "no_predictions",
     }
 )
 #: Per-image columns :func:`write_root` writes itself; ``image_meta`` may not use them.
@@ -201,6 +208,25 @@ def write_root(
     h5.attrs["exif_transposed"] = int(((orientation >= 2) & (orientation <= 8)).sum())
     h5.create_dataset("images/path", data=np.array(paths, dtype=object), dtype=_STR)
     h5.create_dataset("images/exif_orientation", data=orientation)
+
+
+def write_features_root(h5: h5py.File, extra: Mapping[str, Any], *, paths: Sequence[str],
+                        layer_names: Sequence[str], root: str | None) -> None:
+    """The root of a precomputed network's file (``source: features``): ``extra`` first,
+    then ``source``, ``model``, ``features_root`` (``""``: none), ``no_predictions`` (why
+    :func:`load_group` gives no predicted concept), the versions, ``images/path``."""
+    for key, value in extra.items():
+        h5.attrs[key] = _attr_value(value)
+    h5.attrs["source"] = "features"
+    h5.attrs["model"] = "precomputed features"
+    h5.attrs["features_root"] = root or ""
+    h5.attrs["no_predictions"] = ("precomputed features (source: features) have no class "
+                                  "predictions")
+    h5.attrs["n_images"] = len(paths)
+    h5.attrs["layer_names"] = list(layer_names)
+    h5.attrs["emergence_version"] = _emergence_version()
+    h5.attrs["numpy_version"] = str(np.__version__)
+    h5.create_dataset("images/path", data=np.array(paths, dtype=object), dtype=_STR)
 
 
 def write_image_column(h5: h5py.File, key: str, values: NDArray[Any]) -> None:
@@ -342,8 +368,9 @@ def _predicted(f: h5py.File, rows: NDArray[np.intp], kept_wnids: Sequence[str],
         return none, [""] * k, ("images are averaged per concept (images_per_average > 1): "
                                 "an averaged row has no single prediction")
     if "predictions" not in f:
-        return none, [""] * k, "the network has no class predictions (its output is not " \
-            "(batch, classes))"
+        return none, [""] * k, str(f.attrs.get(
+            "no_predictions",
+            "the network has no class predictions (its output is not (batch, classes))"))
     wnid = f["predictions/top5_wnid"].asstr()[()][rows, 0].tolist()
     if label_map is not None:  # a class's label: its wnid where known, else its index
         index = f["predictions/top5_index"][()][rows, 0].tolist()

@@ -42,7 +42,8 @@ from emergence.errors import InputFileError
 from emergence.sources.common import nfc
 from emergence.sources.precomputed import read_ids, shown
 
-__all__ = ["LayerFeatures", "image_rows", "layer_features", "read_layer_features"]
+__all__ = ["LayerFeatures", "image_rows", "layer_features", "layer_files",
+           "read_layer_features"]
 
 FILE_NAMES = "file_names.txt"
 _SINGLE = ("features.npy", "features.pt", "features.hdf5", "features.txt")
@@ -77,6 +78,20 @@ def read_layer_features(path: str | os.PathLike[str]) -> LayerFeatures:
     else:
         raise InputFileError(f"{p}: not a features folder, .npy or .h5/.hdf5 file")
     return _checked(source, read_ids(names), values)
+
+
+def layer_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files :func:`read_layer_features` reads for ``path`` (what exists of them): the
+    features file or pieces and ``file_names.txt`` (the inputs of a job that reads them)."""
+    p = Path(path)
+    if p.is_dir():
+        single = [p / name for name in _SINGLE if (p / name).is_file()][:1]
+        files = single or sorted(f for f in p.iterdir() if _PIECE.fullmatch(f.name))
+        names = [f for f in (p / FILE_NAMES, p.parent / FILE_NAMES) if f.is_file()][:1]
+        return files + names
+    if p.suffix.lower() == ".npy":
+        return [f for f in (p, p.parent / FILE_NAMES) if f.is_file()]
+    return [p] if p.is_file() else []
 
 
 def _folder_features(folder: Path) -> tuple[Path, NDArray[np.floating]]:

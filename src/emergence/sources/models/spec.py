@@ -21,6 +21,8 @@ One network of the workflow config (``networks.<name>``)::
      "preprocess": "timm", "seed": 0,
      "label": "EfficientNet-Lite0", "control_for": "lite0"}   # presentation only
     {"source": "python", "factory": "mypackage.models:build", "layers": [...]}  # custom
+    {"source": "features", "root": "/data/images",          # precomputed (no forward pass)
+     "layers": {"conv1": "features/conv1", "fc": "fc.npy"}}  # layer name -> folder or file
 
 :meth:`NetworkSpec.from_config` reads it once, when the workflow's DAG is built;
 :meth:`NetworkSpec.params` is what the extraction rule passes to its job, and
@@ -35,11 +37,12 @@ import difflib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from emergence.errors import ConfigError
 from emergence.sources.models.factories import check_factory, load_factory
-from emergence.sources.models.layers import LayerEntry
+from emergence.sources.models.layers import LayerEntry, check_layer_name
 from emergence.sources.models.loaded import LoadedModel, input_size
 
 __all__ = [
@@ -72,9 +75,11 @@ class NetworkSpec:
     model : str, optional
         timm model name (e.g. ``"tf_efficientnet_lite0"``, ``"vgg16.tv_in1k"``); not with
         ``source="python"``.
-    source : {"timm", "python"}, optional
+    source : {"timm", "python", "features"}, optional
         ``None`` or ``"timm"``: ``model`` is a timm name; ``"python"``: ``factory`` builds
-        the model.
+        the model; ``"features"``: no model, each layer's features were extracted already
+        (:mod:`emergence.sources.models.features`; ``layers`` maps a layer name to its
+        folder or file, in network order).
     factory : str, optional
         ``package.module:function`` (``source="python"`` only):
         :mod:`emergence.sources.models.factories` says what it may return.
@@ -91,7 +96,11 @@ class NetworkSpec:
         Overrides timm's input size: ``s`` (square), ``(h, w)`` or ``(c, h, w)``.
     layers : tuple of layer entries, optional
         The layers extracted (:func:`~emergence.sources.models.layers.resolve_layers`); ``None``:
-        the model family's default layers.
+        the model family's default layers. ``source="features"``: ``(name, path)`` pairs
+        (:attr:`feature_layers`).
+    root : str, optional
+        ``source="features"`` only: the image folder as the tool that extracted the features
+        saw it, taken off each image key before it is matched to the manifest's paths.
     preprocess : {"timm", "resize"}
         timm's eval transform (resize + centre crop), or the whole image resized.
     seed : int
@@ -109,13 +118,14 @@ class NetworkSpec:
 
     name: str
     model: str | None = None
-    source: Literal["timm", "python"] | None = None
+    source: Literal["timm", "python", "features"] | None = None
     factory: str | None = None
     pretrained: bool | None = None
     checkpoint: str | None = None
     remap: str | None = None
     input_size: int | tuple[int, ...] | None = None
-    layers: tuple[LayerEntry, ...] | None = None
+    layers: tuple[LayerEntry, ...] | tuple[tuple[str, str], ...] | None = None
+    root: str | None = None
     preprocess: Literal["timm", "resize"] = "timm"
     seed: int = 0
     label: str | None = None
@@ -160,7 +170,9 @@ class NetworkSpec:
     @classmethod
     def _build(cls, entry: Mapping[str, Any], name: str) -> NetworkSpec:
         values = dict(entry)
-        if values.get("layers") is not None:
+        if values.get("source") == "features" and isinstance(values.get("layers"), Mapping):
+            values["layers"] = tuple((str(k), str(v)) for k, v in values["layers"].items())
+        elif values.get("layers") is not None:
             values["layers"] = tuple(
                 e if isinstance(e, str) else dict(e) for e in values["layers"]
             )
@@ -174,22 +186,52 @@ class NetworkSpec:
         values (lists, dicts) only."""
         names = [f.name for f in dataclasses.fields(self)
                  if f.name not in ("name", "key_order", *PRESENTATION_KEYS)]
+        if self.source == "features":  # no model: its input settings mean nothing
+            names = [n for n in names if n not in ("preprocess", "seed")]
         order = [k for k in self.key_order if k in names]
         out: dict[str, Any] = {}
         for key in order + [k for k in names if k not in order]:
             value = getattr(self, key)
             if value is None:
                 continue
-            if key == "layers":
+            if key == "layers" and self.source == "features":
+                value = dict(value)
+            elif key == "layers":
                 value = [e if isinstance(e, str) else dict(e) for e in value]
             elif isinstance(value, tuple):
                 value = list(value)
             out[key] = value
         return out
 
+    @property
+    def feature_layers(self) -> dict[str, str]:
+        """``source="features"``: layer name -> its features folder or file, network order."""
+        if self.source != "features":
+            return {}
+        return {name: path for name, path in self.layers or ()}  # type: ignore[misc]
+
+    def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
+        """One line (:class:`ConfigError`) naming the key when a checkpoint or a layer's
+        features file or folder does not exist (relative paths: from ``base``)."""
+        root = Path(base)
+        ckpt = self.checkpoint
+        if ckpt and not ckpt.startswith("package://") and not (root / ckpt).exists():
+            raise ConfigError(f"config key 'networks.{self.name}.checkpoint': {ckpt} does "
+                              "not exist")
+        for layer, path in self.feature_layers.items():
+            if not (root / path).exists():
+                raise ConfigError(f"config key 'networks.{self.name}.layers.{layer}': {path} "
+                                  "does not exist (a features folder, .npy or .h5 file; "
+                                  "`emergence export-features` writes one from a network)")
+
     def _factory_problem(self, import_check: bool) -> tuple[str, str] | None:
         """``(key suffix, problem)`` of the model source: ``model`` for timm, ``factory``
-        (well-formed; its module found when ``import_check``) for ``python``."""
+        (well-formed; its module found when ``import_check``) for ``python``, no model
+        keys for ``features``."""
+        if self.source == "features":
+            return self._features_problem()
+        if self.root is not None:
+            return ".root", "only valid with 'source: features'"
         if self.source != "python":
             if self.factory is not None:
                 return ".factory", "only valid with 'source: python'"
@@ -204,12 +246,26 @@ class NetworkSpec:
         problem = check_factory(self.factory) if import_check else None
         return (".factory", problem) if problem else None
 
+    def _features_problem(self) -> tuple[str, str] | None:
+        """``source: features``: no model, weights or input keys; layer names usable as
+        HDF5 groups."""
+        for key in ("model", "factory", "pretrained", "checkpoint", "remap", "input_size"):
+            if getattr(self, key) is not None:
+                return f".{key}", ("not used with 'source: features' (the features were "
+                                   "extracted already)")
+        for layer in self.feature_layers:
+            try:
+                check_layer_name(layer)
+            except ValueError as exc:
+                return f".layers.{layer}", str(exc)
+        return None
+
     def _weights_problem(self) -> tuple[str, str] | None:
         """``(key suffix, problem)`` when the weights source is not exactly one of
         ``pretrained`` and ``checkpoint`` (a timm model), or ``remap`` comes without
         ``checkpoint``."""
         sources = [k for k in ("pretrained", "checkpoint") if getattr(self, k) is not None]
-        if len(sources) != 1 and self.source != "python":
+        if len(sources) != 1 and self.source not in ("python", "features"):
             return "", ("set exactly one of 'pretrained' or 'checkpoint' "
                         f"(found {sources or 'neither'})")
         if self.remap is not None and self.checkpoint is None:
@@ -309,6 +365,9 @@ def load_model(spec: NetworkSpec) -> LoadedModel:
         raise ValueError(f"network {spec.name or name!r}{key}: {text}")
     if spec.source == "python":
         return load_factory(spec)
+    if spec.source == "features":
+        raise ValueError(f"network {spec.name!r} has precomputed features (source: "
+                         "features): there is no model to load")
     if not timm.is_model(name.split(".")[0]):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise ValueError(f"unknown timm model {name!r}; close matches: {', '.join(close)}")
