@@ -3,7 +3,6 @@ and `kill -9` of a helper process at a chosen moment."""
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -33,11 +32,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if END_TO_END.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-
-
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
 
 
 def error_lines(stderr: str) -> list[str]:

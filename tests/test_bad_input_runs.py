@@ -28,7 +28,6 @@ import pytest
 import yaml
 
 from emergence import ownership
-from emergence.analysis import score_columns, score_rows
 from emergence.formats.activations import GroupSimilarities
 from emergence.io import (
     FOREIGN_MAX_AGE_S,
@@ -49,6 +48,7 @@ from emergence.ownership import (
 )
 from emergence.stats.measures import MeasureSpec
 from emergence.stats.two_vs_two import TwoVsTwo
+from emergence.tables.score_table import score_columns, score_rows
 from tests import literal
 from tests.conftest import ROOT, SNAKEMAKE, error_lines, read_tsv, write_study
 

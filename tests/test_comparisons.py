@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from emergence import comparisons as cmp
 from emergence.io import read_tsv, write_tsv
 from emergence.stats import comparisons as sc
 from emergence.stats.jackknife import jackknife_pairs, jackknife_size
+from emergence.tables import comparison_table as cmp
 from emergence.uncertainty import from_arrays
 from tests import literal
 

@@ -13,8 +13,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from emergence import comparisons, figures
+from emergence import figures
 from emergence.io import read_tsv, write_tsv
+from emergence.tables import comparison_table as comparisons
 
 LAYERS = ["pixels", "conv1", "conv2", "fc", "logits"]
 

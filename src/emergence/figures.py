@@ -22,8 +22,8 @@ hatched grey band is the permutation null's central 95 %
 only where the table has those columns and they are finite (tables written before them
 plot without).
 In the control-difference figure, filled markers are family-wise p < alpha (``p_value_fwe``:
-Holm over the layers, of "difference = 0"; :mod:`emergence.comparisons`; tables without the
-column fall back to ``p_value``).
+Holm over the layers, of "difference = 0"; :mod:`emergence.tables.comparison_table`; tables
+without the column fall back to ``p_value``).
 
 One function per figure; each figure rule has its own script that calls it.
 """
@@ -283,9 +283,10 @@ def plot_control_difference(rows: Rows, labels: Mapping[str, str],
     """Trained minus untrained control per layer with jackknife CIs, one panel per measure.
 
     ``rows``: ``comparisons.tsv`` of one network x word model (read_tsv strings or the
-    dicts of :func:`emergence.comparisons.comparison_rows`); the rows with ``comparison ==
-    layer_vs_control`` and ``group == mean`` are drawn. ``labels``: display names of the
-    network, its controls and the word model (ids not in it are shown as they are).
+    dicts of :func:`emergence.tables.comparison_table.comparison_rows`); the rows with
+    ``comparison == layer_vs_control`` and ``group == mean`` are drawn. ``labels``: display
+    names of the network, its controls and the word model (ids not in it are shown as they
+    are).
     Filled markers: family-wise p < alpha (Holm over the layers). A measure without a
     comparable layer (or without an interval) says why.
     """
