@@ -337,7 +337,7 @@ def test_constant_row_null_and_significance_are_nan_with_a_reason(tmp_path: Path
 
     # The figures skip the point instead of crashing.
     figures.plot_network(table, "net", table, "ctrl", "wm", 0.05, [tmp_path / "f2.png"])
-    figures.plot_word_models({"wm": table}, {}, "net", [tmp_path / "f1.png"])
+    figures.plot_word_models({"wm": table}, {}, "net", 0.05, [tmp_path / "f1.png"])
     figures.plot_overview({"net": table}, {}, [], "wm", 0.05, [tmp_path / "ov.png"])
     for name in ("f2.png", "f1.png", "ov.png"):
         assert (tmp_path / name).stat().st_size > 1000

@@ -78,7 +78,7 @@ Draw = Callable[[bool, list[Path]], None]
 DRAW: dict[str, Draw] = {
     "fig1": lambda b, paths: figures.plot_word_models(
         {"wm": significance("net", 0.1, b), "wm2": significance("net", 0.05, b, nan_layer=3)},
-        {"wm": "Word model"}, "net", paths),
+        {"wm": "Word model"}, "net", 0.05, paths),
     "fig2": lambda b, paths: figures.plot_network(
         significance("net", 0.1, b), "Net", significance("ctrl", 0.0, b, nan_layer=0),
         "Control", "wm", 0.05, paths),

@@ -11,12 +11,12 @@ rule activations:
         f"{R}/logs/activations/{{network}}/{{group}}.log",
     params:
         spec=network_params,
-        extraction=config["extraction"],
+        extraction=EXTRACTION.params(),
     conda:
         "../../envs/extraction.yaml"
-    threads: config["extraction"]["threads"]  # the forward pass uses exactly this many (see schema)
+    threads: EXTRACTION.threads  # the forward pass uses exactly this many (see schema)
     resources:
-        gpu=int(uses_cuda(config["extraction"]["device"])),
+        gpu=int(uses_cuda(EXTRACTION.device)),
     benchmark:
         f"{R}/benchmarks/activations/{{network}}/{{group}}.tsv"
     script:

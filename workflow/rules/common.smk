@@ -38,14 +38,16 @@ GROUPS = STUDY.groups
 PRIMARY_WM = STUDY.primary_word_model
 CONTROLS = STUDY.controls
 TRAINED = [n for n in NETWORKS if n not in CONTROLS]
-N_SHARDS = config["permutations"]["shards"]
-N_JACK_SHARDS = config["intervals"]["shards"]
-INTERVALS = config["intervals"]["method"] == "jackknife"
-JACKKNIFE = {key: config["intervals"][key] for key in ("pairs", "shards", "batch_size")}
+PERMUTATIONS = STUDY.permutations  # the typed sections of the config (emergence.config)
+JACKKNIFE = STUDY.intervals
+EXTRACTION = STUDY.extraction
+FIGURES = STUDY.figures
+N_SHARDS = PERMUTATIONS.shards
+N_JACK_SHARDS = JACKKNIFE.shards
+INTERVALS = JACKKNIFE.enabled
 MEASURES = STUDY.measures.params()  # the score, null, jackknife and table jobs' params
-ONE_VS_TWO_GROUPS = (GROUPS if config["one_vs_two"]["groups"] == "all"
-                     else list(config["one_vs_two"]["groups"]))
-FORMATS = config["figures"]["formats"]
+ONE_VS_TWO_GROUPS = STUDY.one_vs_two_groups
+FORMATS = FIGURES.formats
 
 # GPUs. A job whose device is `cuda`, or `auto` where CUDA is available here, asks for gpu=1
 # (the rules' `resources:`). A local run offers as many as there are visible devices, so no
@@ -132,7 +134,7 @@ def image_rule_params():
     image it draws, computed when the DAG is built (image_listing). An image overwritten,
     added, removed or made unreadable changes it, so the rule and what reads its manifest
     run again (Snakemake's `params` rerun trigger, on by default)."""
-    params = STUDY.images.rule_params(config["seed"])
+    params = STUDY.images.rule_params(STUDY.seed)
     if STUDY.images.listed():
         params["listing"] = image_listing
     return params
@@ -141,7 +143,7 @@ def image_rule_params():
 def image_listing(wildcards):
     """The images rule's `listing` param (evaluated only where the images job is part of
     the DAG: not by other jobs of a cluster run)."""
-    return STUDY.images.fingerprint(config["seed"])
+    return STUDY.images.fingerprint(STUDY.seed)
 
 
 def image_inputs():
@@ -166,7 +168,7 @@ def word_vector_inputs(wildcards):
 
 def one_vs_two_inputs(wildcards):
     """The activations of the 1 vs 2 groups, W, and the label map when one is configured."""
-    label_map = config["one_vs_two"].get("label_map")
+    label_map = STUDY.label_map
     return {"groups": activation_files(wildcards, ONE_VS_TWO_GROUPS),
             "matrix": f"{R}/words/{wildcards.word_model}/similarity.h5",
             **({"label_map": label_map} if label_map else {})}
@@ -189,7 +191,7 @@ def activation_files(wildcards, groups=GROUPS):
 
 
 def coverage_files(wildcards):
-    names = WORD_MODELS if config["concepts"]["intersect_word_models"] else [wildcards.word_model]
+    names = WORD_MODELS if STUDY.concepts.intersect_word_models else [wildcards.word_model]
     return {n: f"{R}/words/{n}/coverage.tsv" for n in names}
 
 
@@ -197,7 +199,7 @@ def shard_files(wildcards):
     return expand(
         f"{R}/two_vs_two/{wildcards.network}/{wildcards.word_model}/null/shard-{{shard}}-of-{N_SHARDS}.h5",
         shard=range(N_SHARDS),
-    ) if config["permutations"]["n"] > 0 else []
+    ) if PERMUTATIONS.n > 0 else []
 
 
 def jackknife_files(wildcards, network=None, word_model=None):

@@ -36,7 +36,7 @@ rule word_matrix:
     params:
         spec=word_model_params,
         groups=GROUPS,
-        intersect=config["concepts"]["intersect_word_models"],
+        intersect=STUDY.concepts.intersect_word_models,
     conda:
         "../../envs/words.yaml"
     benchmark:

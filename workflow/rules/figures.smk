@@ -14,7 +14,7 @@ rule fig1_word_models:
     params:
         word_models=WORD_MODELS,
         labels=lambda wc: labels(wc.network, *WORD_MODELS),
-        alpha=config["figures"]["alpha"],
+        alpha=FIGURES.alpha,
     conda:
         "../../envs/figures.yaml"
     benchmark:
@@ -37,7 +37,7 @@ rule fig2_layers:
         word_model=PRIMARY_WM,
         control=lambda wc: STUDY.controls_of(wc.network),
         labels=lambda wc: labels(wc.network, *STUDY.controls_of(wc.network), PRIMARY_WM),
-        alpha=config["figures"]["alpha"],
+        alpha=FIGURES.alpha,
     conda:
         "../../envs/figures.yaml"
     benchmark:
@@ -56,7 +56,7 @@ rule trained_minus_control:
         f"{R}/logs/figures/trained_minus_control_{{network}}.log",
     params:
         labels=lambda wc: labels(wc.network, *STUDY.controls_of(wc.network), PRIMARY_WM),
-        alpha=config["figures"]["alpha"],
+        alpha=FIGURES.alpha,
     conda:
         "../../envs/figures.yaml"
     benchmark:
@@ -76,7 +76,7 @@ rule fig4_one_vs_two:
     params:
         word_model=PRIMARY_WM,
         labels=lambda wc: labels(wc.network, PRIMARY_WM),
-        alpha=config["figures"]["alpha"],
+        alpha=FIGURES.alpha,
     conda:
         "../../envs/figures.yaml"
     benchmark:
@@ -97,7 +97,7 @@ rule overview:
         controls=CONTROLS,
         word_model=PRIMARY_WM,
         labels=labels(*NETWORKS, PRIMARY_WM),
-        alpha=config["figures"]["alpha"],
+        alpha=FIGURES.alpha,
     conda:
         "../../envs/figures.yaml"
     benchmark:

@@ -11,8 +11,8 @@ rule one_vs_two:
         f"{R}/logs/one_vs_two/{{network}}/{{word_model}}.log",
     params:
         groups=ONE_VS_TWO_GROUPS,
-        seed=config["seed"],
-        n_permutations=config["one_vs_two"]["n_permutations"],
+        seed=STUDY.seed,
+        n_permutations=STUDY.one_vs_two.n_permutations,
     conda:
         "../../envs/statistics.yaml"
     benchmark:

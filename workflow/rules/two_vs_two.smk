@@ -34,14 +34,14 @@ rule permutations:
     params:
         kind="permutation",
         groups=GROUPS,
-        seed=config["seed"],
-        settings=config["permutations"],
+        seed=STUDY.seed,
+        settings=PERMUTATIONS.params(),
         measures=MEASURES,
     conda:
         "../../envs/statistics.yaml"
     threads: 1
     resources:
-        gpu=int(uses_cuda(config["permutations"]["device"])),
+        gpu=int(uses_cuda(PERMUTATIONS.device)),
     benchmark:
         f"{R}/benchmarks/permutations/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
     script:
@@ -59,8 +59,8 @@ rule jackknife:
     params:
         kind="jackknife",
         groups=GROUPS,
-        seed=config["seed"],
-        settings=JACKKNIFE,
+        seed=STUDY.seed,
+        settings=JACKKNIFE.shard_params(),
         measures=MEASURES,
     conda:
         "../../envs/statistics.yaml"
@@ -85,9 +85,9 @@ rule significance:
     log:
         f"{R}/logs/significance/{{network}}/{{word_model}}.log",
     params:
-        alpha=config["figures"]["alpha"],
-        confidence=config["intervals"]["confidence"],
-        factors=config["intervals"]["factors"],
+        alpha=PERMUTATIONS.alpha,  # the `significant` column's (not figures.alpha)
+        confidence=JACKKNIFE.confidence,
+        factors=JACKKNIFE.factors,
         measures=MEASURES,
         # the current shard counts: files of another count beside them are swept
         shards={"null": N_SHARDS, "jackknife": N_JACK_SHARDS},
@@ -112,8 +112,8 @@ rule comparisons:
         f"{R}/logs/comparisons/{{network}}/{{word_model}}.log",
     params:
         sources=comparison_sources,
-        confidence=config["intervals"]["confidence"],
-        factors=config["intervals"]["factors"],
+        confidence=JACKKNIFE.confidence,
+        factors=JACKKNIFE.factors,
         measures=MEASURES,
     conda:
         "../../envs/statistics.yaml"
