@@ -70,7 +70,7 @@ def small_config(tmp: Path) -> dict:
         # Each word model keeps the concepts it covers (the paper's intersection rule is
         # exercised by tests/test_paper.py), so adding a word model leaves the others alone.
         "concepts": {"intersect_word_models": False},
-        # raw activations kept (every layer at 64 px): tests/test_measures.py scores them
+        # raw activations kept (every layer at 64 px): tests/test_stats_measures.py scores them
         # with the literal measures
         "extraction": {"batch_size": 8, "device": "cpu", "keep_raw_max_features": 40000},
         "permutations": {"n": 40, "shards": 3, "batch_size": 8},

@@ -108,7 +108,7 @@ def paper_config(root: Path, source: str = "imagenet-val") -> dict:
     }
     cfg["extraction"] = {"batch_size": 8, "device": "cpu"}
     cfg["permutations"] = {"n": 20, "shards": 2, "batch_size": 8, "device": "cpu"}
-    # paper.yaml's jackknife would add 48 jobs here; tests/test_measures.py covers it
+    # paper.yaml's jackknife would add 48 jobs here; tests/test_stats_measures.py covers it
     cfg["intervals"] = {"method": "none"}
     cfg["measures"]["mutual_knn_k"] = 3  # paper.yaml's 10 needs at least 11 concepts; 7 here
     cfg["one_vs_two"] = {"n_permutations": 10, "groups": "all"}
