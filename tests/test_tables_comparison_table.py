@@ -325,11 +325,6 @@ def test_bad_inputs() -> None:
         from_arrays({"photo": {"rsa": np.zeros((B - 1, 5))}}, K, SEED, PAIRS)
 
 
-def test_pixel_layer_name_is_the_layers_one() -> None:
-    from emergence.sources.models.layers import PIXELS
-
-    assert cmp.PIXELS == PIXELS
-
 
 def test_comparisons_are_the_same_for_1_3_and_8_shards() -> None:
     """The paired results, built from jackknife samples drawn in 1, 3 or 8 shards (two

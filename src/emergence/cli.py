@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from emergence.sources.models.layers import PIXELS
+from emergence.sources.common import PIXELS
 
 __all__ = ["ModuleOutput", "layers_table", "main", "module_outputs"]
 

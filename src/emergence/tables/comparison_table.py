@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from emergence.sources.models.layers import PIXELS  # imports no torch: a statistics job
+from emergence.sources.common import PIXELS
 from emergence.stats.comparisons import MIN_TREND_LAYERS
 from emergence.stats.intervals import Variance, holm, trend_weights
 from emergence.stats.jackknife import COMPANIONS
