@@ -9,15 +9,15 @@ rule activations:
         f"{R}/activations/{{network}}/{{group}}.h5",
     log:
         f"{R}/logs/activations/{{network}}/{{group}}.log",
-    params:
-        spec=network_params,
-        extraction=EXTRACTION.params(),
+    benchmark:
+        f"{R}/benchmarks/activations/{{network}}/{{group}}.tsv"
     conda:
         "../../envs/extraction.yaml"
     threads: EXTRACTION.threads  # the forward pass uses exactly this many (see schema)
     resources:
         gpu=int(uses_cuda(EXTRACTION.device)),
-    benchmark:
-        f"{R}/benchmarks/activations/{{network}}/{{group}}.tsv"
+    params:
+        spec=network_params,
+        extraction=EXTRACTION.params(),
     script:
         "../scripts/activations.py"
