@@ -21,10 +21,15 @@ env: $(VENV)/.installed
 demo: env
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 
-test: env
+test: lint
 	$(BIN)/python -m pytest
+
+# The workflow's lint (Snakemake's best practices), the package's (ruff) and the rule files'
+# format (snakefmt: `$(BIN)/snakefmt workflow/ Snakefile` rewrites them).
+lint: env
 	$(BIN)/snakemake --lint
 	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check workflow/ Snakefile
 
 # The tests marked slow are those that use an end-to-end fixture (tests/conftest.py).
 test-fast: env

@@ -95,8 +95,9 @@ summary, tests = one_vs_two_rows("synthetic", w_mat, wnids, load(),
 _PRELUDE = """
 import json, os, resource, sys
 import numpy as np
-from emergence.analysis import (SCORE_COLUMNS, jackknife_shard, null_shard, one_vs_two_rows,
-                                score_rows, significance_rows)
+from emergence.tables.one_vs_two_table import one_vs_two_rows
+from emergence.tables.score_table import SCORE_COLUMNS, jackknife_shard, null_shard, score_rows
+from emergence.tables.significance_table import significance_rows
 from emergence.io import read_tsv, write_tsv
 from emergence.formats.activations import load_groups
 from emergence.formats.nulls import read_nulls

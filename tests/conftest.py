@@ -3,7 +3,6 @@ and `kill -9` of a helper process at a chosen moment."""
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -33,11 +32,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if END_TO_END.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-
-
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -76,7 +70,7 @@ def small_config(tmp: Path) -> dict:
         # Each word model keeps the concepts it covers (the paper's intersection rule is
         # exercised by tests/test_paper.py), so adding a word model leaves the others alone.
         "concepts": {"intersect_word_models": False},
-        # raw activations kept (every layer at 64 px): tests/test_measures.py scores them
+        # raw activations kept (every layer at 64 px): tests/test_stats_measures.py scores them
         # with the literal measures
         "extraction": {"batch_size": 8, "device": "cpu", "keep_raw_max_features": 40000},
         "permutations": {"n": 40, "shards": 3, "batch_size": 8},

@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from emergence.analysis import one_vs_two_rows
 from emergence.extraction.extract import extract_statistics
 from emergence.formats.activations import load_group
 from emergence.sources.models.layers import resolve_layers
 from emergence.sources.models.spec import NetworkSpec, load_model
+from emergence.tables.one_vs_two_table import one_vs_two_rows
 from tests.test_sources_images_folders import draw
 
 CONCEPTS = ["c0", "c1", "c2", "c3", "c4"]

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emergence.io import read_tsv
 from emergence.sources.common import imagenet_classes
-from tests.conftest import GREY, N_CLASSES, error_lines, read_tsv, run_snakemake
+from tests.conftest import GREY, N_CLASSES, error_lines, run_snakemake
 
 
 def leftovers(results: Path) -> list[str]:

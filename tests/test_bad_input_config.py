@@ -15,14 +15,15 @@ import pytest
 import yaml
 
 from emergence import budget
-from emergence.analysis import percentile_band, score_columns, significance_rows
 from emergence.config import ConfigError, check_config
 from emergence.formats.nulls import Shards, sweep_stale_shards, write_null_shard
 from emergence.io import read_tsv, write_tsv
 from emergence.stats import permutation, streaming
 from emergence.stats.jackknife import jackknife_size
 from emergence.stats.measures import MeasureSpec, column_prefix
-from emergence.summaries import null_summary
+from emergence.tables.null_summary import null_summary
+from emergence.tables.score_table import score_columns
+from emergence.tables.significance_table import percentile_band, significance_rows
 from tests.conftest import ROOT, error_lines, run_snakemake, small_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -236,7 +237,7 @@ def _scores(observed: dict, n_layers: int) -> list[dict[str, str]]:
 def _in_memory_significance(scores: list[dict], nulls: dict, confidence: float
                             ) -> dict[tuple[str, str, str], np.ndarray]:
     """What the significance step computed before it streamed: every array in memory,
-    numpy's reductions on them (the code of analysis.significance_rows until then)."""
+    numpy's reductions on them (the code of the significance table's rows until then)."""
     layers = list(dict.fromkeys(r["layer"] for r in scores))
     cell = {(r["group"], r["layer"]): r for r in scores}
     out = {}

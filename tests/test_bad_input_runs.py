@@ -28,10 +28,10 @@ import pytest
 import yaml
 
 from emergence import ownership
-from emergence.analysis import score_columns, score_rows
 from emergence.formats.activations import GroupSimilarities
 from emergence.io import (
     FOREIGN_MAX_AGE_S,
+    read_tsv,
     remove_stale_temporaries,
     stale_reason,
     temporaries_of,
@@ -49,8 +49,9 @@ from emergence.ownership import (
 )
 from emergence.stats.measures import MeasureSpec
 from emergence.stats.two_vs_two import TwoVsTwo
+from emergence.tables.score_table import score_columns, score_rows
 from tests import literal
-from tests.conftest import ROOT, SNAKEMAKE, error_lines, read_tsv, write_study
+from tests.conftest import ROOT, SNAKEMAKE, error_lines, write_study
 
 DEAD = 2**31 - 1  # a PID no process has
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(

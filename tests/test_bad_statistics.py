@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 
 import emergence
-from emergence import analysis, figures
+from emergence import figures
+from emergence.formats.activations import GroupSimilarities
 from emergence.formats.nulls import read_nulls
 from emergence.io import read_tsv, write_tsv
 from emergence.stats.permutation import permutations
 from emergence.stats.two_vs_two import MIN_CONCEPTS, TwoVsTwo, check_permutations
+from emergence.tables import one_vs_two_table, score_table, significance_table
 from tests import literal
 
 
@@ -247,7 +249,7 @@ def test_matrix_views_are_accepted() -> None:
 # --- item 1: a constant row through the analysis tables -----------------------------------
 
 
-def _groups(k: int = 20) -> tuple[np.ndarray, list[str], list[analysis.GroupSimilarities]]:
+def _groups(k: int = 20) -> tuple[np.ndarray, list[str], list[GroupSimilarities]]:
     """Two groups, two layers; group "grey" has a uniform image (concept 3) at "pixels"."""
     w_mat, i_ok, i_nan = _constant_row_case(k, row=3)
     i_ok2 = _correlation(_embedding(k, 40, 9))
@@ -256,8 +258,8 @@ def _groups(k: int = 20) -> tuple[np.ndarray, list[str], list[analysis.GroupSimi
     predicted = np.arange(k)
     predicted[[0, 3, 7, 12]] = [1, 4, 8, 13]
 
-    def group(name: str, sims: list[np.ndarray]) -> analysis.GroupSimilarities:
-        return analysis.GroupSimilarities(
+    def group(name: str, sims: list[np.ndarray]) -> GroupSimilarities:
+        return GroupSimilarities(
             "net", "model", name, ["pixels", "conv"], ["", "m.conv"], [300, 40],
             np.stack(sims), predicted, [wnids[p] for p in predicted],
             [f"{name}/{w}.png" for w in wnids], wnids, words)
@@ -273,10 +275,10 @@ def _tsv_roundtrip(tmp_path: Path, name: str, rows: list[dict], columns: list[st
 def test_constant_row_scores_are_nan_with_a_reason(tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     w_mat, _, groups = _groups()
-    with caplog.at_level(logging.WARNING, logger="emergence.analysis"):
-        rows = analysis.score_rows("wm", w_mat, groups)
-    table = _tsv_roundtrip(tmp_path, "scores.tsv", rows, analysis.SCORE_COLUMNS)
-    assert list(table[0]) == analysis.SCORE_COLUMNS and analysis.SCORE_COLUMNS[-1] == "reason"
+    with caplog.at_level(logging.WARNING, logger="emergence.tables.score_table"):
+        rows = score_table.score_rows("wm", w_mat, groups)
+    table = _tsv_roundtrip(tmp_path, "scores.tsv", rows, score_table.SCORE_COLUMNS)
+    assert list(table[0]) == score_table.SCORE_COLUMNS and score_table.SCORE_COLUMNS[-1] == "reason"
     cell = {(r["group"], r["layer"]): r for r in table}
     bad = cell["grey", "pixels"]
     assert bad["two_vs_two"] == "nan" and bad["rsa"] == "nan"
@@ -295,11 +297,11 @@ def test_constant_row_scores_are_nan_with_a_reason(tmp_path: Path,
 
 def test_constant_row_null_and_significance_are_nan_with_a_reason(tmp_path: Path) -> None:
     w_mat, _, groups = _groups()
-    scores = _tsv_roundtrip(tmp_path, "scores.tsv", analysis.score_rows("wm", w_mat, groups),
-                            analysis.SCORE_COLUMNS)
+    scores = _tsv_roundtrip(tmp_path, "scores.tsv", score_table.score_rows("wm", w_mat, groups),
+                            score_table.SCORE_COLUMNS)
     shards = [tmp_path / "shard-0.h5", tmp_path / "shard-1.h5"]
     for path, (lo, hi) in zip(shards, [(0, 8), (8, 19)], strict=True):
-        analysis.null_shard(path, "wm", w_mat, groups, seed=5, start=lo, stop=hi,
+        score_table.null_shard(path, "wm", w_mat, groups, seed=5, start=lo, stop=hi,
                             batch_size=8, device="cpu", progress=False)
     nulls = read_nulls(shards)
     assert np.isnan(nulls["grey"]["two_vs_two"][:, 0]).all()
@@ -307,9 +309,10 @@ def test_constant_row_null_and_significance_are_nan_with_a_reason(tmp_path: Path
     assert np.isfinite(nulls["grey"]["two_vs_two"][:, 1]).all()
     assert np.isfinite(nulls["photo"]["two_vs_two"]).all()
 
-    rows = analysis.significance_rows(scores, nulls, alpha=0.05)
-    table = _tsv_roundtrip(tmp_path, "significance.tsv", rows, analysis.SIGNIFICANCE_COLUMNS)
-    assert analysis.SIGNIFICANCE_COLUMNS[-1] == "reason"
+    rows = significance_table.significance_rows(scores, nulls, alpha=0.05)
+    table = _tsv_roundtrip(tmp_path, "significance.tsv", rows,
+                           significance_table.SIGNIFICANCE_COLUMNS)
+    assert significance_table.SIGNIFICANCE_COLUMNS[-1] == "reason"
     cell = {(r["group"], r["layer"]): r for r in table}
     reason = "constant activations for concept(s) n00000003 (word3): correlation undefined"
     for g, expected in (("grey", reason), ("mean", f"group grey: {reason}")):
@@ -327,14 +330,14 @@ def test_constant_row_null_and_significance_are_nan_with_a_reason(tmp_path: Path
         emergence.family_wise_p_values(obs, photo).tolist()
 
     # Without permutations the mean row is NaN too, not a mean over a NaN (it said 0.333).
-    rows0 = analysis.significance_rows(scores, {}, alpha=0.05)
+    rows0 = significance_table.significance_rows(scores, {}, alpha=0.05)
     mean0 = next(r for r in rows0 if r["group"] == "mean" and r["layer"] == "pixels")
     assert math.isnan(mean0["two_vs_two"]) and math.isnan(mean0["rsa"])
     assert mean0["reason"] == f"group grey: {reason}" and not mean0["significant"]
 
     # The figures skip the point instead of crashing.
     figures.plot_network(table, "net", table, "ctrl", "wm", 0.05, [tmp_path / "f2.png"])
-    figures.plot_word_models({"wm": table}, {}, "net", [tmp_path / "f1.png"])
+    figures.plot_word_models({"wm": table}, {}, "net", 0.05, [tmp_path / "f1.png"])
     figures.plot_overview({"net": table}, {}, [], "wm", 0.05, [tmp_path / "ov.png"])
     for name in ("f2.png", "f1.png", "ov.png"):
         assert (tmp_path / name).stat().st_size > 1000
@@ -343,11 +346,11 @@ def test_constant_row_null_and_significance_are_nan_with_a_reason(tmp_path: Path
 def test_constant_row_one_vs_two_rows(tmp_path: Path) -> None:
     w_mat, wnids, groups = _groups()
     for n_perm in (0, 12):
-        summary, tests = analysis.one_vs_two_rows("wm", w_mat, wnids, groups,
+        summary, tests = one_vs_two_table.one_vs_two_rows("wm", w_mat, wnids, groups,
                                                   n_permutations=n_perm, seed=1)
-        table = _tsv_roundtrip(tmp_path, "1v2.tsv", summary, analysis.ONE_VS_TWO_COLUMNS)
+        table = _tsv_roundtrip(tmp_path, "1v2.tsv", summary, one_vs_two_table.ONE_VS_TWO_COLUMNS)
         test_table = _tsv_roundtrip(tmp_path, "1v2_tests.tsv", tests,
-                                    analysis.ONE_VS_TWO_TEST_COLUMNS)
+                                    one_vs_two_table.ONE_VS_TWO_TEST_COLUMNS)
         cell = {(r["group"], r["layer"]): r for r in table}
         reason = "constant activations for concept(s) n00000003 (word3): correlation undefined"
         bad = cell["grey", "pixels"]
@@ -374,10 +377,10 @@ def test_one_vs_two_rows_with_no_counted_test(tmp_path: Path) -> None:
     w_mat, wnids, groups = _groups()
     g = groups[1]
     predicted = np.zeros(len(wnids), dtype=np.int64)  # everything classified as concept 0
-    only = analysis.GroupSimilarities(g.network, g.model, g.group, g.layers, g.modules,
+    only = GroupSimilarities(g.network, g.model, g.group, g.layers, g.modules,
                                       g.n_features, g.similarity, predicted,
                                       [wnids[0]] * len(wnids), g.image_path, wnids, g.concepts)
-    summary, tests = analysis.one_vs_two_rows("wm", w_mat, wnids, [only], n_permutations=7,
+    summary, tests = one_vs_two_table.one_vs_two_rows("wm", w_mat, wnids, [only], n_permutations=7,
                                               seed=1)
     for r in summary:
         assert r["n_tests"] == 0 and r["n_skipped"] == len(wnids) - 1
@@ -386,6 +389,6 @@ def test_one_vs_two_rows_with_no_counted_test(tmp_path: Path) -> None:
     assert summary[0]["reason"] == "no test counted: 19 skipped (reference set of 0 concepts < 3)"
     assert summary[1]["reason"] == f"group photo: {summary[0]['reason']}"  # the pooled row
     assert {t["reason"] for t in tests} == {"reference set of 0 concepts < 3"}
-    table = _tsv_roundtrip(tmp_path, "s.tsv", summary, analysis.ONE_VS_TWO_COLUMNS)
+    table = _tsv_roundtrip(tmp_path, "s.tsv", summary, one_vs_two_table.ONE_VS_TWO_COLUMNS)
     figures.plot_one_vs_two(table, "net", "wm", 0.05, [tmp_path / "f4.png"])
     assert (tmp_path / "f4.png").stat().st_size > 1000

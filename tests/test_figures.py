@@ -13,8 +13,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from emergence import comparisons, figures
+from emergence import figures
 from emergence.io import read_tsv, write_tsv
+from emergence.tables import comparison_table as comparisons
 
 LAYERS = ["pixels", "conv1", "conv2", "fc", "logits"]
 
@@ -77,7 +78,7 @@ Draw = Callable[[bool, list[Path]], None]
 DRAW: dict[str, Draw] = {
     "fig1": lambda b, paths: figures.plot_word_models(
         {"wm": significance("net", 0.1, b), "wm2": significance("net", 0.05, b, nan_layer=3)},
-        {"wm": "Word model"}, "net", paths),
+        {"wm": "Word model"}, "net", 0.05, paths),
     "fig2": lambda b, paths: figures.plot_network(
         significance("net", 0.1, b), "Net", significance("ctrl", 0.0, b, nan_layer=0),
         "Control", "wm", 0.05, paths),

@@ -157,7 +157,9 @@ def test_the_interval_modules_load_light() -> None:
     """The jackknife, significance and comparisons jobs' modules (issue 20) import neither
     torch nor scipy nor numba until they compute."""
     modules = ["emergence.stats.jackknife", "emergence.stats.intervals", "emergence.uncertainty",
-               "emergence.significance", "emergence.comparisons", "emergence.analysis"]
+               "emergence.tables.significance_table", "emergence.tables.comparison_table",
+               "emergence.tables.score_table", "emergence.tables.one_vs_two_table",
+               "emergence.tables.null_summary"]
     assert loaded_after(modules, ROOT) == []
 
 

@@ -22,9 +22,9 @@ def collected(*args: str) -> set[str]:
 
 
 def test_tests_that_use_the_demo_run_are_slow() -> None:
-    """tests/test_measures.py has no @slow: its demo_run tests are left out all the same,
+    """tests/test_stats_measures.py has no @slow: its demo_run tests are left out all the same,
     its unit tests stay."""
-    path = "tests/test_measures.py"
+    path = "tests/test_stats_measures.py"
     fast = collected("-m", "not slow", path)
     slow = collected("-m", "slow", path)
     assert f"{path}::test_measure_spec_orders_and_checks" in fast

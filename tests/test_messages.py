@@ -23,7 +23,6 @@ import torch
 import yaml
 from PIL import Image, ImageFile
 
-from emergence.analysis import null_shard
 from emergence.concepts import (
     MIN_CONCEPTS,
     check_enough_concepts,
@@ -44,6 +43,7 @@ from emergence.sources.models.layers import resolve_layers
 from emergence.sources.models.spec import NetworkSpec, load_model
 from emergence.sources.words.spec import WordModelSpec, embed_concepts
 from emergence.stats.similarity import similarity_matrix
+from emergence.tables.score_table import null_shard
 from tests.conftest import kill_when_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -418,7 +418,7 @@ def test_stale_temporaries_of_the_outputs_only_are_removed(tmp_path: Path) -> No
 
 KILLED_SHARD = """
 import sys, time
-import emergence.analysis as analysis
+import emergence.tables.score_table as score_table
 sys.path.insert(0, {tests!r})
 from test_messages import small_groups
 
@@ -426,10 +426,10 @@ def stuck(*args, **kwargs):
     print("ready", flush=True)
     time.sleep(600)
 
-analysis.permutation_null = stuck
+score_table.permutation_null = stuck
 w_mat, groups = small_groups()
-analysis.null_shard({out!r}, "w2v", w_mat, groups, seed=3, start=0, stop=8, batch_size=4,
-                    device="cpu", progress=False)
+score_table.null_shard({out!r}, "w2v", w_mat, groups, seed=3, start=0, stop=8, batch_size=4,
+                       device="cpu", progress=False)
 """
 
 

@@ -8,7 +8,6 @@ image size and concept count.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import math
 import shutil
@@ -22,6 +21,7 @@ import yaml
 from gensim.models import KeyedVectors
 from PIL import Image
 
+from emergence.io import read_tsv
 from emergence.sources.common import imagenet_classes
 from tests.conftest import error_lines
 
@@ -29,11 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 N_CLASSES = 8  # the first 8 ImageNet classes; each with 6 images (5 are sampled)
 PER_CLASS = 6
-
-
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
 
 
 def write_images(root: Path) -> list[tuple[str, str]]:
@@ -113,7 +108,7 @@ def paper_config(root: Path, source: str = "imagenet-val") -> dict:
     }
     cfg["extraction"] = {"batch_size": 8, "device": "cpu"}
     cfg["permutations"] = {"n": 20, "shards": 2, "batch_size": 8, "device": "cpu"}
-    # paper.yaml's jackknife would add 48 jobs here; tests/test_measures.py covers it
+    # paper.yaml's jackknife would add 48 jobs here; tests/test_stats_measures.py covers it
     cfg["intervals"] = {"method": "none"}
     cfg["measures"]["mutual_knn_k"] = 3  # paper.yaml's 10 needs at least 11 concepts; 7 here
     cfg["one_vs_two"] = {"n_permutations": 10, "groups": "all"}

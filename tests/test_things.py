@@ -19,9 +19,10 @@ from PIL import Image
 
 from emergence.formats.activations import load_group
 from emergence.formats.word_matrix import read_word_matrix
+from emergence.io import read_tsv
 from emergence.stats.two_vs_two import TwoVsTwo, pair_indices
 from tests import literal
-from tests.conftest import ROOT, SNAKEMAKE, error_lines, read_tsv, run_snakemake
+from tests.conftest import ROOT, SNAKEMAKE, error_lines, run_snakemake
 
 K = 1000
 PX = 16

@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from emergence.device import cuda_available, visible_cuda_devices
+from emergence.io import read_tsv
 from tests.conftest import (
     N_CONCEPTS,
     ROOT,
     error_lines,
-    read_tsv,
     run_snakemake,
     small_config,
 )

@@ -4,7 +4,7 @@
 (:mod:`emergence.stats.jackknife`) are drawn in ``shards`` jobs per network x word model;
 each job holds its shard's values of one group (every measure, companion and layer,
 float64) while it writes them, and every shard file stays on disk for the aggregation
-(which reads the null block by block: :mod:`emergence.summaries`). :func:`estimate` sizes
+(which reads the null block by block: :mod:`emergence.tables.null_summary`). :func:`estimate` sizes
 this from what the DAG knows:
 
 * layers per network: the config's entries (a glob such as ``blocks.*`` counts once: at

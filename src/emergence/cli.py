@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from emergence.sources.common import PIXELS
+
 __all__ = ["ModuleOutput", "layers_table", "main", "module_outputs"]
 
 
@@ -61,7 +63,7 @@ class ModuleOutput:
     @property
     def tokens(self) -> bool:
         return self.hookable and self.shape is not None and len(self.shape) == 2 \
-            and self.path != "pixels"
+            and self.path != PIXELS
 
 
 def module_outputs(net: Any, input_size: Sequence[int]) -> list[ModuleOutput]:
@@ -105,7 +107,7 @@ def module_outputs(net: Any, input_size: Sequence[int]) -> list[ModuleOutput]:
             choices = ["all"] + ["cls"] * layout.class_token + \
                 ["mean"] * (layout.prefix is not None)
             entry.detail, entry.layout = "|".join(choices), layout.note
-    return [ModuleOutput("pixels", "input", tuple(input_size), 1), *found.values()]
+    return [ModuleOutput(PIXELS, "input", tuple(input_size), 1), *found.values()]
 
 
 def _shape(entry: ModuleOutput) -> str:

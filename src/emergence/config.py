@@ -5,9 +5,17 @@ schema and fills in the schema's defaults in the same pass, then builds the spec
 section (:class:`~emergence.sources.images.spec.ImageSourceSpec`,
 :class:`~emergence.sources.models.spec.NetworkSpec`,
 :class:`~emergence.sources.words.spec.WordModelSpec`), each checking what a schema cannot say,
-and the checks across sections; it returns them as a :class:`Study`. Every problem is a
-:class:`ConfigError` in one line naming the key. Rules get their slice as ``spec.params()``;
-job scripts rebuild the spec with ``from_params``.
+and the checks across sections; it returns them as a :class:`Study`. The plain settings are
+typed sections of the study too (:class:`Permutations`, :class:`Intervals`,
+:class:`Extraction`, :class:`OneVsTwo`, :class:`Figures`, :class:`Concepts`): the rule files
+read nothing from ``config`` but through the study. Every problem is a :class:`ConfigError`
+in one line naming the key. Rules get their slice as ``spec.params()``; job scripts rebuild
+the spec with ``from_params``.
+
+Snakemake reruns a job whose params changed, comparing their ``repr``: a section handed to a
+rule whole (``Permutations.params``, ``Extraction.params``) keeps the keys in the config's
+order, so the params of a config that did not change stay equal, whatever order its file
+writes them in.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +36,107 @@ from emergence.sources.models.spec import NetworkSpec, network_specs
 from emergence.sources.words.spec import WordModelSpec
 from emergence.stats.measures import MeasureSpec
 
-__all__ = ["ConfigError", "Study", "check_config"]
+__all__ = ["Concepts", "ConfigError", "Extraction", "Figures", "Intervals", "OneVsTwo",
+           "Permutations", "Study", "check_config"]
+
+
+@dataclass(frozen=True)
+class _Section:
+    """A plain config section, every key typed; no defaults here: the schema fills them in
+    (:func:`check_config`). ``order`` is the config's order of the keys (what :meth:`params`
+    keeps)."""
+
+    order: tuple[str, ...] = field(default=(), repr=False, compare=False, kw_only=True)
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]):  # noqa: ANN206  (the subclass)
+        names = {f.name for f in fields(cls)} - {"order"}
+        return cls(**{k: section[k] for k in names if k in section},
+                   order=tuple(k for k in section if k in names))
+
+    def params(self) -> dict[str, Any]:
+        """The section as a rule's param: its keys in the config's order."""
+        return {k: getattr(self, k) for k in self.order}
+
+
+@dataclass(frozen=True)
+class Permutations(_Section):
+    """``permutations``: the null's size and shards; ``alpha``, the level of significance.tsv's
+    ``significant`` column (permutation p < alpha; not a setting of the shards)."""
+
+    n: int
+    shards: int
+    batch_size: int
+    device: str
+    alpha: float
+
+    def params(self) -> dict[str, Any]:
+        """The shard jobs' settings (``alpha`` decides nothing they compute)."""
+        return {k: v for k, v in super().params().items() if k != "alpha"}
+
+
+@dataclass(frozen=True)
+class Intervals(_Section):
+    """``intervals``: the jackknife over concepts (``method: none``: no intervals)."""
+
+    method: str
+    pairs: int
+    factors: str
+    shards: int
+    batch_size: int
+    confidence: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.method == "jackknife"
+
+    def shard_params(self) -> dict[str, Any]:
+        """What a jackknife shard depends on."""
+        return {"pairs": self.pairs, "shards": self.shards, "batch_size": self.batch_size}
+
+
+@dataclass(frozen=True)
+class Extraction(_Section):
+    """``extraction``: the forward pass's batch, device, threads, raw features, RAM."""
+
+    batch_size: int
+    device: str
+    threads: int
+    keep_raw_max_features: int
+    ram_budget_mb: int
+
+
+@dataclass(frozen=True)
+class OneVsTwo(_Section):
+    """``one_vs_two``: permutations of the 1 vs 2 test, the label map, the groups tested
+    (``"all"`` or a list)."""
+
+    n_permutations: int
+    groups: str | list[str]
+    label_map: str | None = None  # optional: no default in the schema
+
+
+@dataclass(frozen=True)
+class Figures(_Section):
+    """``figures``: the word model of Figs. 2-4 (``None``: the first), the level of the
+    figures' markers, the formats."""
+
+    alpha: float
+    formats: list[str]
+    word_model: str | None = None  # optional: the first word model
+
+
+@dataclass(frozen=True)
+class Concepts(_Section):
+    """``concepts``: keep only concepts every word model covers (the paper's rule)."""
+
+    intersect_word_models: bool
 
 
 @dataclass(frozen=True)
 class Study:
-    """The validated config as typed specs (the config itself, defaults filled in, stays
-    the rules' source for plain settings such as ``permutations.n``)."""
+    """The validated config as typed specs and typed sections (the rules read the config
+    through it and nothing else)."""
 
     results: str
     seed: int
@@ -42,8 +144,24 @@ class Study:
     networks: dict[str, NetworkSpec]
     word_models: dict[str, WordModelSpec]
     primary_word_model: str  # the word model of Figs. 2-4
-    label_map: str | None = None  # one_vs_two.label_map
+    permutations: Permutations
+    intervals: Intervals
+    extraction: Extraction
+    one_vs_two: OneVsTwo
+    figures: Figures
+    concepts: Concepts
     measures: MeasureSpec = MeasureSpec()  # measures.names, two_vs_two.rsa_method
+
+    @property
+    def label_map(self) -> str | None:
+        """``one_vs_two.label_map``."""
+        return self.one_vs_two.label_map
+
+    @property
+    def one_vs_two_groups(self) -> list[str]:
+        """The groups of the 1 vs 2 test, in the config's order (``all``: every group)."""
+        chosen = self.one_vs_two.groups
+        return self.groups if chosen == "all" else list(chosen)
 
     @property
     def groups(self) -> list[str]:
@@ -184,11 +302,18 @@ def _study(config: Mapping[str, Any]) -> Study:
         if unknown:
             raise ConfigError(f"config key 'one_vs_two.groups': unknown group(s) {unknown} "
                               f"(groups: {', '.join(images.group_names())})")
-    measures = MeasureSpec.from_config(config)
+    measures = MeasureSpec(tuple(config["measures"]["names"]),
+                           config["two_vs_two"]["rsa_method"],
+                           config["measures"]["mutual_knn_k"])
     for spec in word_models.values():  # e.g. a similarity matrix has no features for CKA
         spec.check_study(measures.names)
     return Study(results=config["results"], seed=config["seed"], images=images,
                  networks=networks, word_models=word_models,
                  primary_word_model=primary or next(iter(word_models)),
-                 label_map=config["one_vs_two"].get("label_map"),
-                 measures=measures)
+                 measures=measures,
+                 permutations=Permutations.from_config(config["permutations"]),
+                 intervals=Intervals.from_config(config["intervals"]),
+                 extraction=Extraction.from_config(config["extraction"]),
+                 one_vs_two=OneVsTwo.from_config(config["one_vs_two"]),
+                 figures=Figures.from_config(config["figures"]),
+                 concepts=Concepts.from_config(config["concepts"]))

@@ -8,11 +8,12 @@
 * Fig. 4: 1 vs 2 accuracy per layer, significant layers marked.
 * Overview: every network on a relative-depth axis (the README's main figure).
 
-Filled markers: significant (the significance table's ``significant`` column of the
-mean over groups: permutation p < alpha). Hollow: not significant. The 1 vs 2 table has no
-such column, so Fig. 4 decides with :func:`emergence.stats.permutation.significant`, the
-rule the significance table uses. Layers that could not be scored (NaN, with a ``reason``
-in the tables) have no point: the line breaks there.
+Filled markers: significant at the figures' ``alpha`` (``figures.alpha``): the permutation
+p-value of the mean over groups (the significance table's ``p_value``; Fig. 4: the 1 vs 2
+table's ``permutation_p``) below it, decided by :func:`emergence.stats.permutation.significant`,
+the rule of the table's ``significant`` column (whose level is ``permutations.alpha``: a
+figure setting never changes a table). Hollow: not significant. Layers that could not be
+scored (NaN, with a ``reason`` in the tables) have no point: the line breaks there.
 
 Bands (Figs. 1, 2 and the overview): the shaded band in a line's colour is the jackknife
 confidence interval of the mean over groups (``ci_low`` .. ``ci_high``, at the table's
@@ -22,8 +23,8 @@ hatched grey band is the permutation null's central 95 %
 only where the table has those columns and they are finite (tables written before them
 plot without).
 In the control-difference figure, filled markers are family-wise p < alpha (``p_value_fwe``:
-Holm over the layers, of "difference = 0"; :mod:`emergence.comparisons`; tables without the
-column fall back to ``p_value``).
+Holm over the layers, of "difference = 0"; :mod:`emergence.tables.comparison_table`; tables
+without the column fall back to ``p_value``).
 
 One function per figure; each figure rule has its own script that calls it.
 """
@@ -116,14 +117,14 @@ def _confidence(rows: Rows) -> str:
     return f"{100 * c[0]:g} %" if c else "95 %"
 
 
-def _line(ax: plt.Axes, rows: Rows, label: str, x: Sequence[float] | None = None,
+def _line(ax: plt.Axes, rows: Rows, label: str, alpha: float, x: Sequence[float] | None = None,
           **style: object) -> bool:
-    """The mean-over-groups line with significance markers and its CI band (True if drawn)."""
+    """The mean-over-groups line with p < ``alpha`` markers and its CI band (True if drawn)."""
     mean = _mean_rows(rows)
     xs = list(x) if x is not None else list(range(len(mean)))
     ys = [float(r["two_vs_two"]) for r in mean]
     (line,) = ax.plot(xs, ys, label=label, **style)  # type: ignore[arg-type]  # NaN: a gap
-    sig = [r["significant"] == "true" for r in mean]
+    sig = [significant(float(r["p_value"]), alpha) for r in mean]
     ax.scatter(*_markers(xs, ys, sig, True), color=line.get_color(), zorder=3, s=22)
     ax.scatter(*_markers(xs, ys, sig, False), facecolors="white",
                edgecolors=line.get_color(), zorder=3, s=22)
@@ -147,13 +148,14 @@ def _layer_axis(ax: plt.Axes, rows: Rows) -> None:
 
 
 def plot_word_models(tables: Mapping[str, Rows], labels: Mapping[str, str], network: str,
-                     paths: Sequence[str | os.PathLike[str]]) -> None:
-    """Fig. 1: one network, one line per word model, CI and null bands where available."""
+                     alpha: float, paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Fig. 1: one network, one line per word model, p < alpha filled, CI and null bands
+    where available."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     ci = null = False
     for wm, rows in tables.items():
         null = _null_band(ax, rows, label=not null) or null
-        ci = _line(ax, rows, labels.get(wm, wm), marker=None) or ci
+        ci = _line(ax, rows, labels.get(wm, wm), alpha, marker=None) or ci
     first = next(iter(tables.values()))
     _layer_axis(ax, first)
     k = first[0]["k"]
@@ -170,10 +172,10 @@ def plot_network(rows: Rows, label: str, control: Rows | None, control_label: st
     null bands where the tables have them."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     null = _null_band(ax, rows)
-    ci = _line(ax, rows, label, color="C0")
+    ci = _line(ax, rows, label, alpha, color="C0")
     if control is not None:
         null = _null_band(ax, control, label=not null) or null
-        ci = _line(ax, control, control_label, color="0.45", ls="--") or ci
+        ci = _line(ax, control, control_label, alpha, color="0.45", ls="--") or ci
     groups = sorted({r["group"] for r in rows} - {"mean"})
     for g in groups:
         sub = sorted((r for r in rows if r["group"] == g), key=lambda r: int(r["layer_index"]))
@@ -225,7 +227,7 @@ def plot_overview(tables: Mapping[str, Rows], labels: Mapping[str, str],
         style: dict[str, object] = (
             {"color": "0.45", "ls": "--"} if net in controls else {"color": f"C{i}"})
         null = _null_band(ax, rows, x=depth, label=not null) or null
-        ci = _line(ax, rows, labels.get(net, net), x=depth, **style) or ci
+        ci = _line(ax, rows, labels.get(net, net), alpha, x=depth, **style) or ci
     ax.axhline(0.5, color="0.6", lw=0.8, ls=":", label="chance")
     ax.set_xlabel("relative depth (0 = pixels, 1 = logits)")
     ax.set_ylabel("2 vs 2 accuracy (mean over groups)")
@@ -283,9 +285,10 @@ def plot_control_difference(rows: Rows, labels: Mapping[str, str],
     """Trained minus untrained control per layer with jackknife CIs, one panel per measure.
 
     ``rows``: ``comparisons.tsv`` of one network x word model (read_tsv strings or the
-    dicts of :func:`emergence.comparisons.comparison_rows`); the rows with ``comparison ==
-    layer_vs_control`` and ``group == mean`` are drawn. ``labels``: display names of the
-    network, its controls and the word model (ids not in it are shown as they are).
+    dicts of :func:`emergence.tables.comparison_table.comparison_rows`); the rows with
+    ``comparison == layer_vs_control`` and ``group == mean`` are drawn. ``labels``: display
+    names of the network, its controls and the word model (ids not in it are shown as they
+    are).
     Filled markers: family-wise p < alpha (Holm over the layers). A measure without a
     comparable layer (or without an interval) says why.
     """

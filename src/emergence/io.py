@@ -256,9 +256,10 @@ def write_tsv(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]],
     """Write ``rows`` as a tab-separated table with a header, atomically.
 
     Floats are written with ``repr`` (shortest round-trip form), so files are
-    bit-reproducible and lossless.
+    bit-reproducible and lossless; the text is UTF-8 whatever the locale (a concept's
+    name may be any Unicode word).
     """
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
@@ -269,11 +270,12 @@ def write_tsv(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]],
 
 
 def read_tsv(path: str | os.PathLike[str], required: Sequence[str] = ()) -> list[dict[str, str]]:
-    """Read a TSV with a header row; one-line error naming the file if columns are missing."""
+    """Read a TSV (UTF-8) with a header row; one-line error naming the file if columns are
+    missing. The one reader of the tables :func:`write_tsv` writes (tests included)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: file not found")
-    with open(p, newline="") as fh:
+    with open(p, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh, delimiter="\t")
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]

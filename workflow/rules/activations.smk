@@ -11,15 +11,15 @@ rule activations:
         f"{R}/activations/{{network}}/{{group}}.h5",
     log:
         f"{R}/logs/activations/{{network}}/{{group}}.log",
-    params:
-        spec=network_params,
-        extraction=config["extraction"],
-    conda:
-        "../../envs/extraction.yaml"
-    threads: config["extraction"]["threads"]  # the forward pass uses exactly this many (see schema)
-    resources:
-        gpu=activation_gpus,
     benchmark:
         f"{R}/benchmarks/activations/{{network}}/{{group}}.tsv"
+    conda:
+        "../../envs/extraction.yaml"
+    threads: EXTRACTION.threads  # the forward pass uses exactly this many (see schema)
+    resources:
+        gpu=activation_gpus,
+    params:
+        spec=network_params,
+        extraction=EXTRACTION.params(),
     script:
         "../scripts/activations.py"

@@ -22,12 +22,18 @@ try:
         # Memory, disk and time of the permutations and the jackknife (emergence.budget):
         # what cannot fit stops here; the machine's memory counts for a local run only.
         _local = workflow.resource_settings.nodes is None
-        _asked = {rule: res.get("mem_mb") for rule, res in
-                  (workflow.resource_settings.overwrite_resources or {}).items()
-                  if isinstance(res.get("mem_mb"), (int, float))}
-        for _line in check_budget(estimate_budget(config, STUDY.groups, STUDY.results),
-                                  STUDY.results, memory=machine_memory() if _local else None,
-                                  requested=None if _local else _asked):
+        _asked = {  # (not `rule:` at a line's start: snakefmt would read a rule there)
+            name: res.get("mem_mb")
+            for name, res in (workflow.resource_settings.overwrite_resources or {}).items()
+            if isinstance(res.get("mem_mb"), (int, float))
+        }
+        _warnings = check_budget(
+            estimate_budget(config, STUDY.groups, STUDY.results),
+            STUDY.results,
+            memory=machine_memory() if _local else None,
+            requested=None if _local else _asked,
+        )
+        for _line in _warnings:
             print(f"semantic-emergence: warning: {_line}", file=sys.stderr)
 except ConfigError as err:
     sys.exit(f"semantic-emergence: {err}")
@@ -39,14 +45,16 @@ GROUPS = STUDY.groups
 PRIMARY_WM = STUDY.primary_word_model
 CONTROLS = STUDY.controls
 TRAINED = [n for n in NETWORKS if n not in CONTROLS]
-N_SHARDS = config["permutations"]["shards"]
-N_JACK_SHARDS = config["intervals"]["shards"]
-INTERVALS = config["intervals"]["method"] == "jackknife"
-JACKKNIFE = {key: config["intervals"][key] for key in ("pairs", "shards", "batch_size")}
+PERMUTATIONS = STUDY.permutations  # the typed sections of the config (emergence.config)
+JACKKNIFE = STUDY.intervals
+EXTRACTION = STUDY.extraction
+FIGURES = STUDY.figures
+N_SHARDS = PERMUTATIONS.shards
+N_JACK_SHARDS = JACKKNIFE.shards
+INTERVALS = JACKKNIFE.enabled
 MEASURES = STUDY.measures.params()  # the score, null, jackknife and table jobs' params
-ONE_VS_TWO_GROUPS = (GROUPS if config["one_vs_two"]["groups"] == "all"
-                     else list(config["one_vs_two"]["groups"]))
-FORMATS = config["figures"]["formats"]
+ONE_VS_TWO_GROUPS = STUDY.one_vs_two_groups
+FORMATS = FIGURES.formats
 
 # GPUs. A job whose device is `cuda`, or `auto` where CUDA is available here, asks for gpu=1
 # (the rules' `resources:`). A local run offers as many as there are visible devices, so no
@@ -65,11 +73,16 @@ def fit_to_slurm():
     offers, or stop with one line for memory or GPUs no node has (see emergence.slurm).
     The cap (--max-threads) is passed on to every job, so the job uses what it was given."""
     requests = [
-        Request(job.rule.name, job.threads, _number(job.resources.get("mem_mb")),
-                _number(job.resources.get("mem_mb_per_cpu")),
-                int(_number(job.resources.get("gpu")) or 0),
-                job.resources.get("slurm_partition") or None)
-        for job in workflow.dag.needrun_jobs() if not job.is_local
+        Request(
+            job.rule.name,
+            job.threads,
+            _number(job.resources.get("mem_mb")),
+            _number(job.resources.get("mem_mb_per_cpu")),
+            int(_number(job.resources.get("gpu")) or 0),
+            job.resources.get("slurm_partition") or None,
+        )
+        for job in workflow.dag.needrun_jobs()
+        if not job.is_local
     ]
     try:
         cap, notes = plan(requests, max_threads=workflow.resource_settings.max_threads)
@@ -130,8 +143,10 @@ def activation_inputs(wildcards):
     """The manifest, and the files a precomputed network's layers read (source: features;
     none for a model): editing one reruns the network's activations."""
     spec = STUDY.networks[wildcards.network]
-    files = {f"features_{i}": [str(f) for f in layer_files(path)]
-             for i, path in enumerate(spec.feature_layers.values())}
+    files = {
+        f"features_{i}": [str(f) for f in layer_files(path)]
+        for i, path in enumerate(spec.feature_layers.values())
+    }
     return {"manifest": f"{R}/images/manifest.tsv", **files}
 
 
@@ -139,7 +154,7 @@ def activation_gpus(wildcards):
     """1 where the forward pass runs on CUDA; 0 for precomputed features (no model)."""
     if STUDY.networks[wildcards.network].source == "features":
         return 0
-    return int(uses_cuda(config["extraction"]["device"]))
+    return int(uses_cuda(EXTRACTION.device))
 
 
 def image_rule_params():
@@ -149,7 +164,7 @@ def image_rule_params():
     image it draws, computed when the DAG is built (image_listing). An image overwritten,
     added, removed or made unreadable changes it, so the rule and what reads its manifest
     run again (Snakemake's `params` rerun trigger, on by default)."""
-    params = STUDY.images.rule_params(config["seed"])
+    params = STUDY.images.rule_params(STUDY.seed)
     if STUDY.images.listed():
         params["listing"] = image_listing
     return params
@@ -158,7 +173,7 @@ def image_rule_params():
 def image_listing(wildcards):
     """The images rule's `listing` param (evaluated only where the images job is part of
     the DAG: not by other jobs of a cluster run)."""
-    return STUDY.images.fingerprint(config["seed"])
+    return STUDY.images.fingerprint(STUDY.seed)
 
 
 def image_inputs():
@@ -168,8 +183,10 @@ def image_inputs():
 
 def image_outputs():
     """The images rule's outputs, from the source's spec (its folders as `directory`)."""
-    return {name: directory(path) if name in STUDY.images.DIRECTORIES else path
-            for name, path in STUDY.images.outputs(R).items()}
+    return {
+        name: directory(path) if name in STUDY.images.DIRECTORIES else path
+        for name, path in STUDY.images.outputs(R).items()
+    }
 
 
 def word_vector_inputs(wildcards):
@@ -177,16 +194,20 @@ def word_vector_inputs(wildcards):
     and definitions the word models read instead of timm's ImageNet tables, and the word
     model's own data files (a vector file, a precomputed embedding or similarity matrix)."""
     outputs = STUDY.images.outputs(R)
-    return {**{name: outputs[name] for name in ("manifest", "concepts") if name in outputs},
-            **STUDY.word_models[wildcards.word_model].input_files()}
+    return {
+        **{name: outputs[name] for name in ("manifest", "concepts") if name in outputs},
+        **STUDY.word_models[wildcards.word_model].input_files(),
+    }
 
 
 def one_vs_two_inputs(wildcards):
     """The activations of the 1 vs 2 groups, W, and the label map when one is configured."""
-    label_map = config["one_vs_two"].get("label_map")
-    return {"groups": activation_files(wildcards, ONE_VS_TWO_GROUPS),
-            "matrix": f"{R}/words/{wildcards.word_model}/similarity.h5",
-            **({"label_map": label_map} if label_map else {})}
+    label_map = STUDY.label_map
+    return {
+        "groups": activation_files(wildcards, ONE_VS_TWO_GROUPS),
+        "matrix": f"{R}/words/{wildcards.word_model}/similarity.h5",
+        **({"label_map": label_map} if label_map else {}),
+    }
 
 
 def word_model_params(wildcards):
@@ -206,24 +227,32 @@ def activation_files(wildcards, groups=GROUPS):
 
 
 def coverage_files(wildcards):
-    names = WORD_MODELS if config["concepts"]["intersect_word_models"] else [wildcards.word_model]
+    names = WORD_MODELS if STUDY.concepts.intersect_word_models else [wildcards.word_model]
     return {n: f"{R}/words/{n}/coverage.tsv" for n in names}
 
 
 def shard_files(wildcards):
-    return expand(
-        f"{R}/two_vs_two/{wildcards.network}/{wildcards.word_model}/null/shard-{{shard}}-of-{N_SHARDS}.h5",
-        shard=range(N_SHARDS),
-    ) if config["permutations"]["n"] > 0 else []
+    return (
+        expand(
+            f"{R}/two_vs_two/{wildcards.network}/{wildcards.word_model}/null/shard-{{shard}}-of-{N_SHARDS}.h5",
+            shard=range(N_SHARDS),
+        )
+        if PERMUTATIONS.n > 0
+        else []
+    )
 
 
 def jackknife_files(wildcards, network=None, word_model=None):
     """The jackknife shards of a network x word model (none without intervals)."""
     net, wm = network or wildcards.network, word_model or wildcards.word_model
-    return expand(
-        f"{R}/two_vs_two/{net}/{wm}/jackknife/shard-{{shard}}-of-{N_JACK_SHARDS}.h5",
-        shard=range(N_JACK_SHARDS),
-    ) if INTERVALS else []
+    return (
+        expand(
+            f"{R}/two_vs_two/{net}/{wm}/jackknife/shard-{{shard}}-of-{N_JACK_SHARDS}.h5",
+            shard=range(N_JACK_SHARDS),
+        )
+        if INTERVALS
+        else []
+    )
 
 
 def comparison_sources(wildcards):
@@ -231,12 +260,17 @@ def comparison_sources(wildcards):
     word model, the network's untrained control (same word model), and every other word
     model (same network). The input files follow the same keys."""
     net, wm = wildcards.network, wildcards.word_model
-    keys = [(net, wm), *((c, wm) for c in STUDY.controls_of(net)),
-            *((net, other) for other in WORD_MODELS if other != wm)]
-    return {"self": f"{net}/{wm}",
-            "control": [f"{c}/{wm}" for c in STUDY.controls_of(net)],
-            "word_models": [f"{net}/{o}" for o in WORD_MODELS if o != wm],
-            "keys": [f"{n}/{w}" for n, w in keys]}
+    keys = [
+        (net, wm),
+        *((c, wm) for c in STUDY.controls_of(net)),
+        *((net, other) for other in WORD_MODELS if other != wm),
+    ]
+    return {
+        "self": f"{net}/{wm}",
+        "control": [f"{c}/{wm}" for c in STUDY.controls_of(net)],
+        "word_models": [f"{net}/{o}" for o in WORD_MODELS if o != wm],
+        "keys": [f"{n}/{w}" for n, w in keys],
+    }
 
 
 def comparison_inputs(wildcards):
@@ -266,10 +300,12 @@ def all_outputs():
     out += [f"{R}/concepts/{wm}.tsv" for wm in WORD_MODELS]
     for net in NETWORKS:
         for wm in WORD_MODELS:
-            out += [f"{R}/two_vs_two/{net}/{wm}/scores.tsv",
-                    f"{R}/two_vs_two/{net}/{wm}/significance.tsv",
-                    f"{R}/one_vs_two/{net}/{wm}.tsv",
-                    f"{R}/one_vs_two/{net}/{wm}_tests.tsv"]
+            out += [
+                f"{R}/two_vs_two/{net}/{wm}/scores.tsv",
+                f"{R}/two_vs_two/{net}/{wm}/significance.tsv",
+                f"{R}/one_vs_two/{net}/{wm}.tsv",
+                f"{R}/one_vs_two/{net}/{wm}_tests.tsv",
+            ]
             if INTERVALS:
                 out.append(f"{R}/two_vs_two/{net}/{wm}/comparisons.tsv")
     out += figure_paths("overview")

@@ -10,36 +10,40 @@ rule word_vectors:
         coverage=f"{R}/words/{{word_model}}/coverage.tsv",
     log:
         f"{R}/logs/word_vectors/{{word_model}}.log",
-    params:
-        spec=word_model_params,
+    benchmark:
+        f"{R}/benchmarks/word_vectors/{{word_model}}.tsv"
     conda:
         "../../envs/words.yaml"
     threads: 2
     resources:
         gpu=word_model_gpus,  # 1 for a text encoder that runs on CUDA
-    benchmark:
-        f"{R}/benchmarks/word_vectors/{{word_model}}.tsv"
+    params:
+        spec=word_model_params,
     script:
         "../scripts/word_vectors.py"
 
 
 rule word_matrix:
     input:
-        unpack(lambda wc: {"manifest": f"{R}/images/manifest.tsv",
-                           "vectors": f"{R}/words/{wc.word_model}/vectors.h5",
-                           **{f"coverage_{n}": p for n, p in coverage_files(wc).items()}}),
+        unpack(
+            lambda wc: {
+                "manifest": f"{R}/images/manifest.tsv",
+                "vectors": f"{R}/words/{wc.word_model}/vectors.h5",
+                **{f"coverage_{n}": p for n, p in coverage_files(wc).items()},
+            }
+        ),
     output:
         concepts=f"{R}/concepts/{{word_model}}.tsv",
         matrix=f"{R}/words/{{word_model}}/similarity.h5",
     log:
         f"{R}/logs/word_matrix/{{word_model}}.log",
+    benchmark:
+        f"{R}/benchmarks/word_matrix/{{word_model}}.tsv"
+    conda:
+        "../../envs/words.yaml"
     params:
         spec=word_model_params,
         groups=GROUPS,
-        intersect=config["concepts"]["intersect_word_models"],
-    conda:
-        "../../envs/words.yaml"
-    benchmark:
-        f"{R}/benchmarks/word_matrix/{{word_model}}.tsv"
+        intersect=STUDY.concepts.intersect_word_models,
     script:
         "../scripts/word_matrix.py"

@@ -4,21 +4,26 @@
 
 rule fig1_word_models:
     input:
-        expand(f"{R}/two_vs_two/{{{{network}}}}/{{word_model}}/significance.tsv",
-               word_model=WORD_MODELS),
+        expand(
+            f"{R}/two_vs_two/{{{{network}}}}/{{word_model}}/significance.tsv",
+            word_model=WORD_MODELS,
+        ),
     output:
-        report(figure_paths("fig1_word_models_{network}"),
-               caption="../report/fig1.rst", category="Figures"),
+        report(
+            figure_paths("fig1_word_models_{network}"),
+            caption="../report/fig1.rst",
+            category="Figures",
+        ),
     log:
         f"{R}/logs/figures/fig1_{{network}}.log",
+    benchmark:
+        f"{R}/benchmarks/figures/fig1_word_models_{{network}}.tsv"
+    conda:
+        "../../envs/figures.yaml"
     params:
         word_models=WORD_MODELS,
         labels=lambda wc: labels(wc.network, *WORD_MODELS),
-        alpha=config["figures"]["alpha"],
-    conda:
-        "../../envs/figures.yaml"
-    benchmark:
-        f"{R}/benchmarks/figures/fig1_word_models_{{network}}.tsv"
+        alpha=FIGURES.alpha,
     script:
         "../scripts/fig1_word_models.py"
 
@@ -26,22 +31,25 @@ rule fig1_word_models:
 rule fig2_layers:
     input:
         main=f"{R}/two_vs_two/{{network}}/{PRIMARY_WM}/significance.tsv",
-        control=lambda wc: [f"{R}/two_vs_two/{c}/{PRIMARY_WM}/significance.tsv"
-                            for c in STUDY.controls_of(wc.network)],
+        control=lambda wc: [
+            f"{R}/two_vs_two/{c}/{PRIMARY_WM}/significance.tsv"
+            for c in STUDY.controls_of(wc.network)
+        ],
     output:
-        report(figure_paths("fig2_layers_{network}"),
-               caption="../report/fig2.rst", category="Figures"),
+        report(
+            figure_paths("fig2_layers_{network}"), caption="../report/fig2.rst", category="Figures"
+        ),
     log:
         f"{R}/logs/figures/fig2_{{network}}.log",
+    benchmark:
+        f"{R}/benchmarks/figures/fig2_layers_{{network}}.tsv"
+    conda:
+        "../../envs/figures.yaml"
     params:
         word_model=PRIMARY_WM,
         control=lambda wc: STUDY.controls_of(wc.network),
         labels=lambda wc: labels(wc.network, *STUDY.controls_of(wc.network), PRIMARY_WM),
-        alpha=config["figures"]["alpha"],
-    conda:
-        "../../envs/figures.yaml"
-    benchmark:
-        f"{R}/benchmarks/figures/fig2_layers_{{network}}.tsv"
+        alpha=FIGURES.alpha,
     script:
         "../scripts/fig2_layers.py"
 
@@ -50,17 +58,20 @@ rule trained_minus_control:
     input:
         f"{R}/two_vs_two/{{network}}/{PRIMARY_WM}/comparisons.tsv",
     output:
-        report(figure_paths("trained_minus_control_{network}"),
-               caption="../report/trained_minus_control.rst", category="Figures"),
+        report(
+            figure_paths("trained_minus_control_{network}"),
+            caption="../report/trained_minus_control.rst",
+            category="Figures",
+        ),
     log:
         f"{R}/logs/figures/trained_minus_control_{{network}}.log",
-    params:
-        labels=lambda wc: labels(wc.network, *STUDY.controls_of(wc.network), PRIMARY_WM),
-        alpha=config["figures"]["alpha"],
-    conda:
-        "../../envs/figures.yaml"
     benchmark:
         f"{R}/benchmarks/figures/trained_minus_control_{{network}}.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    params:
+        labels=lambda wc: labels(wc.network, *STUDY.controls_of(wc.network), PRIMARY_WM),
+        alpha=FIGURES.alpha,
     script:
         "../scripts/trained_minus_control.py"
 
@@ -69,18 +80,21 @@ rule fig4_one_vs_two:
     input:
         f"{R}/one_vs_two/{{network}}/{PRIMARY_WM}.tsv",
     output:
-        report(figure_paths("fig4_one_vs_two_{network}"),
-               caption="../report/fig4.rst", category="Figures"),
+        report(
+            figure_paths("fig4_one_vs_two_{network}"),
+            caption="../report/fig4.rst",
+            category="Figures",
+        ),
     log:
         f"{R}/logs/figures/fig4_{{network}}.log",
+    benchmark:
+        f"{R}/benchmarks/figures/fig4_one_vs_two_{{network}}.tsv"
+    conda:
+        "../../envs/figures.yaml"
     params:
         word_model=PRIMARY_WM,
         labels=lambda wc: labels(wc.network, PRIMARY_WM),
-        alpha=config["figures"]["alpha"],
-    conda:
-        "../../envs/figures.yaml"
-    benchmark:
-        f"{R}/benchmarks/figures/fig4_one_vs_two_{{network}}.tsv"
+        alpha=FIGURES.alpha,
     script:
         "../scripts/fig4_one_vs_two.py"
 
@@ -92,15 +106,15 @@ rule overview:
         report(figure_paths("overview"), caption="../report/overview.rst", category="Figures"),
     log:
         f"{R}/logs/figures/overview.log",
+    benchmark:
+        f"{R}/benchmarks/overview.tsv"
+    conda:
+        "../../envs/figures.yaml"
     params:
         networks=NETWORKS,
         controls=CONTROLS,
         word_model=PRIMARY_WM,
         labels=labels(*NETWORKS, PRIMARY_WM),
-        alpha=config["figures"]["alpha"],
-    conda:
-        "../../envs/figures.yaml"
-    benchmark:
-        f"{R}/benchmarks/overview.tsv"
+        alpha=FIGURES.alpha,
     script:
         "../scripts/overview.py"

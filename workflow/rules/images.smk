@@ -10,11 +10,11 @@ rule images:
         **image_outputs(),
     log:
         f"{R}/logs/images.log",
-    params:
-        **image_rule_params(),
-    conda:
-        "../../envs/extraction.yaml"
     benchmark:
         f"{R}/benchmarks/images.tsv"
+    conda:
+        "../../envs/extraction.yaml"
+    params:
+        **image_rule_params(),
     script:
         "../scripts/images.py"

@@ -12,13 +12,13 @@ rule two_vs_two:
         f"{R}/two_vs_two/{{network}}/{{word_model}}/scores.tsv",
     log:
         f"{R}/logs/two_vs_two/{{network}}/{{word_model}}.log",
+    benchmark:
+        f"{R}/benchmarks/two_vs_two/{{network}}/{{word_model}}.tsv"
+    conda:
+        "../../envs/statistics.yaml"
     params:
         groups=GROUPS,
         measures=MEASURES,
-    conda:
-        "../../envs/statistics.yaml"
-    benchmark:
-        f"{R}/benchmarks/two_vs_two/{{network}}/{{word_model}}.tsv"
     script:
         "../scripts/two_vs_two.py"
 
@@ -31,19 +31,19 @@ rule permutations:
         f"{R}/two_vs_two/{{network}}/{{word_model}}/null/shard-{{shard}}-of-{N_SHARDS}.h5",
     log:
         f"{R}/logs/permutations/{{network}}/{{word_model}}/shard-{{shard}}.log",
-    params:
-        kind="permutation",
-        groups=GROUPS,
-        seed=config["seed"],
-        settings=config["permutations"],
-        measures=MEASURES,
+    benchmark:
+        f"{R}/benchmarks/permutations/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
     conda:
         "../../envs/statistics.yaml"
     threads: 1
     resources:
-        gpu=int(uses_cuda(config["permutations"]["device"])),
-    benchmark:
-        f"{R}/benchmarks/permutations/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
+        gpu=int(uses_cuda(PERMUTATIONS.device)),
+    params:
+        kind="permutation",
+        groups=GROUPS,
+        seed=STUDY.seed,
+        settings=PERMUTATIONS.params(),
+        measures=MEASURES,
     script:
         "../scripts/permutations.py"
 
@@ -56,17 +56,17 @@ rule jackknife:
         f"{R}/two_vs_two/{{network}}/{{word_model}}/jackknife/shard-{{shard}}-of-{N_JACK_SHARDS}.h5",
     log:
         f"{R}/logs/jackknife/{{network}}/{{word_model}}/shard-{{shard}}.log",
-    params:
-        kind="jackknife",
-        groups=GROUPS,
-        seed=config["seed"],
-        settings=JACKKNIFE,
-        measures=MEASURES,
+    benchmark:
+        f"{R}/benchmarks/jackknife/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
     conda:
         "../../envs/statistics.yaml"
     threads: 1
-    benchmark:
-        f"{R}/benchmarks/jackknife/{{network}}/{{word_model}}/shard-{{shard}}.tsv"
+    params:
+        kind="jackknife",
+        groups=GROUPS,
+        seed=STUDY.seed,
+        settings=JACKKNIFE.shard_params(),
+        measures=MEASURES,
     script:
         "../scripts/permutations.py"
 
@@ -84,17 +84,17 @@ rule significance:
         ),
     log:
         f"{R}/logs/significance/{{network}}/{{word_model}}.log",
+    benchmark:
+        f"{R}/benchmarks/significance/{{network}}/{{word_model}}.tsv"
+    conda:
+        "../../envs/statistics.yaml"
     params:
-        alpha=config["figures"]["alpha"],
-        confidence=config["intervals"]["confidence"],
-        factors=config["intervals"]["factors"],
+        alpha=PERMUTATIONS.alpha,  # the `significant` column's (not figures.alpha)
+        confidence=JACKKNIFE.confidence,
+        factors=JACKKNIFE.factors,
         measures=MEASURES,
         # the current shard counts: files of another count beside them are swept
         shards={"null": N_SHARDS, "jackknife": N_JACK_SHARDS},
-    conda:
-        "../../envs/statistics.yaml"
-    benchmark:
-        f"{R}/benchmarks/significance/{{network}}/{{word_model}}.tsv"
     script:
         "../scripts/significance.py"
 
@@ -110,31 +110,33 @@ rule comparisons:
         ),
     log:
         f"{R}/logs/comparisons/{{network}}/{{word_model}}.log",
-    params:
-        sources=comparison_sources,
-        confidence=config["intervals"]["confidence"],
-        factors=config["intervals"]["factors"],
-        measures=MEASURES,
-    conda:
-        "../../envs/statistics.yaml"
     benchmark:
         f"{R}/benchmarks/comparisons/{{network}}/{{word_model}}.tsv"
+    conda:
+        "../../envs/statistics.yaml"
+    params:
+        sources=comparison_sources,
+        confidence=JACKKNIFE.confidence,
+        factors=JACKKNIFE.factors,
+        measures=MEASURES,
     script:
         "../scripts/comparisons.py"
 
 
 rule summary_two_vs_two:
     input:
-        expand(f"{R}/two_vs_two/{{network}}/{{word_model}}/significance.tsv",
-               network=NETWORKS, word_model=WORD_MODELS),
+        expand(
+            f"{R}/two_vs_two/{{network}}/{{word_model}}/significance.tsv",
+            network=NETWORKS,
+            word_model=WORD_MODELS,
+        ),
     output:
-        report(f"{R}/summary/two_vs_two.tsv", caption="../report/summary.rst",
-               category="Summary"),
+        report(f"{R}/summary/two_vs_two.tsv", caption="../report/summary.rst", category="Summary"),
     log:
         f"{R}/logs/summary_two_vs_two.log",
-    conda:
-        "../../envs/statistics.yaml"
     benchmark:
         f"{R}/benchmarks/summary_two_vs_two.tsv"
+    conda:
+        "../../envs/statistics.yaml"
     script:
         "../scripts/summary.py"

@@ -1,9 +1,9 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
-from emergence.comparisons import COMPARISON_COLUMNS, comparison_rows
 from emergence.formats.nulls import shard_concepts
 from emergence.io import read_tsv, write_tsv
 from emergence.runner import start
+from emergence.tables.comparison_table import COMPARISON_COLUMNS, comparison_rows
 from emergence.uncertainty import read_samples
 
 smk = snakemake  # noqa: F821

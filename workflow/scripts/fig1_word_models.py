@@ -8,4 +8,4 @@ smk = snakemake  # noqa: F821
 start(smk)
 p = smk.params
 tables = {wm: read_tsv(path) for wm, path in zip(p.word_models, smk.input, strict=True)}
-plot_word_models(tables, p.labels, p.labels[smk.wildcards.network], list(smk.output))
+plot_word_models(tables, p.labels, p.labels[smk.wildcards.network], p.alpha, list(smk.output))

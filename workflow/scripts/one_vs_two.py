@@ -1,15 +1,15 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
-from emergence.analysis import (
-    ONE_VS_TWO_COLUMNS,
-    ONE_VS_TWO_TEST_COLUMNS,
-    one_vs_two_rows,
-)
 from emergence.formats.activations import load_groups
 from emergence.formats.word_matrix import read_word_matrix
 from emergence.io import write_tsv
 from emergence.runner import start
 from emergence.sources.images.folders import read_label_map
+from emergence.tables.one_vs_two_table import (
+    ONE_VS_TWO_COLUMNS,
+    ONE_VS_TWO_TEST_COLUMNS,
+    one_vs_two_rows,
+)
 
 smk = snakemake  # noqa: F821
 log = start(smk)

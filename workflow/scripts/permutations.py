@@ -1,6 +1,5 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
-from emergence.analysis import jackknife_shard, null_shard
 from emergence.budget import repeated_draws
 from emergence.device import job_device
 from emergence.formats.activations import load_groups
@@ -8,6 +7,7 @@ from emergence.formats.word_matrix import read_word_gram, read_word_matrix
 from emergence.runner import start
 from emergence.stats.measures import MeasureSpec
 from emergence.stats.permutation import shard_range
+from emergence.tables.score_table import jackknife_shard, null_shard
 
 # One script for both resampling rules: `permutations` (the null) and `jackknife`.
 smk = snakemake  # noqa: F821

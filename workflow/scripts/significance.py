@@ -1,15 +1,15 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
-from emergence.analysis import significance_columns, significance_rows
 from emergence.formats.nulls import Shards, sweep_stale_shards
 from emergence.io import read_tsv, write_tsv
 from emergence.runner import start
+from emergence.tables.significance_table import significance_columns, significance_rows
 from emergence.uncertainty import read_samples
 
 smk = snakemake  # noqa: F821
 log = start(smk)
 scores = read_tsv(smk.input.scores)
-# The permutation shards are read block by block (emergence.summaries), never all at once;
+# The permutation shards are read block by block (emergence.tables.null_summary), never all at once;
 # the jackknife's 1 + k + pairs samples whole.
 nulls = Shards(list(smk.input.shards)) if smk.input.shards else {}
 rows = significance_rows(scores, nulls, smk.params.alpha,

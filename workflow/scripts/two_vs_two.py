@@ -1,11 +1,11 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
-from emergence.analysis import score_columns, score_rows
 from emergence.formats.activations import load_groups
 from emergence.formats.word_matrix import read_word_gram, read_word_matrix
 from emergence.io import write_tsv
 from emergence.runner import start
 from emergence.stats.measures import MeasureSpec
+from emergence.tables.score_table import score_columns, score_rows
 
 smk = snakemake  # noqa: F821
 log = start(smk)

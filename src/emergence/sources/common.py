@@ -26,7 +26,10 @@ alike. Their types live here, in a leaf that imports no other source module:
   ImageNet-1k wnids in class-index order, i.e. sorted), the subsets' synset lists,
   ``imagenet_synset_to_lemma.txt`` and ``imagenet_synset_to_definition.txt`` (all 21,844
   ImageNet-21k synsets). The files are located without importing timm (which imports
-  torch) and read once per process.
+  torch) and read once per process;
+* :data:`PIXELS`, the name of the pixel layer (the preprocessed input: the layer entry of
+  a network, the baseline of the comparisons table), here so that a statistics job reads
+  it without the model sources' imports.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from emergence.io import read_tsv, write_tsv
 __all__ = [
     "CONCEPTS_COLUMNS",
     "MANIFEST_COLUMNS",
+    "PIXELS",
     "WNID",
     "Concept",
     "ManifestRow",
@@ -66,6 +70,9 @@ __all__ = [
     "write_concepts",
     "write_manifest",
 ]
+
+#: Name (and layer entry) of the preprocessed input tensor: the pixel layer.
+PIXELS = "pixels"
 
 #: An ImageNet/WordNet id: ``n`` + 8 digits (``n02084071``).
 WNID = re.compile(r"n\d{8}")

@@ -70,13 +70,6 @@ class MeasureSpec:
                               "comparisons build on it); add it to the list")
         object.__setattr__(self, "names", tuple(m for m in MEASURES if m in self.names))
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> MeasureSpec:
-        m = config.get("measures", {})
-        return cls(tuple(m.get("names", ("two_vs_two", "rsa"))),
-                   config.get("two_vs_two", {}).get("rsa_method", "pearson"),
-                   int(m.get("mutual_knn_k", 10)))
-
     def params(self) -> dict[str, Any]:
         """What the score, null and bootstrap jobs depend on (their rule params)."""
         return {"names": list(self.names), "rsa_method": self.rsa_method,

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+from emergence.sources.common import PIXELS
+
 if TYPE_CHECKING:  # torch loads with the model, not with the config (it costs every job ~2 s)
     from torch import nn
 
@@ -44,9 +46,6 @@ __all__ = [
     "get_adapter",
     "resolve_layers",
 ]
-
-#: Name (and layer entry) of the preprocessed input tensor.
-PIXELS = "pixels"
 
 #: The values of a layer entry's ``tokens`` key (:mod:`emergence.extraction.tokens`).
 TOKENS = ("all", "cls", "mean")

@@ -3,7 +3,7 @@ over groups) with its permutation p-values, the null's band and its interval.
 
 * ``p_value`` per layer (+1-corrected) and ``p_value_fwe`` (max over layers, family-wise)
   from the permutation null (:mod:`emergence.stats.permutation`): exact, unchanged; the
-  null's shards are read block by block (:func:`emergence.summaries.null_summary`).
+  null's shards are read block by block (:func:`emergence.tables.null_summary.null_summary`).
 * ``null_low``..``null_high``: the null's central ``confidence`` band (chance at this k).
 * ``ci_low``..``ci_high``: the interval of the measure's estimand (its mean over random
   sets of k concepts, and with ``interval_factors = concepts+groups`` over image groups
@@ -27,10 +27,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emergence.formats.nulls import Samples, samples_of
+from emergence.stats.comparisons import confidence_interval
 from emergence.stats.intervals import RANGES, interval
 from emergence.stats.measures import MEASURES, column_prefix
 from emergence.stats.permutation import significant
-from emergence.summaries import null_summary
+from emergence.tables.null_summary import null_summary
 from emergence.uncertainty import WITHHELD, resolve_factors
 from emergence.uncertainty import Samples as Jackknife
 
@@ -62,16 +63,12 @@ SIGNIFICANCE_COLUMNS = significance_columns()
 def percentile_band(samples: NDArray[np.float64], confidence: float
                     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Per column of ``samples`` (n, L): the central ``confidence`` percentile interval of
-    its finite values (numpy's linear quantiles, as
-    :func:`emergence.stats.comparisons.confidence_interval`); NaN for a column without
-    finite values."""
-    lo, hi = (1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0
-    out = np.full((2, samples.shape[1]), np.nan)
-    for j in range(samples.shape[1]):
-        col = samples[:, j][np.isfinite(samples[:, j])]
-        if col.size:
-            out[:, j] = np.quantile(col, [lo, hi])
-    return out[0], out[1]
+    its finite values (:func:`emergence.stats.comparisons.confidence_interval`, numpy's
+    linear quantiles); NaN for a column without finite values. The null's band of the
+    table is the same interval, streamed (:func:`emergence.tables.null_summary.null_summary`)."""
+    bands = [confidence_interval(samples[:, j], confidence) for j in range(samples.shape[1])]
+    out = np.array(bands, dtype=np.float64).reshape(-1, 2)
+    return out[:, 0], out[:, 1]
 
 
 def significance_rows(score_table: Sequence[Mapping[str, str]],

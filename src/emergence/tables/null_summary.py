@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emergence.formats.nulls import BLOCK_BYTES, Samples
+from emergence.stats.comparisons import interval_levels
 from emergence.stats.permutation import plus_one_p
 from emergence.stats.streaming import GATHER_BUDGET, mean_sd, quantiles
 
@@ -118,15 +119,10 @@ def null_summary(source: Samples, observed: Mapping[str, Mapping[str, NDArray[np
     fwe = np.where(undefined, np.nan, plus_one_p(peak_at_least, n))
 
     mean, sd = mean_sd(table, table.width, n, ddof=1 if n > 1 else 0, width=n_layers)
-    low, high = quantiles(table, table.width, _levels(confidence), budget=budget)
+    low, high = quantiles(table, table.width, interval_levels(confidence), budget=budget)
     columns = {"p_value": p, "p_value_fwe": fwe, "null_mean": mean, "null_sd": sd,
                "null_low": low, "null_high": high}
     for c in ("null_mean", "null_sd", "null_low", "null_high"):
         columns[c] = np.where(undefined, np.nan, columns[c])
     return {c: table.split(v) for c, v in columns.items()}
 
-
-def _levels(confidence: float) -> list[float]:
-    """The central interval's quantile levels, as :func:`emergence.significance.
-    percentile_band` computes them."""
-    return [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0]

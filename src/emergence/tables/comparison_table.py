@@ -55,14 +55,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from emergence.sources.common import PIXELS
 from emergence.stats.comparisons import MIN_TREND_LAYERS
 from emergence.stats.intervals import Variance, holm, trend_weights
 from emergence.stats.jackknife import COMPANIONS
 from emergence.uncertainty import WITHHELD, Samples, interval_and_p, resolve_factors
-
-PIXELS = "pixels"
-"""The pixel baseline's layer name (:data:`emergence.sources.models.layers.PIXELS`; not imported
-from there, which needs torch: this module runs in the statistics env)."""
 
 __all__ = ["COMPARISONS", "COMPARISON_COLUMNS", "comparison_rows"]
 

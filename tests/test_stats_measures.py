@@ -11,7 +11,6 @@ import h5py
 import numpy as np
 import pytest
 
-from emergence.analysis import jackknife_shard, null_shard, percentile_band, significance_rows
 from emergence.errors import ConfigError
 from emergence.formats.activations import load_groups
 from emergence.formats.nulls import read_nulls
@@ -21,6 +20,8 @@ from emergence.io import read_tsv
 from emergence.stats.cka import linear_gram
 from emergence.stats.measures import MEASURES, MeasureSpec, column_prefix
 from emergence.stats.permutation import family_wise_p_values, p_values, shard_range
+from emergence.tables.score_table import jackknife_shard, null_shard
+from emergence.tables.significance_table import percentile_band, significance_rows
 from tests import literal
 
 GROUPS = ["twemoji", "openmoji"]

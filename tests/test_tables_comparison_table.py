@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from emergence import comparisons as cmp
 from emergence.io import read_tsv, write_tsv
 from emergence.stats import comparisons as sc
 from emergence.stats.jackknife import jackknife_pairs, jackknife_size
+from emergence.tables import comparison_table as cmp
 from emergence.uncertainty import from_arrays
 from tests import literal
 
@@ -324,11 +324,6 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="expected 1 \\+ k \\+ pairs"):
         from_arrays({"photo": {"rsa": np.zeros((B - 1, 5))}}, K, SEED, PAIRS)
 
-
-def test_pixel_layer_name_is_the_layers_one() -> None:
-    from emergence.sources.models.layers import PIXELS
-
-    assert cmp.PIXELS == PIXELS
 
 
 def test_comparisons_are_the_same_for_1_3_and_8_shards() -> None:
