@@ -13,6 +13,7 @@ job scripts rebuild the spec with ``from_params``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import yaml
 from emergence.errors import ConfigError
 from emergence.sources.images.spec import ImageSourceSpec
 from emergence.sources.models.spec import NetworkSpec, network_specs
-from emergence.sources.words.spec import WordModelSpec
+from emergence.sources.words.spec import WordModelSpec, word_spaces
 from emergence.stats.measures import MeasureSpec
 
 __all__ = ["ConfigError", "Study", "check_config"]
@@ -41,9 +42,12 @@ class Study:
     images: ImageSourceSpec
     networks: dict[str, NetworkSpec]
     word_models: dict[str, WordModelSpec]
-    primary_word_model: str  # the word model of Figs. 2-4
+    primary_word_model: str  # the word space of Figs. 2-4
     label_map: str | None = None  # one_vs_two.label_map
     measures: MeasureSpec = MeasureSpec()  # measures.names, two_vs_two.rsa_method
+    # the scored word spaces (a model, or one layer of a layered model): name -> (model,
+    # layer); see emergence.sources.words.spec.word_spaces
+    word_spaces: dict[str, tuple[str, str | None]] = dataclasses.field(default_factory=dict)
 
     @property
     def groups(self) -> list[str]:
@@ -61,9 +65,26 @@ class Study:
         return [c for c in self.controls if self.networks[c].control_for == network]
 
     def label(self, name: str) -> str:
-        """Display label of a network or word model (default: its name)."""
-        spec = self.networks.get(name) or self.word_models[name]
-        return spec.label or name
+        """Display label of a network, word model or word space (default: its name; a
+        layer's space: its model's label and the layer)."""
+        if name in self.networks:
+            return self.networks[name].label or name
+        model, layer = self.word_spaces.get(name, (name, None))
+        label = self.word_models[model].label or model
+        return label if layer is None else f"{label} {layer}"
+
+    def space_params(self, space: str) -> dict[str, Any]:
+        """The params of a word space's jobs (:meth:`WordModelSpec.space_params`)."""
+        model, layer = self.word_spaces[space]
+        return self.word_models[model].space_params(layer)
+
+    def layered_models(self) -> dict[str, list[str]]:
+        """Each layered word model -> its word spaces, in layer order."""
+        out: dict[str, list[str]] = {}
+        for space, (model, layer) in self.word_spaces.items():
+            if layer is not None:
+                out.setdefault(model, []).append(space)
+        return out
 
     def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
         """Stop with one line when a configured input file or folder does not exist: the
@@ -177,10 +198,14 @@ def _study(config: Mapping[str, Any]) -> Study:
     networks = network_specs(config["networks"])
     word_models = {name: WordModelSpec.from_config(name, entry)
                    for name, entry in config["word_models"].items()}
+    spaces = word_spaces(word_models)
     primary = config["figures"].get("word_model")
-    if primary is not None and primary not in word_models:
-        raise ConfigError(f"config key 'figures.word_model': unknown word model '{primary}' "
-                          f"(word models: {', '.join(word_models)})")
+    if primary is not None and primary not in spaces:
+        layered = [s for s, (m, _) in spaces.items() if m == primary]
+        hint = (f"word model '{primary}' is scored layer by layer: name one of its layers "
+                f"({', '.join(layered)})") if layered else f"unknown word model '{primary}'"
+        raise ConfigError(f"config key 'figures.word_model': {hint} (word models: "
+                          f"{', '.join(spaces)})")
     groups = config["one_vs_two"]["groups"]
     if groups != "all":
         unknown = [g for g in groups if g not in images.group_names()]
@@ -192,6 +217,6 @@ def _study(config: Mapping[str, Any]) -> Study:
         spec.check_study(measures.names)
     return Study(results=config["results"], seed=config["seed"], images=images,
                  networks=networks, word_models=word_models,
-                 primary_word_model=primary or next(iter(word_models)),
+                 primary_word_model=primary or next(iter(spaces)),
                  label_map=config["one_vs_two"].get("label_map"),
-                 measures=measures)
+                 measures=measures, word_spaces=spaces)

@@ -33,7 +33,12 @@ except ConfigError as err:
 
 R = STUDY.results
 NETWORKS = list(STUDY.networks)
-WORD_MODELS = list(STUDY.word_models)
+# The word spaces scored: a one-vector word model, or one layer of a layered (transformers)
+# model, `lm.<layer>`. Every job from word_matrix on runs per word space (the `word_model`
+# wildcard); word_vectors runs once per word model (VECTOR_MODELS) and writes every layer.
+WORD_MODELS = list(STUDY.word_spaces)
+VECTOR_MODELS = list(STUDY.word_models)
+LAYERED = STUDY.layered_models()
 GROUPS = STUDY.groups
 PRIMARY_WM = STUDY.primary_word_model
 CONTROLS = STUDY.controls
@@ -173,7 +178,18 @@ def one_vs_two_inputs(wildcards):
 
 
 def word_model_params(wildcards):
-    return STUDY.word_models[wildcards.word_model].params()
+    """A word space's params (its model's, and the layer of a layered model)."""
+    return STUDY.space_params(wildcards.word_model)
+
+
+def vector_params(wildcards):
+    """What a word model's vectors file depends on (not which layers are scored)."""
+    return STUDY.word_models[wildcards.word_model].vector_params()
+
+
+def vector_file(wildcards):
+    """The vectors file a word space reads: its word model's."""
+    return f"{R}/words/{STUDY.word_spaces[wildcards.word_model][0]}/vectors.h5"
 
 
 def word_model_gpus(wildcards):
@@ -189,7 +205,9 @@ def activation_files(wildcards, groups=GROUPS):
 
 
 def coverage_files(wildcards):
-    names = WORD_MODELS if config["concepts"]["intersect_word_models"] else [wildcards.word_model]
+    """Coverage per word model (every layer of a model covers the same concepts)."""
+    own = STUDY.word_spaces[wildcards.word_model][0]
+    names = VECTOR_MODELS if config["concepts"]["intersect_word_models"] else [own]
     return {n: f"{R}/words/{n}/coverage.tsv" for n in names}
 
 

@@ -10,8 +10,10 @@ rule word_vectors:
         coverage=f"{R}/words/{{word_model}}/coverage.tsv",
     log:
         f"{R}/logs/word_vectors/{{word_model}}.log",
+    wildcard_constraints:
+        word_model="|".join(map(re.escape, VECTOR_MODELS)),  # models, not word spaces
     params:
-        spec=word_model_params,
+        spec=vector_params,
     conda:
         "../../envs/words.yaml"
     threads: 2
@@ -26,7 +28,7 @@ rule word_vectors:
 rule word_matrix:
     input:
         unpack(lambda wc: {"manifest": f"{R}/images/manifest.tsv",
-                           "vectors": f"{R}/words/{wc.word_model}/vectors.h5",
+                           "vectors": vector_file(wc),
                            **{f"coverage_{n}": p for n, p in coverage_files(wc).items()}}),
     output:
         concepts=f"{R}/concepts/{{word_model}}.tsv",

@@ -37,6 +37,7 @@ an AVX-512 CPU with torch 2.14). CUDA kernels may choose another algorithm per b
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -59,7 +60,7 @@ from emergence.sources.words.spec import (
 )
 
 __all__ = ["LanguageModel", "LayeredEmbedding", "Pooling", "TransformersSpec", "check_template",
-           "fill_template", "hidden_state_names", "layer_vectors",
+           "fill_template", "hidden_layer_count", "hidden_state_names", "layer_vectors",
            "load_language_model", "pool", "select_hidden_states", "word_tokens"]
 
 Pooling = Literal["mean", "last", "cls"]
@@ -155,6 +156,46 @@ def select_hidden_states(layers: str | Sequence[int], n_layers: int) -> list[int
 
 
 # ---------------------------------------------------------------------------------- model
+
+#: ``config.json`` keys that hold a model's number of blocks (BERT, GPT-2, T5 ...).
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+
+
+def hidden_layer_count(model: str | os.PathLike[str]) -> int:
+    """The number of blocks of ``model`` from its ``config.json``, read as plain JSON (no
+    transformers import: the workflow's DAG is built with it): a folder's, a package's
+    model folder's, or a hub id's through the Hugging Face cache (``hf_hub_download``,
+    offline with ``HF_HUB_OFFLINE=1``). ``ValueError`` (one line) where there is none."""
+    import json
+
+    from emergence.sources.words.text_encoders import (
+        is_hub_id,
+        resolve_sentence_transformer_dir,
+    )
+
+    path = Path(model).expanduser()
+    if path.is_dir() or not is_hub_id(str(model)):
+        config = resolve_sentence_transformer_dir(model) / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download, is_offline_mode
+
+        try:
+            config = Path(hf_hub_download(str(model), "config.json",
+                                          local_files_only=is_offline_mode()))
+        except Exception as exc:  # noqa: BLE001  (not cached offline, hub unreachable)
+            raise ValueError(f"{model}: cannot read its config.json from the Hugging Face "
+                             f"hub or cache ({type(exc).__name__}); run once online or give "
+                             "the layers as indices") from None
+    try:
+        entries = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{config}: cannot read the model's layer count: {exc}") from None
+    for key in _LAYER_KEYS:
+        if isinstance(entries.get(key), int):
+            return int(entries[key])
+    raise ValueError(f"{config}: none of {', '.join(_LAYER_KEYS)} says how many layers the "
+                     "model has; give the layers as non-negative indices")
+
 
 
 @dataclass(frozen=True)
@@ -351,17 +392,47 @@ class TransformersSpec(WordModelSpec):
     def source(self) -> str:
         return self.model
 
-    def check_study(self, names: Sequence[str]) -> None:
-        """One language layer per word model until the workflow fans out over them."""
-        from emergence.errors import ConfigError
+    def language_layers(self) -> list[str]:
+        """The names of the selected hidden states (``embeddings``, ``layer1`` ...); for
+        ``all`` or a negative index the model's layer count comes from its ``config.json``
+        (:func:`hidden_layer_count`: no model is loaded)."""
+        if self.layers == "embeddings":
+            return ["embeddings"]
+        if isinstance(self.layers, tuple) and min(self.layers) >= 0:
+            return [hidden_state_names(i)[i] for i in sorted(set(self.layers))]
+        try:
+            n_layers = hidden_layer_count(self.model)
+            hidden = select_hidden_states(self.layers, n_layers)
+        except ValueError as exc:
+            from emergence.errors import ConfigError
 
-        if not (self.layers == "embeddings" or isinstance(self.layers, tuple)
-                and len(self.layers) == 1):
-            shown = self.layers if isinstance(self.layers, str) else list(self.layers)
-            raise ConfigError(f"config key 'word_models.{self.name}.layers': {shown} selects "
-                              "several layers; the workflow scores one language layer per "
-                              "word model for now: give one, e.g. [-1] (the last block) or "
-                              "embeddings")
+            raise ConfigError(f"config key 'word_models.{self.name}.layers': {exc}") from None
+        names = hidden_state_names(n_layers)
+        return [names[h] for h in hidden]
+
+    def vector_params(self) -> dict[str, Any]:
+        """Without ``layers``: the job writes every hidden state."""
+        return {k: v for k, v in self.params().items() if k != "layers"}
+
+    def write_vectors(self, path: str | os.PathLike[str], word_model: str,
+                      concepts: Concepts, lexicon: Lexicon = IMAGENET,
+                      device: str = "cpu") -> list[dict[str, Any]]:
+        """The ``word_vectors`` job of a layered model: every hidden state of every concept
+        (whatever ``layers`` selects: a layer added later reads this file) written as a
+        layered-vectors file (:mod:`emergence.formats.layered_vectors`), each layer checked
+        like a one-vector model's (:func:`~emergence.sources.words.spec.embed_concepts`);
+        returns the coverage records."""
+        from emergence.formats.layered_vectors import write_layered_vectors
+        from emergence.sources.words.spec import _check_vectors
+
+        every = dataclasses.replace(self, layers="all")
+        result = every.embed_layers(concepts, lexicon, device)
+        for name, vectors in result.layers.items():
+            _check_vectors(CoverageResult(vectors, result.wnids, result.records),
+                           f"{self.source} ({name})")
+        write_layered_vectors(path, word_model, self.vector_params(), result.wnids,
+                              result.texts, result.layers, result.hidden_states, result.attrs)
+        return result.records
 
     def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
         from emergence.sources.words.text_encoders import check_model
