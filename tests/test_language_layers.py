@@ -89,20 +89,32 @@ def _jobs(stdout: str) -> dict[str, int]:
 def test_language_layers_fan_out_and_adding_one_reruns_only_its_jobs(
         tmp_path: Path, tiny_gpt2: Path):  # noqa: F811
     """A 2-block causal LM scored in two of its three hidden states: one word_vectors job
-    writes all three, each layer is a word space with its own W and scores; adding the
-    third layer afterwards runs only that layer's word_matrix and two_vs_two jobs."""
+    writes all three, each layer is a word space with its own W, scores and significance;
+    the grid table and figure put them side by side. Adding the third layer afterwards runs
+    only that layer's jobs and the grid's two (a dry run lists nothing else)."""
     cfg = write_study(tmp_path)
+    cfg["concepts"]["intersect_word_models"] = True
+    shards = cfg["permutations"]["shards"]
+    proc = run_snakemake(tmp_path, cfg, "--cores", "2",
+                         "results/two_vs_two/lite/w2v/significance.tsv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # a language model added: its jobs only (w2v's, intersection included, are reused)
     cfg["word_models"]["lm"] = {"type": "transformers", "model": str(tiny_gpt2),
                                 "layers": [0, -1], "pooling": "last",
                                 "template": "a photo of a {word}"}
     results = tmp_path / "results"
-    targets = [f"results/two_vs_two/lite/{s}/scores.tsv" for s in ("lm.embeddings", "lm.layer2")]
+    targets = ["results/grid/lite/lm.tsv", "results/figures/grid_lite_lm.png"]
+    proc = run_snakemake(tmp_path, cfg, "-n", *targets)
+    assert _jobs(proc.stdout) == {
+        "word_vectors": 1, "word_matrix": 2, "two_vs_two": 2, "permutations": 2 * shards,
+        "jackknife": 2, "significance": 2, "grid": 1, "fig_grid": 1}, proc.stdout[-3000:]
     proc = run_snakemake(tmp_path, cfg, "--cores", "2", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     every = read_layered_vectors(results / "words" / "lm" / "vectors.h5")
     assert every.layer_names == ["embeddings", "layer1", "layer2"]
     with h5py.File(results / "words" / "lm" / "vectors.h5") as f:
         assert "layers" not in f.attrs["spec"] and f.attrs["pooling"] == "last"
+    grid = read_tsv(results / "grid" / "lite" / "lm.tsv")
     for space, layer in (("lm.embeddings", "embeddings"), ("lm.layer2", "layer2")):
         wnids, w_mat, _ = read_word_matrix(results / "words" / space / "similarity.h5")
         rows = [every.wnids.index(w) for w in wnids]
@@ -110,16 +122,23 @@ def test_language_layers_fan_out_and_adding_one_reruns_only_its_jobs(
                                    rtol=0, atol=1e-12)
         concepts = read_tsv(results / "concepts" / f"{space}.tsv")
         assert {r["word_model"] for r in concepts} == {space}
-        scores = read_tsv(results / "two_vs_two" / "lite" / space / "scores.tsv")
-        assert scores and {r["word_model"] for r in scores} == {space}
+        significance = read_tsv(results / "two_vs_two" / "lite" / space / "significance.tsv")
+        cells = [r for r in grid if r["word_model"] == space]
+        assert [{k: r[k] for k in significance[0]} for r in cells] == significance
+        assert {r["language_layer"] for r in cells} == {layer}
+        # the grid's family is larger than one language layer's: its p is never smaller
+        pairs = [(float(r["p_value_fwe_grid"]), float(r["p_value_fwe"])) for r in cells]
+        assert all(a >= b or np.isnan(a) and np.isnan(b) for a, b in pairs), pairs
+    assert (results / "figures" / "grid_lite_lm.pdf").stat().st_size > 0
     assert not (results / "words" / "lm.layer1").exists()
 
     cfg["word_models"]["lm"]["layers"] = [0, 1, -1]
-    targets.append("results/two_vs_two/lite/lm.layer1/scores.tsv")
     proc = run_snakemake(tmp_path, cfg, "-n", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _jobs(proc.stdout) == {"word_matrix": 1, "two_vs_two": 1}, proc.stdout[-3000:]
-    assert "lm.layer1" in proc.stdout and "lm.layer2/" not in proc.stdout
+    assert _jobs(proc.stdout) == {
+        "word_matrix": 1, "two_vs_two": 1, "permutations": shards, "jackknife": 1,
+        "significance": 1, "grid": 1, "fig_grid": 1}, proc.stdout[-3000:]
+    assert "results/words/lm.layer1/similarity.h5" in proc.stdout
 
 
 # ------------------------------------------------------------------------------------ grid

@@ -69,17 +69,39 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def grid_p_values(observed: NDArray[np.float64], sources: Sequence[Shards], series: str,
-                  measure: str, *, block_bytes: int = BLOCK_BYTES) -> NDArray[np.float64]:
-    """``(language layers, vision layers)`` family-wise p over the grid of ``observed`` (the
-    same shape), from each language layer's null shards (``series``: a group, or
-    :data:`MEAN`, the mean over the groups of the same permutation as ``np.mean`` gives
-    it). A cell whose observed value or any null value is NaN is not tested (NaN) and is
-    left out of the maximum. Reads ``block_bytes`` of samples at a time."""
-    counts, undefined, n = _grid_counts(observed, sources, series, measure, block_bytes)
-    p = plus_one_p(counts, n)
-    p[undefined] = np.nan
-    return p
+def grid_p_values(observed: Mapping[tuple[str, str], NDArray[np.float64]],
+                  sources: Sequence[Shards], *, block_bytes: int = BLOCK_BYTES
+                  ) -> dict[tuple[str, str], NDArray[np.float64]]:
+    """Per ``(series, measure)`` key of ``observed`` (each ``(language layers, vision
+    layers)``): the family-wise p over the grid, from each language layer's null shards
+    (``series``: a group, or :data:`MEAN`, the mean over the groups of the same permutation
+    as ``np.mean`` gives it). A cell whose observed value or any null value is NaN is not
+    tested (NaN) and is left out of the maximum. Two passes over the shards, ``block_bytes``
+    of samples at a time, every key at once."""
+    ranges = _ranges(sources, block_bytes)
+    undefined = {key: np.isnan(np.asarray(obs, dtype=np.float64))
+                 for key, obs in observed.items()}
+    for lo, hi in ranges:
+        for j, src in enumerate(sources):
+            block = src.read(lo, hi)
+            for (series, measure), und in undefined.items():
+                und[j] |= np.isnan(_null(block, series, measure)).any(axis=0)
+    counts = {key: np.zeros(obs.shape, dtype=np.int64) for key, obs in observed.items()}
+    for lo, hi in ranges:
+        peak = {key: np.full(hi - lo, -np.inf) for key in observed}
+        for j, src in enumerate(sources):
+            block = src.read(lo, hi)
+            for (series, measure), und in undefined.items():
+                ok = ~und[j]
+                if ok.any():
+                    null = _null(block, series, measure)[:, ok]
+                    peak[series, measure] = np.maximum(peak[series, measure], null.max(axis=1))
+        for key, obs in observed.items():
+            if not undefined[key].all():
+                counts[key] += (peak[key][:, None, None] >= obs[None, :, :]).sum(axis=0)
+    n = sources[0].n
+    return {key: np.where(undefined[key], np.nan, plus_one_p(counts[key], n))
+            for key in observed}
 
 
 def _null(block: Mapping[str, Mapping[str, NDArray[np.float64]]], series: str,
@@ -96,30 +118,6 @@ def _ranges(sources: Sequence[Shards], block_bytes: int) -> list[tuple[int, int]
                          "permutations; they must hold the same")
     step = max(1, block_bytes // max(sum(s.row_bytes() for s in sources), 1))
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
-
-
-def _grid_counts(observed: NDArray[np.float64], sources: Sequence[Shards], series: str,
-                 measure: str, block_bytes: int
-                 ) -> tuple[NDArray[np.int64], NDArray[np.bool_], int]:
-    """Two passes: which cells have a NaN null value, then the max over the others."""
-    obs = np.asarray(observed, dtype=np.float64)
-    ranges = _ranges(sources, block_bytes)
-    undefined = np.isnan(obs)
-    for lo, hi in ranges:
-        for j, src in enumerate(sources):
-            undefined[j] |= np.isnan(_null(src.read(lo, hi), series, measure)).any(axis=0)
-    counts = np.zeros(obs.shape, dtype=np.int64)
-    if undefined.all():
-        return counts, undefined, sources[0].n
-    for lo, hi in ranges:
-        peak = np.full(hi - lo, -np.inf)
-        for j, src in enumerate(sources):
-            ok = ~undefined[j]
-            if ok.any():
-                peak = np.maximum(peak, _null(src.read(lo, hi), series, measure)[:, ok]
-                                  .max(axis=1))
-        counts += (peak[:, None, None] >= obs[None, :, :]).sum(axis=0)
-    return counts, undefined, sources[0].n
 
 
 def grid_rows(tables: Mapping[str, Sequence[Mapping[str, str]]],
@@ -143,13 +141,10 @@ def grid_rows(tables: Mapping[str, Sequence[Mapping[str, str]]],
         else []
     if sources:
         check_same_permutations(shards)
-    grid: dict[tuple[str, str], NDArray[np.float64]] = {}
-    for s in series:
-        for m in ms:
-            observed = np.array([[float(index[sp][s, lay][m]) for lay in layers]
-                                 for sp in spaces])
-            grid[s, m] = (grid_p_values(observed, sources, s, m, block_bytes=block_bytes)
-                          if sources else np.full(observed.shape, np.nan))
+    observed = {(s, m): np.array([[float(index[sp][s, lay][m]) for lay in layers]
+                                  for sp in spaces]) for s in series for m in ms}
+    grid = (grid_p_values(observed, sources, block_bytes=block_bytes) if sources
+            else {key: np.full(obs.shape, np.nan) for key, obs in observed.items()})
     rows = []
     for j, space in enumerate(spaces):
         for r in tables[space]:

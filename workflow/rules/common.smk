@@ -24,7 +24,8 @@ try:
         _asked = {rule: res.get("mem_mb") for rule, res in
                   (workflow.resource_settings.overwrite_resources or {}).items()
                   if isinstance(res.get("mem_mb"), (int, float))}
-        for _line in check_budget(estimate_budget(config, STUDY.groups, STUDY.results),
+        for _line in check_budget(estimate_budget(config, STUDY.groups, STUDY.results,
+                                                  list(STUDY.word_spaces)),
                                   STUDY.results, memory=machine_memory() if _local else None,
                                   requested=None if _local else _asked):
             print(f"semantic-emergence: warning: {_line}", file=sys.stderr)
@@ -205,10 +206,14 @@ def activation_files(wildcards, groups=GROUPS):
 
 
 def coverage_files(wildcards):
-    """Coverage per word model (every layer of a model covers the same concepts)."""
+    """Coverage per word model (every layer of a model covers the same concepts). The
+    intersection (`intersect_word_models`) is over the one-vector word models, and a
+    layered model's spaces add their own model: a language model covers every concept, so
+    adding one changes no other word model's concepts and reruns none of their jobs."""
     own = STUDY.word_spaces[wildcards.word_model][0]
-    names = VECTOR_MODELS if config["concepts"]["intersect_word_models"] else [own]
-    return {n: f"{R}/words/{n}/coverage.tsv" for n in names}
+    names = ([*(m for m in VECTOR_MODELS if m not in LAYERED), own]
+             if config["concepts"]["intersect_word_models"] else [own])
+    return {n: f"{R}/words/{n}/coverage.tsv" for n in dict.fromkeys(names)}
 
 
 def shard_files(wildcards):
@@ -277,6 +282,10 @@ def all_outputs():
     for net in NETWORKS:
         out += figure_paths(f"fig1_word_models_{net}")
         out += figure_paths(f"fig4_one_vs_two_{net}")
+    for net in NETWORKS:
+        for lm in LAYERED:
+            out.append(f"{R}/grid/{net}/{lm}.tsv")
+            out += figure_paths(f"grid_{net}_{lm}")
     for net in TRAINED:
         out += figure_paths(f"fig2_layers_{net}")
         if INTERVALS and STUDY.controls_of(net):
