@@ -393,13 +393,12 @@ class TransformersSpec(WordModelSpec):
         return self.model
 
     def language_layers(self) -> list[str]:
-        """The names of the selected hidden states (``embeddings``, ``layer1`` ...); for
-        ``all`` or a negative index the model's layer count comes from its ``config.json``
-        (:func:`hidden_layer_count`: no model is loaded)."""
+        """The names of the selected hidden states (``embeddings``, ``layer1`` ...), in
+        model order; the model's layer count (for ``all``, negative indices and the check
+        of every index) comes from its ``config.json`` (:func:`hidden_layer_count`: no
+        model is loaded)."""
         if self.layers == "embeddings":
             return ["embeddings"]
-        if isinstance(self.layers, tuple) and min(self.layers) >= 0:
-            return [hidden_state_names(i)[i] for i in sorted(set(self.layers))]
         try:
             n_layers = hidden_layer_count(self.model)
             hidden = select_hidden_states(self.layers, n_layers)
