@@ -240,3 +240,20 @@ def test_grid_refuses_nulls_of_other_permutations(tmp_path: Path):
                                          r"of lm.embeddings .*same permutations in every cell"):
         grid_rows(tables, shards, MEASURES_)
     assert path
+
+
+def test_grid_figure_and_its_best_language_layer(tmp_path: Path):
+    """best_language_layer: the highest mean 2 vs 2 over the vision layers that could be
+    scored (a NaN cell is left out, not counted as 0); plot_grid writes every format."""
+    from emergence.figures import best_language_layer, plot_grid
+
+    values = {"lm.embeddings": [0.5, 0.6, 0.7], "lm.layer1": [np.nan, 0.7, 0.8],
+              "lm.layer2": [0.9, 0.55, 0.6]}
+    grid = [{"language_layer": sp.split(".")[1], "word_model": sp, "group": "mean",
+             "layer": f"v{i}", "layer_index": str(i), "k": "12", "two_vs_two": repr(v),
+             "p_value_fwe_grid": "0.01" if v > 0.75 else "0.5", "significant": "false",
+             "confidence": "0.95"} for sp, vs in values.items() for i, v in enumerate(vs)]
+    assert best_language_layer(grid) == "lm.layer1"  # 0.75 (2 cells) > 0.683 > 0.6
+    paths = [tmp_path / "grid.png", tmp_path / "grid.pdf"]
+    plot_grid(grid, {}, {"lm.layer1": "LM layer1"}, "net", "LM", 0.05, paths)
+    assert all(p.stat().st_size > 0 for p in paths)
