@@ -1,6 +1,7 @@
 """The paper's figures, drawn from the significance, 1 vs 2 and comparisons tables.
 
-* Fig. 1: 2 vs 2 accuracy per layer of one network, one line per word model.
+* Fig. 1: 2 vs 2 accuracy per layer of one network, one line per one-vector word model (a
+  layered model's layers: in its grid figure; every word space where no model has one vector).
 * Figs. 2-3: 2 vs 2 accuracy per layer of one network for the primary word model,
   with p < alpha markers and the untrained control beside it.
 * Fig. 3 (control difference): trained minus untrained control per layer, one panel per

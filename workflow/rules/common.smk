@@ -40,6 +40,10 @@ NETWORKS = list(STUDY.networks)
 WORD_MODELS = list(STUDY.word_spaces)
 VECTOR_MODELS = list(STUDY.word_models)
 LAYERED = STUDY.layered_models()
+# Fig. 1's lines: the one-vector word models (a layered model's layers are drawn in its grid
+# figure, the best one beside them), or every word space where no model has one vector.
+ONE_VECTOR = [s for s, (_, layer) in STUDY.word_spaces.items() if layer is None]
+FIG1_SPACES = ONE_VECTOR or WORD_MODELS
 GROUPS = STUDY.groups
 PRIMARY_WM = STUDY.primary_word_model
 CONTROLS = STUDY.controls

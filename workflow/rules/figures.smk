@@ -5,15 +5,15 @@
 rule fig1_word_models:
     input:
         expand(f"{R}/two_vs_two/{{{{network}}}}/{{word_model}}/significance.tsv",
-               word_model=WORD_MODELS),
+               word_model=FIG1_SPACES),
     output:
         report(figure_paths("fig1_word_models_{network}"),
                caption="../report/fig1.rst", category="Figures"),
     log:
         f"{R}/logs/figures/fig1_{{network}}.log",
     params:
-        word_models=WORD_MODELS,
-        labels=lambda wc: labels(wc.network, *WORD_MODELS),
+        word_models=FIG1_SPACES,
+        labels=lambda wc: labels(wc.network, *FIG1_SPACES),
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"

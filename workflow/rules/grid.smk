@@ -16,11 +16,6 @@ def grid_inputs(wildcards):
     return out
 
 
-def one_vector_spaces():
-    """The word spaces drawn beside a grid's best language layer: the one-vector models."""
-    return [s for s, (_, layer) in STUDY.word_spaces.items() if layer is None]
-
-
 rule grid:
     input:
         unpack(grid_inputs),
@@ -46,7 +41,7 @@ rule fig_grid:
     input:
         grid=f"{R}/grid/{{network}}/{{language_model}}.tsv",
         beside=expand(f"{R}/two_vs_two/{{{{network}}}}/{{word_model}}/significance.tsv",
-                      word_model=one_vector_spaces()),
+                      word_model=ONE_VECTOR),
     output:
         report(figure_paths("grid_{network}_{language_model}"),
                caption="../report/fig_grid.rst", category="Vision x language"),
@@ -55,8 +50,8 @@ rule fig_grid:
     wildcard_constraints:
         language_model="|".join(map(re.escape, LAYERED)) or "^$",
     params:
-        beside=one_vector_spaces(),
-        labels=lambda wc: labels(wc.network, *one_vector_spaces(), *LAYERED[wc.language_model]),
+        beside=ONE_VECTOR,
+        labels=lambda wc: labels(wc.network, *ONE_VECTOR, *LAYERED[wc.language_model]),
         model_label=lambda wc: STUDY.label(wc.language_model),
         alpha=config["figures"]["alpha"],
     conda:
