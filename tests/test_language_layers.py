@@ -67,6 +67,24 @@ def test_word_spaces_name_each_selected_layer(tmp_path: Path):
         check_config(cfg, SCHEMA)
 
 
+def test_default_figure_space_and_budget_per_word_space(tmp_path: Path):
+    """Without figures.word_model: the first one-vector model, else the last layer of the
+    first layered one; the budget counts every network x word space."""
+    from emergence.budget import estimate
+
+    cfg = write_study(tmp_path)
+    cfg["word_models"] = {"lm": {"type": "transformers", "model": MINILM, "layers": [0, 3]},
+                          **cfg["word_models"]}
+    study = check_config(cfg, SCHEMA)
+    assert study.primary_word_model == "w2v"
+    del cfg["word_models"]["w2v"]
+    study = check_config(cfg, SCHEMA)
+    assert study.primary_word_model == "lm.layer3"
+    perms, _ = estimate(cfg, study.groups, study.results, list(study.word_spaces))
+    assert [(p.network, p.word_model) for p in perms.pairs] == [("lite", "lm.embeddings"),
+                                                                 ("lite", "lm.layer3")]
+
+
 def test_layer_index_beyond_the_model_is_one_line():
     spec = TransformersSpec(name="lm", model=MINILM, layers=(-9,))
     with pytest.raises(ConfigError, match=r"^config key 'word_models.lm.layers': layer index "

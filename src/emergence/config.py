@@ -192,6 +192,16 @@ def check_config(config: MutableMapping[str, Any], schema_path: str | os.PathLik
     return _study(config)
 
 
+def _default_primary(spaces: Mapping[str, tuple[str, str | None]]) -> str:
+    """Figs. 2-4's word space when ``figures.word_model`` is not set: the first one-vector
+    word model, else the last layer of the first layered one."""
+    one = [s for s, (_, layer) in spaces.items() if layer is None]
+    if one:
+        return one[0]
+    first = next(iter(spaces.values()))[0]
+    return [s for s, (m, _) in spaces.items() if m == first][-1]
+
+
 def _study(config: Mapping[str, Any]) -> Study:
     """The specs of every section, then the checks across sections."""
     images = ImageSourceSpec.from_config(config["images"])
@@ -217,6 +227,6 @@ def _study(config: Mapping[str, Any]) -> Study:
         spec.check_study(measures.names)
     return Study(results=config["results"], seed=config["seed"], images=images,
                  networks=networks, word_models=word_models,
-                 primary_word_model=primary or next(iter(spaces)),
+                 primary_word_model=primary or _default_primary(spaces),
                  label_map=config["one_vs_two"].get("label_map"),
                  measures=measures, word_spaces=spaces)
