@@ -275,3 +275,28 @@ def test_grid_figure_and_its_best_language_layer(tmp_path: Path):
     paths = [tmp_path / "grid.png", tmp_path / "grid.pdf"]
     plot_grid(grid, {}, {"lm.layer1": "LM layer1"}, "net", "LM", 0.05, paths)
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+@pytest.mark.slow
+def test_a_language_model_added_to_the_demo_runs_only_its_jobs(demo_run: tuple[Path, dict]):
+    """What config/language_layers.yaml does after `make demo`, on the reduced demo: MiniLM
+    read layer by layer beside the demo's word models. Only the new word spaces' jobs, the
+    grids, and the aggregates that list every word space (the comparisons tables pair each
+    word model with the others, trained_minus_control reads one) run: no activations, no
+    demo word model's W, scores, nulls or figures."""
+    import copy
+
+    from tests.test_workflow import AGGREGATES, planned
+
+    tmp, cfg = demo_run
+    new = copy.deepcopy(cfg)
+    new["word_models"]["lm"] = {"type": "transformers", "model": MINILM, "layers": [0, -1]}
+    nets, spaces = len(cfg["networks"]), 2
+    cells = nets * spaces
+    assert planned(tmp, new) == {
+        "word_vectors": 1, "word_matrix": spaces, "two_vs_two": cells,
+        "permutations": cells * cfg["permutations"]["shards"],
+        "jackknife": cells * cfg["intervals"]["shards"], "significance": cells,
+        "one_vs_two": cells, "grid": nets, "fig_grid": nets,
+        "comparisons": nets * (len(cfg["word_models"]) + spaces), "trained_minus_control": 1,
+        **AGGREGATES}
