@@ -34,6 +34,12 @@ def test_hidden_layer_count_reads_config_json(tmp_path: Path):
     with pytest.raises(ValueError, match=r"config\.json: none of num_hidden_layers, n_layer, "
                                          "num_layers says how many layers"):
         hidden_layer_count(tmp_path)
+    # at DAG build: one line naming the model key; non-negative indices need no count
+    with pytest.raises(ConfigError, match=r"^config key 'word_models.lm.model': .*config\.json: "
+                                          r"none of .*give the layers as non-negative indices"):
+        TransformersSpec(name="lm", model=str(tmp_path), layers=(-1,)).language_layers()
+    assert TransformersSpec(name="lm", model=str(tmp_path), layers=(2, 0)).language_layers() \
+        == ["embeddings", "layer2"]
 
 
 def test_word_spaces_name_each_selected_layer(tmp_path: Path):

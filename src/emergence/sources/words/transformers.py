@@ -194,7 +194,8 @@ def hidden_layer_count(model: str | os.PathLike[str]) -> int:
         if isinstance(entries.get(key), int):
             return int(entries[key])
     raise ValueError(f"{config}: none of {', '.join(_LAYER_KEYS)} says how many layers the "
-                     "model has; give the layers as non-negative indices")
+                     "model has (needed for layers: all or a negative index); give the layers "
+                     "as non-negative indices")
 
 
 
@@ -397,14 +398,20 @@ class TransformersSpec(WordModelSpec):
         model order; the model's layer count (for ``all``, negative indices and the check
         of every index) comes from its ``config.json`` (:func:`hidden_layer_count`: no
         model is loaded)."""
+        from emergence.errors import ConfigError
+
         if self.layers == "embeddings":
             return ["embeddings"]
         try:
             n_layers = hidden_layer_count(self.model)
+        except ValueError as exc:
+            if isinstance(self.layers, tuple) and min(self.layers) >= 0:
+                # named without the count; the job checks the indices against the model
+                return [hidden_state_names(i)[i] for i in sorted(set(self.layers))]
+            raise ConfigError(f"config key 'word_models.{self.name}.model': {exc}") from None
+        try:
             hidden = select_hidden_states(self.layers, n_layers)
         except ValueError as exc:
-            from emergence.errors import ConfigError
-
             raise ConfigError(f"config key 'word_models.{self.name}.layers': {exc}") from None
         names = hidden_state_names(n_layers)
         return [names[h] for h in hidden]
