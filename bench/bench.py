@@ -29,6 +29,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 
 from bench._common import K, planted, run_json, single_thread_env  # noqa: E402
 from bench.coverage import bench_coverage  # noqa: E402
+from bench.language_layers import bench_grid, bench_language_layers  # noqa: E402
 from bench.memory import bench_memory  # noqa: E402
 from bench.scale import bench_scale  # noqa: E402
 
@@ -353,6 +354,8 @@ def main() -> None:
               lambda: bench_memory(rows),
               lambda: bench_extraction(rows, 166 if args.quick else 830, 1 if args.quick else 5),
               lambda: bench_overhead(rows),
+              lambda: bench_language_layers(rows),
+              lambda: bench_grid(rows),
               lambda: bench_coverage(rows, quick=args.quick, verbose=False)]
     for check in checks:  # print each line as it is measured: a late failure loses nothing
         done = len(rows)

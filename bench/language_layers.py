@@ -5,7 +5,10 @@ templates, torch at 2 threads (the word_vectors job's). The package pads each te
 length rounded up to 8 and batches texts of the same padded length (so the vectors are the
 same bits for any batch size); the line compares it with a bare forward pass over the same
 texts padded per batch of 32 in order, in the same interpreter, alternating (a shared machine
-drifts). Run alone: python bench/language_layers.py
+drifts). And the vision x language grid's statistics (:mod:`emergence.tables.grid_table`) at
+the paper's size: k = 166, 1,000 permutations, 2 groups, the 5 measures, 11 vision layers x 7
+language layers, from synthetic null shards (2 per language layer), timed against the same
+grid of one language layer. Run alone: python bench/language_layers.py
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: the package `bench`, not this 
 
 from bench._common import K, run_json  # noqa: E402
 
-__all__ = ["bench_language_layers"]
+__all__ = ["bench_grid", "bench_language_layers"]
 
 _CODE = f"""
 import csv, json, time
@@ -66,8 +69,63 @@ def bench_language_layers(rows: list[dict]) -> None:
             "holds": ratio >= 0.5})
 
 
+_GRID = f"""
+import json, tempfile, time
+from pathlib import Path
+import numpy as np
+from emergence.formats.nulls import write_null_shard
+from emergence.tables.grid_table import grid_rows
+from emergence.stats.measures import MEASURES
+n, vision, language, groups = 1000, 11, 7, ["twemoji", "openmoji"]
+layers = [f"v{{i}}" for i in range(vision)]
+rng = np.random.default_rng(0)
+tmp = Path(tempfile.mkdtemp())
+tables, shards = {{}}, {{}}
+for j in range(language):
+    space = f"lm.layer{{j}}"
+    shards[space] = []
+    for s, (lo, hi) in enumerate([(0, n // 2), (n // 2, n)]):
+        path = tmp / f"{{space}}-{{s}}.h5"
+        write_null_shard(path, network="net", model="m", word_model=space, seed=1, start=lo,
+                         stop=hi, batch_size=8, rsa_method="pearson", layer_names=layers,
+                         k={K}, measures=MEASURES,
+                         nulls=[(g, {{**{{m: rng.uniform(0.3, 0.7, (hi - lo, vision))
+                                        for m in MEASURES}}, "index": np.arange(lo, hi)}})
+                                for g in groups])
+        shards[space].append(str(path))
+    tables[space] = [{{"word_model": space, "group": g, "layer": lay,
+                      **{{m: repr(float(rng.uniform(0.5, 0.8))) for m in MEASURES}}}}
+                     for g in [*groups, "mean"] for lay in layers]
+def timed(spaces):
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        grid_rows({{s: tables[s] for s in spaces}}, {{s: shards[s] for s in spaces}}, MEASURES)
+        best = min(best, time.perf_counter() - t)
+    return best
+one, every = timed(["lm.layer0"]), timed(list(tables))
+print(json.dumps({{"one": one, "grid": every, "language": language, "vision": vision,
+                  "n": n, "bytes": sum(Path(p).stat().st_size for v in shards.values()
+                                       for p in v)}}))
+"""
+
+
+def bench_grid(rows: list[dict]) -> None:
+    r = run_json(_GRID, "vision x language grid")
+    ratio = r["grid"] / r["one"]
+    rows.append({
+        "check": f"grid statistics, {r['vision']} vision x {r['language']} language layers, "
+                 f"k = {K}, {r['n']} permutations, 2 groups, 5 measures (from shards)",
+        "target": f"<= {1.5 * r['language']:g}x one language layer's grid (linear in the "
+                  "language layers: each is read and compared once per pass)",
+        "measured": f"{r['grid']:.2f} s ({ratio:.1f}x the {r['one']:.3f} s of one language "
+                    f"layer; {r['bytes'] / 1e6:.0f} MB of shards read twice)",
+        "holds": ratio <= 1.5 * r["language"]})
+
+
 if __name__ == "__main__":
     found: list[dict] = []
     bench_language_layers(found)
+    bench_grid(found)
     for row in found:
         print(f"{'OK  ' if row['holds'] else 'MISS'} {row['check']}: {row['measured']}")

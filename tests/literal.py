@@ -663,3 +663,25 @@ def slope(values: list[float], positions: list[float]) -> float:
     my = sum(values) / len(values)
     return (sum((x - mx) * (y - my) for x, y in zip(positions, values, strict=True))
             / sum((x - mx) ** 2 for x in positions))
+
+
+def grid_fwe_p(observed: list[list[float]], nulls: list[list[list[float]]]) -> list[list[float]]:
+    """Family-wise p over a vision x language grid, cell by cell: ``observed[j][i]`` (language
+    layer j, vision layer i), ``nulls[j][t][i]`` (permutation t). A cell with a NaN observed
+    value or any NaN null value is untested (NaN) and left out of the maximum; each
+    permutation's maximum over the tested cells counts where it is >= the observed value;
+    ``(1 + count) / (1 + n)``."""
+    n_lang, n_vis, n = len(observed), len(observed[0]), len(nulls[0])
+    tested = [[not math.isnan(observed[j][i])
+               and not any(math.isnan(nulls[j][t][i]) for t in range(n))
+               for i in range(n_vis)] for j in range(n_lang)]
+    peaks = []
+    for t in range(n):
+        peak = -math.inf
+        for j in range(n_lang):
+            for i in range(n_vis):
+                if tested[j][i] and nulls[j][t][i] > peak:
+                    peak = nulls[j][t][i]
+        peaks.append(peak)
+    return [[(1 + sum(1 for pk in peaks if pk >= observed[j][i])) / (1 + n) if tested[j][i]
+             else math.nan for i in range(n_vis)] for j in range(n_lang)]

@@ -377,10 +377,11 @@ def test_image_rows_follow_the_manifest_order():
 
 @pytest.mark.slow
 def test_new_word_models_run_through_the_one_vector_dag(tmp_path: Path):
-    """word_vectors and word_matrix for a transformers model (one layer), a precomputed
+    """word_vectors and word_matrix for a transformers model (one layer: the word space
+    lm.layer6; its vectors file holds every hidden state), a precomputed
     embedding and a precomputed RDM; then the RDM file made non-symmetric reruns its job,
     which stops in one line and leaves no output."""
-    from emergence.formats.vectors import read_word_vectors
+    from emergence.formats.layered_vectors import read_layered_vectors
     from emergence.formats.word_matrix import read_word_matrix
     from tests.conftest import error_lines, read_tsv, run_snakemake, small_config
 
@@ -399,13 +400,14 @@ def test_new_word_models_run_through_the_one_vector_dag(tmp_path: Path):
         "rdm": {"type": "similarity", "path": "rdm.npy", "ids": "rdm.ids.txt",
                 "measure": "dissimilarity"}}
     cfg["measures"] = {"names": ["two_vs_two", "rsa", "mutual_knn"], "mutual_knn_k": 3}
-    cfg["figures"] = {"word_model": "lm"}
+    cfg["figures"] = {"word_model": "lm.layer6"}
     results = tmp_path / "results"
-    targets = [str(results / "words" / wm / "similarity.h5") for wm in cfg["word_models"]]
+    spaces = ["lm.layer6", "emb", "rdm"]
+    targets = [str(results / "words" / wm / "similarity.h5") for wm in spaces]
     proc = run_snakemake(tmp_path, cfg, "--cores", "2", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     kept = {wm: [r["wnid"] for r in read_tsv(results / "concepts" / f"{wm}.tsv")
-                 if r["kept"] == "true"] for wm in cfg["word_models"]}
+                 if r["kept"] == "true"] for wm in spaces}
     wnids, w_mat, _ = read_word_matrix(results / "words" / "rdm" / "similarity.h5")
     rows = [ids.index(w) for w in wnids]
     assert wnids == kept["rdm"] and np.array_equal(w_mat, -rdm[np.ix_(rows, rows)])
@@ -413,9 +415,12 @@ def test_new_word_models_run_through_the_one_vector_dag(tmp_path: Path):
     np.testing.assert_allclose(w_mat, np.corrcoef(x[[ids.index(w) for w in wnids]]),
                                rtol=0, atol=1e-12)
     with h5py.File(results / "words" / "lm" / "vectors.h5") as f:
-        assert f.attrs["layer"] == "layer6" and len(f.attrs["weights_sha256"]) == 64
+        assert len(f.attrs["weights_sha256"]) == 64
         assert f.attrs["template"] == "a photo of a {word}"
-    assert read_word_vectors(results / "words" / "lm" / "vectors.h5")[1].shape[1] == 384
+    every = read_layered_vectors(results / "words" / "lm" / "vectors.h5")
+    assert len(every.layer_names) == 7 and every.layers["layer6"].shape[1] == 384
+    assert read_word_matrix(results / "words" / "lm.layer6" / "similarity.h5")[0] == \
+        kept["lm.layer6"]
 
     rdm[2, 5] += 0.5  # the file is an input: a newer one reruns its word_vectors job
     write_npy(tmp_path, ids, rdm, "rdm")

@@ -246,14 +246,20 @@ def _config(tmp_path: Path, entry: dict, measures: list[str] | None = None) -> d
     return cfg
 
 
-def test_config_accepts_one_layer_and_refuses_several(tmp_path: Path):
+def test_config_accepts_layers_and_refuses_bad_entries(tmp_path: Path):
+    """One layer or several (each a word space, tests/test_language_layers.py); bad pooling,
+    template, batch size or layer index: one line."""
     schema = ROOT / "workflow" / "schemas" / "config.schema.yaml"
     ok = check_config(_config(tmp_path, {"type": "transformers", "model": MINILM,
                                          "layers": [6], "pooling": "last",
                                          "template": "a photo of a {word}"}), schema)
     assert isinstance(ok.word_models["lm"], TransformersSpec)
-    bad = [({"layers": "all"}, "word_models.lm.layers': all selects several layers"),
-           ({"layers": [0, 6]}, "word_models.lm.layers': [0, 6] selects several layers"),
+    assert list(ok.word_spaces) == ["lm.layer6"]
+    several = check_config(_config(tmp_path, {"type": "transformers", "model": MINILM,
+                                              "layers": [0, -1]}), schema)
+    assert list(several.word_spaces) == ["lm.embeddings", "lm.layer6"]
+    bad = [({"layers": [7]}, "word_models.lm.layers': layer index 7: the model has hidden "
+                             "states 0 (embeddings) to 6"),
            ({"layers": [6], "pooling": "max"}, "word_models.lm.pooling"),
            ({"layers": [6], "template": "{noun}"}, "unknown placeholder(s) {noun}"),
            ({"layers": [6], "batch_size": 0}, "word_models.lm.batch_size")]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,9 +257,11 @@ def _h5_attr(path: Path, name: str) -> Any:
         return None
 
 
-def estimate(config: Mapping[str, Any], groups: list[str], results: str | os.PathLike[str]
-             ) -> list[Resampling]:
-    """The permutations and the jackknife of a validated config (defaults filled in)."""
+def estimate(config: Mapping[str, Any], groups: list[str], results: str | os.PathLike[str],
+             word_spaces: Sequence[str] | None = None) -> list[Resampling]:
+    """The permutations and the jackknife of a validated config (defaults filled in), per
+    network x word space (``word_spaces``: each layer of a layered word model is one,
+    :attr:`emergence.config.Study.word_spaces`; default the config's word models)."""
     root = Path(results)
     bound = _k_bound(config["images"])
     layers = {}
@@ -268,12 +270,13 @@ def estimate(config: Mapping[str, Any], groups: list[str], results: str | os.Pat
         names = _h5_attr(root / "activations" / net / f"{groups[0]}.h5", "layer_names") \
             if groups else None
         layers[net] = (len(names), True) if names is not None else (count, exact)
+    spaces = list(word_spaces) if word_spaces is not None else list(config["word_models"])
     ks = {}
-    for wm in config["word_models"]:
+    for wm in spaces:
         k = _h5_attr(root / "words" / wm / "similarity.h5", "k")
         ks[wm] = (int(k), True) if k is not None else (bound, False)
     pairs = tuple(Pair(net, wm, *layers[net], *ks[wm])
-                  for net in config["networks"] for wm in config["word_models"])
+                  for net in config["networks"] for wm in spaces)
     from emergence.uncertainty import jackknife_names
 
     measures = tuple(config["measures"]["names"])

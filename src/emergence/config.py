@@ -21,6 +21,7 @@ writes them in.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
@@ -33,7 +34,7 @@ import yaml
 from emergence.errors import ConfigError
 from emergence.sources.images.spec import ImageSourceSpec
 from emergence.sources.models.spec import NetworkSpec, network_specs
-from emergence.sources.words.spec import WordModelSpec
+from emergence.sources.words.spec import WordModelSpec, word_spaces
 from emergence.stats.measures import MeasureSpec
 
 __all__ = ["Concepts", "ConfigError", "Extraction", "Figures", "Intervals", "OneVsTwo",
@@ -143,7 +144,7 @@ class Study:
     images: ImageSourceSpec
     networks: dict[str, NetworkSpec]
     word_models: dict[str, WordModelSpec]
-    primary_word_model: str  # the word model of Figs. 2-4
+    primary_word_model: str  # the word space of Figs. 2-4
     permutations: Permutations
     intervals: Intervals
     extraction: Extraction
@@ -151,6 +152,9 @@ class Study:
     figures: Figures
     concepts: Concepts
     measures: MeasureSpec = MeasureSpec()  # measures.names, two_vs_two.rsa_method
+    # the scored word spaces (a model, or one layer of a layered model): name -> (model,
+    # layer); see emergence.sources.words.spec.word_spaces
+    word_spaces: dict[str, tuple[str, str | None]] = dataclasses.field(default_factory=dict)
 
     @property
     def label_map(self) -> str | None:
@@ -179,9 +183,26 @@ class Study:
         return [c for c in self.controls if self.networks[c].control_for == network]
 
     def label(self, name: str) -> str:
-        """Display label of a network or word model (default: its name)."""
-        spec = self.networks.get(name) or self.word_models[name]
-        return spec.label or name
+        """Display label of a network, word model or word space (default: its name; a
+        layer's space: its model's label and the layer)."""
+        if name in self.networks:
+            return self.networks[name].label or name
+        model, layer = self.word_spaces.get(name, (name, None))
+        label = self.word_models[model].label or model
+        return label if layer is None else f"{label} {layer}"
+
+    def space_params(self, space: str) -> dict[str, Any]:
+        """The params of a word space's jobs (:meth:`WordModelSpec.space_params`)."""
+        model, layer = self.word_spaces[space]
+        return self.word_models[model].space_params(layer)
+
+    def layered_models(self) -> dict[str, list[str]]:
+        """Each layered word model -> its word spaces, in layer order."""
+        out: dict[str, list[str]] = {}
+        for space, (model, layer) in self.word_spaces.items():
+            if layer is not None:
+                out.setdefault(model, []).append(space)
+        return out
 
     def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
         """Stop with one line when a configured input file or folder does not exist: the
@@ -286,16 +307,30 @@ def check_config(config: MutableMapping[str, Any], schema_path: str | os.PathLik
     return _study(config)
 
 
+def _default_primary(spaces: Mapping[str, tuple[str, str | None]]) -> str:
+    """Figs. 2-4's word space when ``figures.word_model`` is not set: the first one-vector
+    word model, else the last layer of the first layered one."""
+    one = [s for s, (_, layer) in spaces.items() if layer is None]
+    if one:
+        return one[0]
+    first = next(iter(spaces.values()))[0]
+    return [s for s, (m, _) in spaces.items() if m == first][-1]
+
+
 def _study(config: Mapping[str, Any]) -> Study:
     """The specs of every section, then the checks across sections."""
     images = ImageSourceSpec.from_config(config["images"])
     networks = network_specs(config["networks"])
     word_models = {name: WordModelSpec.from_config(name, entry)
                    for name, entry in config["word_models"].items()}
+    spaces = word_spaces(word_models)
     primary = config["figures"].get("word_model")
-    if primary is not None and primary not in word_models:
-        raise ConfigError(f"config key 'figures.word_model': unknown word model '{primary}' "
-                          f"(word models: {', '.join(word_models)})")
+    if primary is not None and primary not in spaces:
+        layered = [s for s, (m, _) in spaces.items() if m == primary]
+        hint = (f"word model '{primary}' is scored layer by layer: name one of its layers "
+                f"({', '.join(layered)})") if layered else f"unknown word model '{primary}'"
+        raise ConfigError(f"config key 'figures.word_model': {hint} (word models: "
+                          f"{', '.join(spaces)})")
     groups = config["one_vs_two"]["groups"]
     if groups != "all":
         unknown = [g for g in groups if g not in images.group_names()]
@@ -309,8 +344,8 @@ def _study(config: Mapping[str, Any]) -> Study:
         spec.check_study(measures.names)
     return Study(results=config["results"], seed=config["seed"], images=images,
                  networks=networks, word_models=word_models,
-                 primary_word_model=primary or next(iter(word_models)),
-                 measures=measures,
+                 primary_word_model=primary or _default_primary(spaces),
+                 measures=measures, word_spaces=spaces,
                  permutations=Permutations.from_config(config["permutations"]),
                  intervals=Intervals.from_config(config["intervals"]),
                  extraction=Extraction.from_config(config["extraction"]),

@@ -1,12 +1,17 @@
 """The paper's figures, drawn from the significance, 1 vs 2 and comparisons tables.
 
-* Fig. 1: 2 vs 2 accuracy per layer of one network, one line per word model.
+* Fig. 1: 2 vs 2 accuracy per layer of one network, one line per one-vector word model (a
+  layered model's layers: in its grid figure; every word space where no model has one vector).
 * Figs. 2-3: 2 vs 2 accuracy per layer of one network for the primary word model,
   with p < alpha markers and the untrained control beside it.
 * Fig. 3 (control difference): trained minus untrained control per layer, one panel per
   measure, with jackknife confidence intervals (``comparisons.tsv``, mean over groups).
 * Fig. 4: 1 vs 2 accuracy per layer, significant layers marked.
 * Overview: every network on a relative-depth axis (the README's main figure).
+* Grid: one network x one layered word model, a heatmap of 2 vs 2 accuracy over vision
+  depth x language depth (``grid/<network>/<model>.tsv``, mean over groups), cells with the
+  grid's family-wise p < alpha marked; beside it the best language layer's curve (by mean
+  2 vs 2 over the vision layers) with the one-vector word models' curves (Fig. 1).
 
 Filled markers: significant at the figures' ``alpha`` (``figures.alpha``): the permutation
 p-value of the mean over groups (the significance table's ``p_value``; Fig. 4: the 1 vs 2
@@ -43,8 +48,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from emergence.stats.permutation import significant  # noqa: E402
 
-__all__ = ["plot_control_difference", "plot_network", "plot_one_vs_two", "plot_overview",
-           "plot_word_models"]
+__all__ = ["best_language_layer", "plot_control_difference", "plot_grid", "plot_network",
+           "plot_one_vs_two", "plot_overview", "plot_word_models"]
 
 Rows = Sequence[Mapping[str, str]]
 
@@ -312,4 +317,60 @@ def plot_control_difference(rows: Rows, labels: Mapping[str, str],
         f"{labels.get(net, net)} minus its untrained control vs {labels.get(wm, wm)} (mean over "
         f"groups): bars = {level} CI, filled = Holm p < {alpha:g} over the layers",
         fontsize=9)
+    _save(fig, paths)
+
+
+def best_language_layer(grid: Rows) -> str:
+    """The language layer whose mean-over-groups 2 vs 2 accuracy, averaged over the vision
+    layers that could be scored, is highest (the first of equals)."""
+    means: dict[str, list[float]] = {}
+    for r in grid:
+        if r["group"] == "mean" and math.isfinite(float(r["two_vs_two"])):
+            means.setdefault(r["word_model"], []).append(float(r["two_vs_two"]))
+    return max(means, key=lambda s: sum(means[s]) / len(means[s]))
+
+
+def plot_grid(grid: Rows, beside: Mapping[str, Rows], labels: Mapping[str, str], network: str,
+              model: str, alpha: float, paths: Sequence[str | os.PathLike[str]]) -> None:
+    """The vision x language grid (module doc): left the heatmap, right the best language
+    layer's curve beside the one-vector word models' (Fig. 1)."""
+    import numpy as np
+
+    mean = [r for r in grid if r["group"] == "mean"]
+    spaces = list(dict.fromkeys(r["word_model"] for r in mean))
+    layers = list(dict.fromkeys(r["language_layer"] for r in mean))
+    vision = [r["layer"] for r in _mean_rows([r for r in mean if r["word_model"] == spaces[0]])]
+    value = np.full((len(spaces), len(vision)), np.nan)
+    sig = np.zeros(value.shape, dtype=bool)
+    for r in mean:
+        j, i = spaces.index(r["word_model"]), int(r["layer_index"])
+        value[j, i] = float(r["two_vs_two"])
+        sig[j, i] = significant(float(r["p_value_fwe_grid"]), alpha)
+    fig, (ax, curve) = plt.subplots(1, 2, figsize=(13, 4.6),
+                                    gridspec_kw={"width_ratios": [1.1, 1]})
+    image = ax.imshow(value, origin="lower", aspect="auto", cmap="viridis", vmin=0.5,
+                      vmax=max(0.5001, float(np.nanmax(value)) if np.isfinite(value).any()
+                               else 1.0))
+    fig.colorbar(image, ax=ax, label="2 vs 2 accuracy (mean over groups)")
+    rows, cols = np.nonzero(sig)
+    ax.scatter(cols, rows, marker="*", s=40, color="white", edgecolors="black", lw=0.5,
+               label=f"grid family-wise p < {alpha:g}")
+    ax.set_xticks(range(len(vision)))
+    ax.set_xticklabels(vision, rotation=60 if len(vision) > 8 else 0, ha="right", fontsize=7)
+    ax.set_yticks(range(len(layers)))
+    ax.set_yticklabels(layers, fontsize=8)
+    ax.set_xlabel(f"vision layer of {network}")
+    ax.set_ylabel(f"language layer of {model}")
+    ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
+    best = best_language_layer(grid)
+    ci = null = False
+    for wm, rows_ in {best: [r for r in grid if r["word_model"] == best], **beside}.items():
+        null = _null_band(curve, rows_, label=not null) or null
+        ci = _line(curve, rows_, labels.get(wm, wm), alpha, marker=None) or ci
+    _layer_axis(curve, [r for r in grid if r["word_model"] == best])
+    curve.legend(fontsize=7, loc="lower right")
+    curve.set_title(f"best language layer ({labels.get(best, best)}: highest mean 2 vs 2 over "
+                    f"vision layers) beside Fig. 1{_bands_note(ci, null, grid)}", fontsize=8)
+    ax.set_title(f"{network} x {model}: 2 vs 2 accuracy per (vision, language) layer, "
+                 f"k = {mean[0]['k']}", fontsize=9)
     _save(fig, paths)

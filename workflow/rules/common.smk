@@ -28,7 +28,7 @@ try:
             if isinstance(res.get("mem_mb"), (int, float))
         }
         _warnings = check_budget(
-            estimate_budget(config, STUDY.groups, STUDY.results),
+            estimate_budget(config, STUDY.groups, STUDY.results, list(STUDY.word_spaces)),
             STUDY.results,
             memory=machine_memory() if _local else None,
             requested=None if _local else _asked,
@@ -40,7 +40,16 @@ except ConfigError as err:
 
 R = STUDY.results
 NETWORKS = list(STUDY.networks)
-WORD_MODELS = list(STUDY.word_models)
+# The word spaces scored: a one-vector word model, or one layer of a layered (transformers)
+# model, `lm.<layer>`. Every job from word_matrix on runs per word space (the `word_model`
+# wildcard); word_vectors runs once per word model (VECTOR_MODELS) and writes every layer.
+WORD_MODELS = list(STUDY.word_spaces)
+VECTOR_MODELS = list(STUDY.word_models)
+LAYERED = STUDY.layered_models()
+# Fig. 1's lines: the one-vector word models (a layered model's layers are drawn in its grid
+# figure, the best one beside them), or every word space where no model has one vector.
+ONE_VECTOR = [s for s, (_, layer) in STUDY.word_spaces.items() if layer is None]
+FIG1_SPACES = ONE_VECTOR or WORD_MODELS
 GROUPS = STUDY.groups
 PRIMARY_WM = STUDY.primary_word_model
 CONTROLS = STUDY.controls
@@ -211,7 +220,18 @@ def one_vs_two_inputs(wildcards):
 
 
 def word_model_params(wildcards):
-    return STUDY.word_models[wildcards.word_model].params()
+    """A word space's params (its model's, and the layer of a layered model)."""
+    return STUDY.space_params(wildcards.word_model)
+
+
+def vector_params(wildcards):
+    """What a word model's vectors file depends on (not which layers are scored)."""
+    return STUDY.word_models[wildcards.word_model].vector_params()
+
+
+def vector_file(wildcards):
+    """The vectors file a word space reads: its word model's."""
+    return f"{R}/words/{STUDY.word_spaces[wildcards.word_model][0]}/vectors.h5"
 
 
 def word_model_gpus(wildcards):
@@ -227,8 +247,17 @@ def activation_files(wildcards, groups=GROUPS):
 
 
 def coverage_files(wildcards):
-    names = WORD_MODELS if STUDY.concepts.intersect_word_models else [wildcards.word_model]
-    return {n: f"{R}/words/{n}/coverage.tsv" for n in names}
+    """Coverage per word model (every layer of a model covers the same concepts). The
+    intersection (`intersect_word_models`) is over the one-vector word models, and a
+    layered model's spaces add their own model: a language model covers every concept, so
+    adding one changes no other word model's concepts and reruns none of their jobs."""
+    own = STUDY.word_spaces[wildcards.word_model][0]
+    names = (
+        [*(m for m in VECTOR_MODELS if m not in LAYERED), own]
+        if STUDY.concepts.intersect_word_models
+        else [own]
+    )
+    return {n: f"{R}/words/{n}/coverage.tsv" for n in dict.fromkeys(names)}
 
 
 def shard_files(wildcards):
@@ -312,6 +341,10 @@ def all_outputs():
     for net in NETWORKS:
         out += figure_paths(f"fig1_word_models_{net}")
         out += figure_paths(f"fig4_one_vs_two_{net}")
+    for net in NETWORKS:
+        for lm in LAYERED:
+            out.append(f"{R}/grid/{net}/{lm}.tsv")
+            out += figure_paths(f"grid_{net}_{lm}")
     for net in TRAINED:
         out += figure_paths(f"fig2_layers_{net}")
         if INTERVALS and STUDY.controls_of(net):

@@ -12,13 +12,15 @@ rule word_vectors:
         f"{R}/logs/word_vectors/{{word_model}}.log",
     benchmark:
         f"{R}/benchmarks/word_vectors/{{word_model}}.tsv"
+    wildcard_constraints:
+        word_model="|".join(map(re.escape, VECTOR_MODELS)),  # models, not word spaces
     conda:
         "../../envs/words.yaml"
     threads: 2
     resources:
         gpu=word_model_gpus,  # 1 for a text encoder that runs on CUDA
     params:
-        spec=word_model_params,
+        spec=vector_params,
     script:
         "../scripts/word_vectors.py"
 
@@ -28,7 +30,7 @@ rule word_matrix:
         unpack(
             lambda wc: {
                 "manifest": f"{R}/images/manifest.tsv",
-                "vectors": f"{R}/words/{wc.word_model}/vectors.h5",
+                "vectors": vector_file(wc),
                 **{f"coverage_{n}": p for n, p in coverage_files(wc).items()},
             }
         ),

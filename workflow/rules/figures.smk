@@ -6,7 +6,7 @@ rule fig1_word_models:
     input:
         expand(
             f"{R}/two_vs_two/{{{{network}}}}/{{word_model}}/significance.tsv",
-            word_model=WORD_MODELS,
+            word_model=FIG1_SPACES,
         ),
     output:
         report(
@@ -21,8 +21,8 @@ rule fig1_word_models:
     conda:
         "../../envs/figures.yaml"
     params:
-        word_models=WORD_MODELS,
-        labels=lambda wc: labels(wc.network, *WORD_MODELS),
+        word_models=FIG1_SPACES,
+        labels=lambda wc: labels(wc.network, *FIG1_SPACES),
         alpha=FIGURES.alpha,
     script:
         "../scripts/fig1_word_models.py"

@@ -43,6 +43,8 @@ __all__ = [
     "TextMode",
     "WordModelSpec",
     "embed_concepts",
+    "split_space",
+    "word_spaces",
 ]
 
 Concepts = Sequence[tuple[str, str]]  # (wnid, concept word) pairs
@@ -160,7 +162,49 @@ class WordModelSpec:
     def check_study(self, names: Sequence[str]) -> None:
         """Stop with one ``ConfigError`` line where the study asks what this word model
         cannot give: a measure of ``names`` (``measures.names``) it cannot be scored by (a
-        similarity matrix has no features for CKA), or more than one language layer."""
+        similarity matrix has no features for CKA)."""
+
+    def write_vectors(self, path: str | os.PathLike[str], word_model: str,
+                      concepts: Concepts, lexicon: Lexicon = IMAGENET,
+                      device: str = "cpu") -> list[dict[str, Any]]:
+        """The ``word_vectors`` job: embed ``concepts`` (:func:`embed_concepts`), write the
+        vectors file (:mod:`emergence.formats.vectors`; a layered model's holds every
+        layer), return the coverage records."""
+        from emergence.formats.vectors import write_word_vectors
+
+        result = embed_concepts(self, concepts, lexicon, device)
+        write_word_vectors(path, word_model, self.vector_params(), result.wnids,
+                           result.vectors, result.attrs)
+        return result.records
+
+    def read_vectors(self, path: str | os.PathLike[str], layer: str | None,
+                     ) -> tuple[list[str], NDArray[np.float64]]:
+        """``(wnids, vectors)`` of one word space from the model's vectors file."""
+        if layer is None:
+            from emergence.formats.vectors import read_word_vectors
+
+            return read_word_vectors(path)
+        from emergence.formats.layered_vectors import read_layered_vectors
+
+        found = read_layered_vectors(path, [layer])
+        return found.wnids, found.layers[layer]
+
+    def language_layers(self) -> list[str] | None:
+        """The layers this word model is scored in, each a word space ``<name>.<layer>``
+        (:func:`word_spaces`); ``None`` for one vector per concept (the word space is the
+        model itself, named as configured)."""
+        return None
+
+    def vector_params(self) -> dict[str, Any]:
+        """The ``word_vectors`` job's params (what its vectors file depends on): the config
+        entry without ``label``; a layered model's leaves out which layers are scored (its
+        file holds every layer, so adding a layer reruns only that layer's jobs)."""
+        return self.params()
+
+    def space_params(self, layer: str | None) -> dict[str, Any]:
+        """The params of the jobs of one word space (``word_matrix``): :meth:`params` for a
+        one-vector model, :meth:`vector_params` and the ``layer`` for a layered one."""
+        return self.params() if layer is None else {**self.vector_params(), "layer": layer}
 
     def word_matrices(self, word_model: str, vector_wnids: Sequence[str],
                       vectors: NDArray[np.float64], kept: Sequence[tuple[str, str]],
@@ -354,6 +398,30 @@ class SentenceTransformerSpec(WordModelSpec):
             _record(w, c, c, t, "encoded") for (w, c), t in zip(concepts, texts, strict=True)
         ]
         return _coverage(list(vectors), vectors.shape[1], [w for w, _ in concepts], records)
+
+
+# ----------------------------------------------------------------------- word spaces
+
+
+def word_spaces(models: Mapping[str, WordModelSpec]) -> dict[str, tuple[str, str | None]]:
+    """Every scored word space, in config order: a one-vector model is one space named as
+    the model; a layered model ``lm`` (a ``transformers`` model) one space per selected
+    layer, ``lm.<layer>`` (``lm.embeddings``, ``lm.layer3``). Name -> (model, layer)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for name, spec in models.items():
+        layers = spec.language_layers()
+        if layers is None:
+            out[name] = (name, None)
+        else:
+            out.update({f"{name}.{layer}": (name, layer) for layer in layers})
+    return out
+
+
+def split_space(space: str) -> tuple[str, str | None]:
+    """``(model, layer)`` of a word space's name: ``"lm.layer3"`` -> ``("lm", "layer3")``,
+    ``"glove"`` -> ``("glove", None)`` (a model's name has no ``.``)."""
+    model, _, layer = space.partition(".")
+    return model, layer or None
 
 
 # ------------------------------------------------------------------------- embedding

@@ -31,8 +31,9 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["HUB_FILES", "ModelUnavailableError", "check_model", "encode_texts", "hub_snapshot",
-           "is_hub_id", "load_encoder", "resolve_sentence_transformer_dir"]
+__all__ = ["HUB_FILES", "ModelUnavailableError", "check_model", "encode_texts",
+           "hidden_layer_count", "hub_snapshot", "is_hub_id", "load_encoder",
+           "resolve_sentence_transformer_dir"]
 
 _CONFIGS = ("*.json", "*.txt", "*.model")  # configs, vocabularies, sentencepiece models
 # The files a hub model is fetched with, tried in this order: safetensors weights, else
@@ -230,3 +231,39 @@ def encode_texts(model: str | os.PathLike[str], texts: Sequence[str],
         show_progress_bar=False,
     )
     return np.asarray(encoded, dtype=np.float64)
+
+
+#: ``config.json`` keys that hold a model's number of blocks (BERT, GPT-2, T5 ...).
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+
+
+def hidden_layer_count(model: str | os.PathLike[str]) -> int:
+    """The number of blocks of ``model`` from its ``config.json``, read as plain JSON (no
+    transformers import: the workflow's DAG is built with it): a folder's, a package's
+    model folder's, or a hub id's through the Hugging Face cache (``hf_hub_download``,
+    offline with ``HF_HUB_OFFLINE=1``). ``ValueError`` (one line) where there is none."""
+    import json
+
+    path = Path(model).expanduser()
+    if path.is_dir() or not is_hub_id(str(model)):
+        config = resolve_sentence_transformer_dir(model) / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download, is_offline_mode
+
+        try:
+            config = Path(hf_hub_download(str(model), "config.json",
+                                          local_files_only=is_offline_mode()))
+        except Exception as exc:  # noqa: BLE001  (not cached offline, hub unreachable)
+            raise ValueError(f"{model}: cannot read its config.json from the Hugging Face "
+                             f"hub or cache ({type(exc).__name__}); run once online or give "
+                             "the layers as indices") from None
+    try:
+        entries = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{config}: cannot read the model's layer count: {exc}") from None
+    for key in _LAYER_KEYS:
+        if isinstance(entries.get(key), int):
+            return int(entries[key])
+    raise ValueError(f"{config}: none of {', '.join(_LAYER_KEYS)} says how many layers the "
+                     "model has (needed for layers: all or a negative index); give the layers "
+                     "as non-negative indices")

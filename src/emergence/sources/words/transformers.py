@@ -37,6 +37,7 @@ an AVX-512 CPU with torch 2.14). CUDA kernels may choose another algorithm per b
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -57,9 +58,10 @@ from emergence.sources.words.spec import (
     WordModelSpec,
     _record,
 )
+from emergence.sources.words.text_encoders import hidden_layer_count
 
 __all__ = ["LanguageModel", "LayeredEmbedding", "Pooling", "TransformersSpec", "check_template",
-           "fill_template", "hidden_state_names", "layer_vectors",
+           "fill_template", "hidden_layer_count", "hidden_state_names", "layer_vectors",
            "load_language_model", "pool", "select_hidden_states", "word_tokens"]
 
 Pooling = Literal["mean", "last", "cls"]
@@ -351,17 +353,52 @@ class TransformersSpec(WordModelSpec):
     def source(self) -> str:
         return self.model
 
-    def check_study(self, names: Sequence[str]) -> None:
-        """One language layer per word model until the workflow fans out over them."""
+    def language_layers(self) -> list[str]:
+        """The names of the selected hidden states (``embeddings``, ``layer1`` ...), in
+        model order; the model's layer count (for ``all``, negative indices and the check
+        of every index) comes from its ``config.json`` (:func:`hidden_layer_count`: no
+        model is loaded)."""
         from emergence.errors import ConfigError
 
-        if not (self.layers == "embeddings" or isinstance(self.layers, tuple)
-                and len(self.layers) == 1):
-            shown = self.layers if isinstance(self.layers, str) else list(self.layers)
-            raise ConfigError(f"config key 'word_models.{self.name}.layers': {shown} selects "
-                              "several layers; the workflow scores one language layer per "
-                              "word model for now: give one, e.g. [-1] (the last block) or "
-                              "embeddings")
+        if self.layers == "embeddings":
+            return ["embeddings"]
+        try:
+            n_layers = hidden_layer_count(self.model)
+        except ValueError as exc:
+            if isinstance(self.layers, tuple) and min(self.layers) >= 0:
+                # named without the count; the job checks the indices against the model
+                return [hidden_state_names(i)[i] for i in sorted(set(self.layers))]
+            raise ConfigError(f"config key 'word_models.{self.name}.model': {exc}") from None
+        try:
+            hidden = select_hidden_states(self.layers, n_layers)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'word_models.{self.name}.layers': {exc}") from None
+        names = hidden_state_names(n_layers)
+        return [names[h] for h in hidden]
+
+    def vector_params(self) -> dict[str, Any]:
+        """Without ``layers``: the job writes every hidden state."""
+        return {k: v for k, v in self.params().items() if k != "layers"}
+
+    def write_vectors(self, path: str | os.PathLike[str], word_model: str,
+                      concepts: Concepts, lexicon: Lexicon = IMAGENET,
+                      device: str = "cpu") -> list[dict[str, Any]]:
+        """The ``word_vectors`` job of a layered model: every hidden state of every concept
+        (whatever ``layers`` selects: a layer added later reads this file) written as a
+        layered-vectors file (:mod:`emergence.formats.layered_vectors`), each layer checked
+        like a one-vector model's (:func:`~emergence.sources.words.spec.embed_concepts`);
+        returns the coverage records."""
+        from emergence.formats.layered_vectors import write_layered_vectors
+        from emergence.sources.words.spec import _check_vectors
+
+        every = dataclasses.replace(self, layers="all")
+        result = every.embed_layers(concepts, lexicon, device)
+        for name, vectors in result.layers.items():
+            _check_vectors(CoverageResult(vectors, result.wnids, result.records),
+                           f"{self.source} ({name})")
+        write_layered_vectors(path, word_model, self.vector_params(), result.wnids,
+                              result.texts, result.layers, result.hidden_states, result.attrs)
+        return result.records
 
     def check_data_paths(self, base: str | os.PathLike[str] = ".") -> None:
         from emergence.sources.words.text_encoders import check_model
