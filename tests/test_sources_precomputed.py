@@ -383,7 +383,8 @@ def test_new_word_models_run_through_the_one_vector_dag(tmp_path: Path):
     which stops in one line and leaves no output."""
     from emergence.formats.layered_vectors import read_layered_vectors
     from emergence.formats.word_matrix import read_word_matrix
-    from tests.conftest import error_lines, read_tsv, run_snakemake, small_config
+    from emergence.io import read_tsv
+    from tests.conftest import error_lines, run_snakemake, small_config
 
     cfg = small_config(tmp_path)
     ids = [r["wnid"] for r in read_tsv(tmp_path / "concepts.tsv")]
