@@ -247,8 +247,8 @@ def bench_extraction(rows: list[dict], n_images: int, groups: int) -> None:
 import os, resource, tempfile, time, json
 import numpy as np, torch
 from PIL import Image
-from emergence.sources.layers import resolve_layers
-from emergence.sources.models import NetworkSpec, load_model
+from emergence.sources.models.layers import resolve_layers
+from emergence.sources.models.spec import NetworkSpec, load_model
 from emergence.extraction.extract import extract_statistics
 from emergence.extraction.preprocess import make_transform, load_image
 tmp = tempfile.mkdtemp()

@@ -105,8 +105,8 @@ def extraction(rows: list[dict], dev: str, n_images: int, n_cpu: int, size: int)
 
     from emergence.extraction.extract import extract_statistics
     from emergence.extraction.preprocess import load_image, make_transform
-    from emergence.sources.layers import resolve_layers
-    from emergence.sources.models import NetworkSpec, load_model
+    from emergence.sources.models.layers import resolve_layers
+    from emergence.sources.models.spec import NetworkSpec, load_model
 
     cfg = yaml.safe_load(open(ROOT / "config" / "paper.yaml"))
     tmp = tempfile.mkdtemp()

@@ -1,17 +1,16 @@
 """Scale rows of `make bench`: the 2 vs 2 test at k = 166 ... 1,854 vs the float32 matmul bound.
 
 The bound. One 2 vs 2 evaluation needs one k x k x k cross product ``C = W I^T`` (2 k^3 flops);
-everything else is O(k^2). The CPU engine computes it in float32 (then certifies every pair
-against float64, see ``emergence.stats._kernels``). The bound at k is the time of that float32
-product alone, ``(k x k) @ (k x k)`` with torch (the engine's own BLAS call), single-threaded,
-in the same process and minute as the engine it is compared with (best of repeats, and the
-faster of the plain product and the engine's, whose right factor is zero-padded to a multiple
-of 8 columns: at k = 1,854 the padded one is the faster). For
-permutations the bound is the faster of that product and the product of a batch of the
-pipeline's default size (``permutations.batch_size``: 8 matrices as one ``(8k x k) @ (k x k)``,
-as the engine computes it) divided by 8. The ratio is engine time / bound: how much the rest
-of the test (staging, permuting, the pair pass, certification, Python) costs on top of the one
-thing it cannot avoid.
+everything else is O(k^2). The CPU engine computes it in float32 (then certifies every pair against
+float64, see ``emergence.stats._two_vs_two_cpu``). The bound at k is the time of that float32
+product alone, ``(k x k) @ (k x k)`` with torch (the engine's own BLAS call), single-threaded, in
+the same process and minute as the engine it is compared with (best of repeats, and the faster of
+the plain product and the engine's, whose right factor is zero-padded to a multiple of 8 columns:
+at k = 1,854 the padded one is the faster). For permutations the bound is the faster of that
+product and the product of a batch of the pipeline's default size (``permutations.batch_size``: 8
+matrices as one ``(8k x k) @ (k x k)``, as the engine computes it) divided by 8. The ratio is
+engine time / bound: how much the rest of the test (staging, permuting, the pair pass,
+certification, Python) costs on top of the one thing it cannot avoid.
 
 Each k runs in its own single-threaded subprocess (numba, torch, BLAS at 1 thread).
 """

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from emergence.sources.imagenet_info import imagenet_classes
+from emergence.sources.common import imagenet_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]

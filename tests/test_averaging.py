@@ -14,9 +14,9 @@ import pytest
 from emergence.analysis import one_vs_two_rows
 from emergence.extraction.extract import extract_statistics
 from emergence.formats.activations import load_group
-from emergence.sources.layers import resolve_layers
-from emergence.sources.models import NetworkSpec, load_model
-from tests.test_folders import draw
+from emergence.sources.models.layers import resolve_layers
+from emergence.sources.models.spec import NetworkSpec, load_model
+from tests.test_sources_images_folders import draw
 
 CONCEPTS = ["c0", "c1", "c2", "c3", "c4"]
 PER = 3  # images averaged per concept

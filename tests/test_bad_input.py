@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emergence.sources.imagenet_info import imagenet_classes
+from emergence.sources.common import imagenet_classes
 from tests.conftest import GREY, N_CLASSES, error_lines, read_tsv, run_snakemake
 
 

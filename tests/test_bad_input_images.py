@@ -3,7 +3,7 @@
 * The image files are inputs of the DAG: an image overwritten, added or removed after a
   finished run reruns the images rule and what reads its manifest; an unreadable image the
   user removed is gone from the rebuilt manifest (the images rule's ``listing`` param,
-  :meth:`~emergence.sources.image_sources.ImageSourceSpec.fingerprint`).
+  :meth:`~emergence.sources.images.spec.ImageSourceSpec.fingerprint`).
 * Nothing is skipped without a word: every format PIL reads is an image; broken links,
   other files and second names of a file are recorded in ``images/skipped.tsv`` and on the
   console; a broken concept-folder link or one folder for two concepts stops with one line.
@@ -25,15 +25,13 @@ import pytest
 from PIL import Image
 
 from emergence.io import read_tsv
-from emergence.sources.folders import read_concept_table, read_label_map
-from emergence.sources.image_sources import FolderSource, ImageNetSource, ImageSourceSpec
-from emergence.sources.imagenet import scan_images
-from emergence.sources.imagenet_info import imagenet_classes
-from emergence.sources.images import read_manifest
-from emergence.sources.listing import Skipped, image_suffixes
-from emergence.sources.matching import match_concept
-from emergence.sources.names import code_points
-from emergence.sources.vector_files import load_keyed_vectors
+from emergence.sources.common import code_points, imagenet_classes, read_manifest
+from emergence.sources.images.folders import read_concept_table, read_label_map
+from emergence.sources.images.imagenet import scan_images
+from emergence.sources.images.listing import Skipped, image_suffixes
+from emergence.sources.images.spec import FolderSource, ImageNetSource, ImageSourceSpec
+from emergence.sources.words.matching import match_concept
+from emergence.sources.words.vector_files import load_keyed_vectors
 from tests.conftest import error_lines, run_snakemake
 
 CREME = "crème brûlée"  # NFC, as typed in a table
@@ -304,7 +302,7 @@ def test_what_is_left_out_is_recorded_with_its_reason(tmp_path: Path) -> None:
 def test_report_names_links_and_counts_the_rest(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from emergence.sources.listing import report_skipped
+    from emergence.sources.images.listing import report_skipped
 
     skipped = [Skipped("a", "img/a/x.png", "broken symbolic link (to /mnt/x.png)"),
                Skipped("a", "img/a/n.txt", "not a format PIL reads (.txt)"),

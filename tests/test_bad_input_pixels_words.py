@@ -16,11 +16,10 @@ from PIL import Image
 from emergence.concepts import select_concepts
 from emergence.extraction.preprocess import load_image
 from emergence.io import read_tsv, write_tsv
-from emergence.sources.folders import Concept
-from emergence.sources.images import ManifestRow
-from emergence.sources.lexicon import Lexicon
-from emergence.sources.vector_files import load_keyed_vectors
-from emergence.sources.words import KeyedVectorsSpec, WordModelSpec, embed_concepts
+from emergence.sources.common import Concept, ManifestRow
+from emergence.sources.words.lexicon import Lexicon
+from emergence.sources.words.spec import KeyedVectorsSpec, WordModelSpec, embed_concepts
+from emergence.sources.words.vector_files import load_keyed_vectors
 
 ORIENTATION = 0x0112  # the EXIF tag
 
@@ -89,8 +88,8 @@ def test_phone_jpeg_turned_sideways_loads_like_its_upright_twin(tmp_path: Path) 
 
 def test_extraction_feeds_the_upright_image_and_records_the_tags(tmp_path: Path) -> None:
     from emergence.extraction.extract import extract_statistics
-    from emergence.sources.layers import LayerSpec
-    from emergence.sources.models import NetworkSpec, load_model
+    from emergence.sources.models.layers import LayerSpec
+    from emergence.sources.models.spec import NetworkSpec, load_model
 
     u = upright()
     paths = [tagged(tmp_path / "phone.png", STORED[6](u), 6),
@@ -218,7 +217,7 @@ def test_auto_detects_the_header_behind_a_bom(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("variant", ["bom", "crlf", "bom+crlf"])
 def test_emoji_concept_table_with_bom_or_crlf(tmp_path: Path, variant: str) -> None:
-    from emergence.sources.emoji import load_concept_table
+    from emergence.sources.images.emoji import load_concept_table
 
     table = Path(__file__).resolve().parents[1] / "config" / "demo_concepts.tsv"
     text = table.read_text(encoding="utf-8")

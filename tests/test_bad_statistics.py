@@ -92,14 +92,14 @@ def test_constant_row_is_nan_on_every_engine_path() -> None:
 
 
 def test_float32_safe_rejects_nan_and_inf() -> None:
-    from emergence.stats import _kernels
+    from emergence.stats import _two_vs_two_cpu
 
     for bad in (np.nan, np.inf, -np.inf):
         m = np.eye(6)
         m[1, 2] = bad
-        assert not _kernels.float32_safe(m)
+        assert not _two_vs_two_cpu.float32_safe(m)
         out, out_t = np.zeros((6, 8)), np.zeros((6, 8))
-        safe, _ = _kernels.stage_one(m, m.view(np.int64), out, out_t,
+        safe, _ = _two_vs_two_cpu.stage_one(m, m.view(np.int64), out, out_t,
                                      np.zeros((6, 6), dtype=np.float32))
         assert not safe
 

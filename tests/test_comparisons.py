@@ -326,7 +326,7 @@ def test_bad_inputs() -> None:
 
 
 def test_pixel_layer_name_is_the_layers_one() -> None:
-    from emergence.sources.layers import PIXELS
+    from emergence.sources.models.layers import PIXELS
 
     assert cmp.PIXELS == PIXELS
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from emergence.concepts import select_concepts
-from emergence.sources.images import ManifestRow
+from emergence.sources.common import ManifestRow
 
 
 def rows(spec: list[tuple[str, str, list[str]]]) -> list[ManifestRow]:

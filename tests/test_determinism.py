@@ -80,8 +80,8 @@ EXTRACT = """
 import hashlib, sys
 import h5py
 from emergence.extraction.extract import extract_statistics
-from emergence.sources.layers import resolve_layers
-from emergence.sources.models import NetworkSpec, load_model
+from emergence.sources.models.layers import resolve_layers
+from emergence.sources.models.spec import NetworkSpec, load_model
 
 model = load_model(NetworkSpec("lite0", "tf_efficientnet_lite0", pretrained=False,
                                input_size=64))

@@ -39,10 +39,10 @@ from emergence.formats.word_matrix import read_word_matrix, write_word_matrix
 from emergence.io import atomic_h5, remove_stale_temporaries, scratch_dir, temporaries_of
 from emergence.ownership import HOST
 from emergence.runner import start
-from emergence.sources.images import ManifestRow
-from emergence.sources.layers import resolve_layers
-from emergence.sources.models import NetworkSpec, load_model
-from emergence.sources.words import WordModelSpec, embed_concepts
+from emergence.sources.common import ManifestRow
+from emergence.sources.models.layers import resolve_layers
+from emergence.sources.models.spec import NetworkSpec, load_model
+from emergence.sources.words.spec import WordModelSpec, embed_concepts
 from emergence.stats.similarity import similarity_matrix
 from tests.conftest import kill_when_ready
 

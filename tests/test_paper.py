@@ -22,7 +22,7 @@ import yaml
 from gensim.models import KeyedVectors
 from PIL import Image
 
-from emergence.sources.imagenet_info import imagenet_classes
+from emergence.sources.common import imagenet_classes
 from tests.conftest import error_lines
 
 ROOT = Path(__file__).resolve().parents[1]

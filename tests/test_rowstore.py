@@ -8,6 +8,7 @@ import errno
 import fcntl
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,116 @@ def test_device_moments_match_the_accumulator(chunk_features: int) -> None:
     np.testing.assert_allclose(got.sums, expected.sums, rtol=0, atol=1e-12 * scale)
     np.testing.assert_allclose(got.gram, expected.gram, rtol=0, atol=1e-12 * scale)
     np.testing.assert_allclose(got.correlation(), expected.correlation(), rtol=0, atol=1e-12)
+
+
+def test_disk_stores_stage_every_layout_and_dtype_the_same(tmp_path: Path) -> None:
+    """Float32 host batches are staged by numpy, the others (another dtype) by torch: any
+    layout, either path and numpy input give the same rows and the same statistics' bits."""
+    m = matrices()["conv"]
+    wide = np.concatenate([m, m], axis=1)
+
+    def contiguous(rows: slice) -> torch.Tensor:
+        return torch.from_numpy(m[rows].copy())
+
+    def column_slice(rows: slice) -> torch.Tensor:  # row stride 2 F: not contiguous
+        return torch.from_numpy(wide[rows])[:, WIDTHS["conv"]:]
+
+    def fortran(rows: slice) -> torch.Tensor:
+        return torch.from_numpy(np.asfortranarray(m[rows]))
+
+    def inference(rows: slice) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.from_numpy(m[rows]) * 1.0
+
+    def float64(rows: slice) -> torch.Tensor:  # torch's copy converts
+        return torch.from_numpy(m[rows].astype(np.float64))
+
+    def array(rows: slice) -> np.ndarray:
+        return m[rows]
+
+    results = []
+    for source in (contiguous, column_slice, fortran, inference, float64, array):
+        with RowStores(tmp_path / "stats.h5", N, BATCH, chunk_features=1) as stores:
+            stores.allocate({"conv": WIDTHS["conv"]}, torch.device("cpu"),
+                            device_budget_bytes=0, ram_budget_bytes=0)
+            assert stores.spilled == ["conv"]
+            for start in range(0, N, BATCH):
+                rows = slice(start, min(start + BATCH, N))
+                stores.write("conv", rows, source(rows))  # type: ignore[arg-type]
+            stores.flush()
+            assert np.array_equal(stores.rows("conv"), m), source.__name__
+            acc = stores.moments("conv")
+            results.append((source.__name__, acc.gram, acc.sums))
+    for name, gram, sums in results[1:]:
+        assert np.array_equal(gram, results[0][1]) and np.array_equal(sums, results[0][2]), name
+
+
+def test_the_kernel_loads_in_the_background_and_its_errors_come_from_moments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host stores start loading the statistics kernel on a thread at allocation (device
+    stores need none); a failure there is not swallowed: the statistics raise it."""
+    import emergence.stats._gram as gram
+
+    real_load = rowstore._load_kernel
+    loads: list[str] = []
+    monkeypatch.setattr(rowstore, "_load_kernel",
+                        lambda: loads.append(threading.current_thread().name))
+    with RowStores(tmp_path / "stats.h5", N, BATCH, chunk_features=1) as stores:
+        stores.allocate(WIDTHS, torch.device("cpu"), device_budget_bytes=1 << 30,
+                        ram_budget_bytes=0)
+        assert stores.on_device == list(WIDTHS)
+    assert loads == []
+    with RowStores(tmp_path / "stats.h5", N, BATCH, chunk_features=1) as stores:
+        stores.allocate(WIDTHS, torch.device("cpu"), device_budget_bytes=0, ram_budget_bytes=0)
+        fill(stores, matrices())
+        stores.moments("conv")
+    assert loads == ["load-kernel"]
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("kernel failed")
+
+    monkeypatch.setattr(rowstore, "_load_kernel", real_load)
+    monkeypatch.setattr(gram, "_accumulate", broken)
+    with RowStores(tmp_path / "stats.h5", N, BATCH, chunk_features=1) as stores:
+        stores.allocate(WIDTHS, torch.device("cpu"), device_budget_bytes=0, ram_budget_bytes=0)
+        fill(stores, matrices())
+        with pytest.raises(RuntimeError, match="kernel failed"):
+            stores.moments("conv")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_statistics_come_in_order_with_the_bits_of_one_store_at_a_time(
+    threads: int, tmp_path: Path
+) -> None:
+    """RowStores.statistics reduces host stores two at a time on two threads or more (one at
+    a time on one): the same bits as moments() one store after the other, in the order
+    asked for, device, RAM and disk stores alike; closing it early stops it cleanly."""
+    import numba
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("numba has fewer threads")
+    by_size = sorted(WIDTHS, key=WIDTHS.get)  # type: ignore[arg-type]
+    mats = matrices()
+    saved = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        with RowStores(tmp_path / "stats.h5", N, BATCH, chunk_features=1) as stores:
+            stores.allocate(WIDTHS, torch.device("cpu"), device_budget_bytes=nbytes(by_size[0]),
+                            ram_budget_bytes=nbytes(by_size[1]))
+            assert stores.on_device and stores.spilled
+            fill(stores, mats)
+            names = list(reversed(WIDTHS))
+            expected = [stores.moments(name) for name in names]
+            got = list(stores.statistics(names))
+            assert rowstore._statistics_lanes(threads) == threads
+            for name, a, b in zip(names, got, expected, strict=True):
+                assert a.n_features == b.n_features == WIDTHS[name]
+                for stat in ("sums", "gram", "shift"):
+                    assert np.array_equal(getattr(a, stat), getattr(b, stat)), (name, stat)
+            statistics = stores.statistics(names)
+            next(statistics)
+            statistics.close()
+            assert not [t for t in threading.enumerate() if t.name.startswith("statistics")]
+    finally:
+        numba.set_num_threads(saved)

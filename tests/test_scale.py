@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import emergence
-from emergence.stats import _kernels
+from emergence.stats import _two_vs_two_cpu
 from emergence.stats.permutation import permutation_null, permutations
 from emergence.stats.two_vs_two import TwoVsTwo, pair_indices
 from tests import literal
@@ -41,7 +41,7 @@ def test_pair_indices_at_k_1854() -> None:
     assert a.dtype == b.dtype == np.int64 and a.size == PAIRS == 1_717_731
     assert (a[0], b[0], a[-1], b[-1]) == (0, 1, K - 2, K - 1)
     assert np.all(a < b)
-    assert _kernels.cross_product_error(K) < 1e-3  # the bound stays usable
+    assert _two_vs_two_cpu.cross_product_error(K) < 1e-3  # the bound stays usable
 
 
 def test_engine_equals_float64_definition_and_literal_at_k_1854(spaces) -> None:
@@ -99,7 +99,7 @@ def test_batches_are_staged_in_chunks_with_the_same_counts() -> None:
     k = 30
     w = emergence.similarity_matrix(rng.standard_normal((k, 12)))
     mats = np.stack([emergence.similarity_matrix(rng.standard_normal((k, 9)))
-                     for _ in range(2 * _kernels.BATCH_CHUNK + 3)])
+                     for _ in range(2 * _two_vs_two_cpu.BATCH_CHUNK + 3)])
     engine = TwoVsTwo(w)
     one_by_one = np.array([float(engine.accuracy(m)) for m in mats])
     assert np.array_equal(engine.accuracy(mats), one_by_one)

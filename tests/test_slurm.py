@@ -154,19 +154,78 @@ def test_slurm_memory_no_node_has_stops_with_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "results" / "images").exists()
 
 
-def test_the_workflow_profile_sizes_every_rule_that_runs_a_job() -> None:
-    """Without an entry a job falls back to slurm/config.yaml's default-resources (60 min,
-    4,000 MB): the (then) bootstrap shards got half the permutations' run time that way."""
-    profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
-    sized = profile["set-resources"]
+def job_rules() -> set[str]:
+    """The rules that run a job (a script, shell or run block), from the rule files."""
     rules = set()
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
         for block in re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.MULTILINE)[1:]:
             if re.search(r"^    (script|shell|run):", block, re.MULTILINE):
                 rules.add(re.match(r"rule (\w+):", block).group(1))
+    return rules
+
+
+def test_the_workflow_profile_sizes_every_rule_that_runs_a_job() -> None:
+    """Without an entry a job falls back to slurm/config.yaml's default-resources (60 min,
+    4,000 MB): the (then) bootstrap shards got half the permutations' run time that way."""
+    profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    sized = profile["set-resources"]
+    rules = job_rules()
     assert {"images", "activations", "jackknife", "comparisons", "overview"} <= rules
     assert rules == set(sized), (rules - set(sized), set(sized) - rules)
     for rule, resources in sized.items():
         assert resources["mem_mb"] > 0 and resources["runtime"] > 0, rule
     assert sized["jackknife"] == sized["permutations"]
     assert profile["set-threads"]["jackknife"] == profile["set-threads"]["permutations"] == 1
+
+
+def dry_run_submissions(stdout: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """From `snakemake -n` output: the rules of the jobs submitted alone, and each group job
+    as (group, the rules of its jobs)."""
+    alone: list[str] = []
+    groups: list[tuple[str, list[str]]] = []
+    for line in stdout.splitlines():
+        if (m := re.search(r"Group job (\w+) \(jobs in lexicogr\. order\):$", line)):
+            groups.append((m.group(1), []))
+        elif (m := re.match(r"rule (\w+):$", line)):
+            alone.append(m.group(1))
+        elif (m := re.match(r" {4}rule (\w+):$", line)):
+            groups[-1][1].append(m.group(1))
+    return alone, groups
+
+
+def test_the_slurm_profile_groups_the_small_jobs(tmp_path: Path) -> None:
+    """`snakemake -n --profile slurm` (no cluster needed) on the tiny demo: every job of a
+    grouped rule runs in a group job of at most `group-components` jobs of its group's rules
+    (one CPU each: the group asks for that many CPUs, which must fit a node), the rest alone;
+    fewer submissions than jobs."""
+    profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    groups, components = profile["groups"], profile["group-components"]
+    assert set(groups) <= job_rules(), set(groups) - job_rules()  # no rule name mistyped
+    assert set(groups.values()) == set(components) and max(components.values()) <= 2
+    threads = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())[
+        "set-threads"]
+    for rule in groups:  # a grouped job asks for one CPU (the group sums them)
+        assert "threads:" not in _rule_block(rule) and rule not in threads, rule
+
+    proc = run(tmp_path, small_config(tmp_path), "-n", "--profile", "slurm")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    alone, group_jobs = dry_run_submissions(proc.stdout)
+    total = int(re.search(r"^total\s+(\d+)$", proc.stdout, re.MULTILINE).group(1))
+    assert len(alone) + sum(len(jobs) for _, jobs in group_jobs) == total
+    assert not set(alone) & set(groups), set(alone) & set(groups)
+    for group, jobs in group_jobs:
+        assert 1 <= len(jobs) <= components[group], (group, jobs)
+        assert {groups[rule] for rule in jobs} == {group}, (group, jobs)
+    assert {g for g, _ in group_jobs} == set(components)
+    # at most one group job per group is not full (the last chunk of its components)
+    assert sum(len(jobs) < components[g] for g, jobs in group_jobs) <= len(components)
+    submitted = len([r for r in alone if r != "default"]) + len(group_jobs)  # default: no job
+    assert submitted < total - 1, (submitted, total)  # here 45 submissions for 58 jobs
+
+
+def _rule_block(rule: str) -> str:
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.MULTILINE)[1:]:
+            if block.startswith(f"rule {rule}:"):
+                return block
+    raise AssertionError(f"no rule {rule}")

@@ -128,7 +128,7 @@ def test_rerun_only_the_new_word_model(demo_run: tuple[Path, dict]) -> None:
         "word_vectors": 1, "word_matrix": 1, "two_vs_two": 2, "permutations": 6,
         "jackknife": 6, "significance": 2, "one_vs_two": 2, "fig1_word_models": 2,
         # every comparisons table pairs its word model with the new one
-        "comparisons": 6, "fig3_control": 1, **AGGREGATES}
+        "comparisons": 6, "trained_minus_control": 1, **AGGREGATES}
 
 
 @pytest.mark.slow
@@ -151,7 +151,7 @@ def test_rerun_a_new_layer_only_reruns_its_network(demo_run: tuple[Path, dict]) 
     assert planned(tmp, new) == {
         "activations": 2, "two_vs_two": 2, "permutations": 6, "jackknife": 6,
         "significance": 2, "comparisons": 2, "one_vs_two": 2, "fig1_word_models": 1,
-        "fig2_layers": 1, "fig3_control": 1, "fig4_one_vs_two": 1, "overview": 1,
+        "fig2_layers": 1, "trained_minus_control": 1, "fig4_one_vs_two": 1, "overview": 1,
         **AGGREGATES}
 
 
@@ -177,7 +177,7 @@ def test_rerun_master_seed_touches_no_forward_pass(demo_run: tuple[Path, dict]) 
     new["seed"] = cfg["seed"] + 1
     assert planned(tmp, new) == {
         "permutations": 12, "jackknife": 12, "significance": 4, "comparisons": 4,
-        "one_vs_two": 4, "fig1_word_models": 2, "fig2_layers": 1, "fig3_control": 1,
+        "one_vs_two": 4, "fig1_word_models": 2, "fig2_layers": 1, "trained_minus_control": 1,
         "fig4_one_vs_two": 2, "overview": 1, **AGGREGATES}
 
 
@@ -191,7 +191,7 @@ def test_rerun_a_measure_touches_only_the_score_branch(demo_run: tuple[Path, dic
     assert planned(tmp, new) == {
         "two_vs_two": 4, "permutations": 12, "jackknife": 12, "significance": 4,
         "comparisons": 4, "summary_two_vs_two": 1, "fig1_word_models": 2, "fig2_layers": 1,
-        "fig3_control": 1, "overview": 1, "default": 1}
+        "trained_minus_control": 1, "overview": 1, "default": 1}
 
 
 @pytest.mark.slow
@@ -200,7 +200,7 @@ def test_rerun_jackknife_pairs_touches_no_score_or_null(demo_run: tuple[Path, di
     new = copy.deepcopy(cfg)
     new["intervals"]["pairs"] = 30
     tables = {"significance": 4, "comparisons": 4, "summary_two_vs_two": 1,
-              "fig1_word_models": 2, "fig2_layers": 1, "fig3_control": 1, "overview": 1,
+              "fig1_word_models": 2, "fig2_layers": 1, "trained_minus_control": 1, "overview": 1,
               "default": 1}
     assert planned(tmp, new) == {"jackknife": 12, **tables}
     # what the intervals generalise over, and their level, rerun only the tables

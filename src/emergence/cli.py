@@ -116,7 +116,7 @@ def layers_table(entries: Sequence[ModuleOutput], *, depth: int | None = None,
                  match: str | None = None) -> str:
     """The table: module path, class, output shape, features, and a note (``T``: a token
     output, ``tokens:`` applies; ``-``: not hookable, why)."""
-    from emergence.sources.layers import _glob
+    from emergence.sources.models.layers import _glob
 
     rows = []
     for entry in entries:
@@ -142,7 +142,7 @@ def layers_table(entries: Sequence[ModuleOutput], *, depth: int | None = None,
 
 
 def _spec(model: str, pretrained: bool, input_size: int | None) -> Any:
-    from emergence.sources.models import NetworkSpec
+    from emergence.sources.models.spec import NetworkSpec
 
     if model.startswith("python:"):
         return NetworkSpec("layers", source="python", factory=model[len("python:"):],
@@ -151,7 +151,7 @@ def _spec(model: str, pretrained: bool, input_size: int | None) -> Any:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from emergence.sources.models import load_model
+    from emergence.sources.models.spec import load_model
 
     loaded = load_model(_spec(args.model, args.pretrained, args.input_size))
     size = tuple(int(d) for d in loaded.data_config["input_size"])

@@ -61,7 +61,7 @@ from emergence.stats.jackknife import COMPANIONS
 from emergence.uncertainty import WITHHELD, Samples, interval_and_p, resolve_factors
 
 PIXELS = "pixels"
-"""The pixel baseline's layer name (:data:`emergence.sources.layers.PIXELS`; not imported
+"""The pixel baseline's layer name (:data:`emergence.sources.models.layers.PIXELS`; not imported
 from there, which needs torch: this module runs in the statistics env)."""
 
 __all__ = ["COMPARISONS", "COMPARISON_COLUMNS", "comparison_rows"]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from emergence.io import read_tsv, write_tsv
-from emergence.sources.images import ManifestRow, candidates
+from emergence.sources.common import ManifestRow, candidates
 from emergence.stats.similarity import similarity_matrix
 from emergence.stats.two_vs_two import MIN_CONCEPTS  # fewest kept concepts: the 2 vs 2 minimum
 

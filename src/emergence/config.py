@@ -2,9 +2,9 @@
 
 :func:`check_config` runs when the DAG is built. It validates the config against the JSON
 schema and fills in the schema's defaults in the same pass, then builds the spec of every
-section (:class:`~emergence.sources.image_sources.ImageSourceSpec`,
-:class:`~emergence.sources.models.NetworkSpec`,
-:class:`~emergence.sources.words.WordModelSpec`), each checking what a schema cannot say,
+section (:class:`~emergence.sources.images.spec.ImageSourceSpec`,
+:class:`~emergence.sources.models.spec.NetworkSpec`,
+:class:`~emergence.sources.words.spec.WordModelSpec`), each checking what a schema cannot say,
 and the checks across sections; it returns them as a :class:`Study`. Every problem is a
 :class:`ConfigError` in one line naming the key. Rules get their slice as ``spec.params()``;
 job scripts rebuild the spec with ``from_params``.
@@ -23,9 +23,9 @@ import jsonschema
 import yaml
 
 from emergence.errors import ConfigError
-from emergence.sources.image_sources import ImageSourceSpec
-from emergence.sources.models import NetworkSpec, network_specs
-from emergence.sources.words import WordModelSpec
+from emergence.sources.images.spec import ImageSourceSpec
+from emergence.sources.models.spec import NetworkSpec, network_specs
+from emergence.sources.words.spec import WordModelSpec
 from emergence.stats.measures import MeasureSpec
 
 __all__ = ["ConfigError", "Study", "check_config"]
@@ -187,8 +187,11 @@ def _study(config: Mapping[str, Any]) -> Study:
         if unknown:
             raise ConfigError(f"config key 'one_vs_two.groups': unknown group(s) {unknown} "
                               f"(groups: {', '.join(images.group_names())})")
+    measures = MeasureSpec.from_config(config)
+    for spec in word_models.values():  # e.g. a similarity matrix has no features for CKA
+        spec.check_study(measures.names)
     return Study(results=config["results"], seed=config["seed"], images=images,
                  networks=networks, word_models=word_models,
                  primary_word_model=primary or next(iter(word_models)),
                  label_map=config["one_vs_two"].get("label_map"),
-                 measures=MeasureSpec.from_config(config))
+                 measures=measures)

@@ -3,3 +3,9 @@
 
 class ConfigError(ValueError):
     """A configuration problem, described in one line that names the key."""
+
+
+class InputFileError(ValueError):
+    """A problem in a user's data file (a precomputed representation: its ids or values),
+    described in one line that names the file and the ids concerned (the first few and how
+    many)."""

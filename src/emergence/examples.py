@@ -1,7 +1,7 @@
 """Example model factories for ``source: python`` networks (config/custom.yaml).
 
 A factory is any importable function that returns an ``nn.Module`` (or a ``(module,
-data_config)`` or ``(module, transform)`` pair, see :mod:`emergence.sources.factories`);
+data_config)`` or ``(module, transform)`` pair, see :mod:`emergence.sources.models.factories`);
 the workflow calls it under ``torch.manual_seed(seed)``. This one is a small CNN, random
 init, to show the interface without a download.
 """

@@ -156,10 +156,12 @@ def image_outputs():
 
 
 def word_vector_inputs(wildcards):
-    """The manifest, and the source's concept table where it writes one (folders): the
-    words and definitions the word models read instead of timm's ImageNet tables."""
+    """The manifest, the source's concept table where it writes one (folders): the words
+    and definitions the word models read instead of timm's ImageNet tables, and the word
+    model's own data files (a vector file, a precomputed embedding or similarity matrix)."""
     outputs = STUDY.images.outputs(R)
-    return {name: outputs[name] for name in ("manifest", "concepts") if name in outputs}
+    return {**{name: outputs[name] for name in ("manifest", "concepts") if name in outputs},
+            **STUDY.word_models[wildcards.word_model].input_files()}
 
 
 def one_vs_two_inputs(wildcards):
@@ -260,5 +262,5 @@ def all_outputs():
     for net in TRAINED:
         out += figure_paths(f"fig2_layers_{net}")
         if INTERVALS and STUDY.controls_of(net):
-            out += figure_paths(f"fig3_control_{net}")
+            out += figure_paths(f"trained_minus_control_{net}")
     return out

@@ -46,23 +46,23 @@ rule fig2_layers:
         "../scripts/fig2_layers.py"
 
 
-rule fig3_control:
+rule trained_minus_control:
     input:
         f"{R}/two_vs_two/{{network}}/{PRIMARY_WM}/comparisons.tsv",
     output:
-        report(figure_paths("fig3_control_{network}"),
-               caption="../report/fig3.rst", category="Figures"),
+        report(figure_paths("trained_minus_control_{network}"),
+               caption="../report/trained_minus_control.rst", category="Figures"),
     log:
-        f"{R}/logs/figures/fig3_{{network}}.log",
+        f"{R}/logs/figures/trained_minus_control_{{network}}.log",
     params:
         labels=lambda wc: labels(wc.network, *STUDY.controls_of(wc.network), PRIMARY_WM),
         alpha=config["figures"]["alpha"],
     conda:
         "../../envs/figures.yaml"
     benchmark:
-        f"{R}/benchmarks/figures/fig3_control_{{network}}.tsv"
+        f"{R}/benchmarks/figures/trained_minus_control_{{network}}.tsv"
     script:
-        "../scripts/fig3_control.py"
+        "../scripts/trained_minus_control.py"
 
 
 rule fig4_one_vs_two:

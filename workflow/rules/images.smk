@@ -1,6 +1,6 @@
 # Stimuli: the images of each group, the manifest every later step reads, and whatever else
 # the source writes (skipped concepts, rendered images, the concept table): one rule for
-# every source, its files and params from the source's spec (emergence.sources.image_sources).
+# every source, its files and params from the source's spec (emergence.sources.images.spec).
 
 
 rule images:

@@ -3,9 +3,9 @@ import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 from emergence.device import job_device
 from emergence.extraction.extract import extract_statistics
 from emergence.runner import start
-from emergence.sources.images import group_rows, read_manifest
-from emergence.sources.layers import resolve_layers
-from emergence.sources.models import NetworkSpec, load_model
+from emergence.sources.common import group_rows, read_manifest
+from emergence.sources.models.layers import resolve_layers
+from emergence.sources.models.spec import NetworkSpec, load_model
 
 smk = snakemake  # noqa: F821
 log = start(smk)

@@ -1,8 +1,8 @@
 import _src  # noqa: F401  (src/ on sys.path, thread pools capped: see _src.py)
 
 from emergence.runner import start
-from emergence.sources.image_sources import ImageSourceSpec
-from emergence.sources.listing import report_skipped
+from emergence.sources.images.listing import report_skipped
+from emergence.sources.images.spec import ImageSourceSpec
 
 smk = snakemake  # noqa: F821
 log = start(smk)

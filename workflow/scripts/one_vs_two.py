@@ -9,7 +9,7 @@ from emergence.formats.activations import load_groups
 from emergence.formats.word_matrix import read_word_matrix
 from emergence.io import write_tsv
 from emergence.runner import start
-from emergence.sources.folders import read_label_map
+from emergence.sources.images.folders import read_label_map
 
 smk = snakemake  # noqa: F821
 log = start(smk)

@@ -5,15 +5,14 @@ from emergence.concepts import (
     collapsed_senses,
     kept_concepts,
     select_concepts,
-    word_gram_matrix,
-    word_similarity_matrix,
     write_concepts,
 )
 from emergence.formats.vectors import read_word_vectors
 from emergence.formats.word_matrix import write_word_matrix
 from emergence.io import read_tsv
 from emergence.runner import start
-from emergence.sources.images import read_manifest
+from emergence.sources.common import read_manifest
+from emergence.sources.words.spec import WordModelSpec
 
 smk = snakemake  # noqa: F821
 log = start(smk)
@@ -28,8 +27,8 @@ if collapsed := collapsed_senses(rows):
     log.info("%s: %s", wm, collapsed)
 check_enough_concepts(rows, wm, smk.input[f"coverage_{wm}"])
 wnids, vectors = read_word_vectors(smk.input.vectors)
-w_mat = word_similarity_matrix(wm, wnids, vectors, kept)
-write_word_matrix(smk.output.matrix, wm, smk.params.spec, kept, w_mat, vectors.shape[1],
-                  word_gram_matrix(wnids, vectors, kept))
+# W and the Gram matrix: from the vectors, or a precomputed similarity matrix itself
+w_mat, gram = WordModelSpec.from_params(smk.params.spec).word_matrices(wm, wnids, vectors, kept)
+write_word_matrix(smk.output.matrix, wm, smk.params.spec, kept, w_mat, vectors.shape[1], gram)
 write_concepts(smk.output.concepts, rows)
 assert kept_concepts(smk.output.concepts) == kept

@@ -4,10 +4,9 @@ from emergence.concepts import COVERAGE_COLUMNS
 from emergence.formats.vectors import write_word_vectors
 from emergence.io import write_tsv
 from emergence.runner import start
-from emergence.sources.folders import read_concepts
-from emergence.sources.images import candidates, read_manifest
-from emergence.sources.lexicon import IMAGENET, Lexicon
-from emergence.sources.words import WordModelSpec, embed_concepts
+from emergence.sources.common import candidates, read_concepts, read_manifest
+from emergence.sources.words.lexicon import IMAGENET, Lexicon
+from emergence.sources.words.spec import WordModelSpec, embed_concepts
 
 smk = snakemake  # noqa: F821
 log = start(smk)
@@ -19,6 +18,7 @@ lexicon = Lexicon(read_concepts(smk.input.concepts)) if "concepts" in smk.input.
 result = embed_concepts(spec, concepts, lexicon, spec.job_device(smk.resources.get("gpu", 0)))
 wm = smk.wildcards.word_model
 log.info("%s covers %d of %d concepts", wm, len(result.wnids), len(concepts))
-write_word_vectors(smk.output.vectors, wm, smk.params.spec, result.wnids, result.vectors)
+write_word_vectors(smk.output.vectors, wm, smk.params.spec, result.wnids, result.vectors,
+                   result.attrs)
 write_tsv(smk.output.coverage, [{"word_model": wm, **r} for r in result.records],
           COVERAGE_COLUMNS)

@@ -57,8 +57,8 @@ from emergence.formats.activations import (
     write_root,
 )
 from emergence.io import atomic_h5
-from emergence.sources.layers import LayerSpec, check_layer_name
-from emergence.sources.models import LoadedModel
+from emergence.sources.models.layers import LayerSpec, check_layer_name
+from emergence.sources.models.loaded import LoadedModel
 
 __all__ = ["ExtractionSummary", "extract_statistics"]
 
@@ -120,12 +120,12 @@ def extract_statistics(
     Parameters
     ----------
     model : LoadedModel
-        From :func:`emergence.sources.models.load_model`; moved to ``device`` for the run and
+        From :func:`emergence.sources.models.spec.load_model`; moved to ``device`` for the run and
         back to its original device afterwards.
     image_paths : sequence of path
         Images, in the row order of every output matrix.
     layers : sequence of LayerSpec
-        From :func:`emergence.sources.layers.resolve_layers`.
+        From :func:`emergence.sources.models.layers.resolve_layers`.
     out_path : path
         HDF5 file to write (parent directories are created). Written atomically:
         ``.<name>.tmp-<host>-<pid>`` beside it, then renamed (:func:`emergence.io.atomic_path`);
@@ -270,20 +270,22 @@ def _write_activations(
     progress: bool,
 ) -> None:
     """The activations file: root attributes, image columns, predictions, then each layer's
-    statistics as its store is reduced (a disk store's file is released right after)."""
+    statistics in order as the stores are reduced (:meth:`RowStores.statistics`: two at a
+    time on two threads or more; a disk store's file is released once written)."""
     with atomic_h5(out) as h5:
         write_root(h5, extra_attrs, **root)
         for key, values in columns.items():
             write_image_column(h5, key, values)
         write_predictions(h5, predictions.top_index, predictions.top_prob,
                           predictions.n_classes, predictions.class_wnids, predictions.label_set)
-        for index, spec in enumerate(
-            tqdm(layers, desc="statistics", unit="layer", file=sys.stderr, disable=not progress)
-        ):
-            acc = stores.moments(spec.name)
-            raw = (stores.rows(spec.name) if stores.features(spec.name) <= keep_raw_max_features
-                   else None)
-            write_layer(h5, spec.name, module=spec.module, index=index,
-                        shape=shapes[spec.name], acc=acc, activations=raw,
-                        extra=layer_attrs.get(spec.name))
-            stores.release(spec.name)
+        statistics = contextlib.closing(stores.statistics([spec.name for spec in layers]))
+        with statistics as accumulators:
+            for index, (spec, acc) in enumerate(zip(
+                tqdm(layers, desc="statistics", unit="layer", file=sys.stderr,
+                     disable=not progress), accumulators, strict=True)):
+                raw = (stores.rows(spec.name)
+                       if stores.features(spec.name) <= keep_raw_max_features else None)
+                write_layer(h5, spec.name, module=spec.module, index=index,
+                            shape=shapes[spec.name], acc=acc, activations=raw,
+                            extra=layer_attrs.get(spec.name))
+                stores.release(spec.name)

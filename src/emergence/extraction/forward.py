@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from emergence.extraction.preprocess import ImageBatches
 from emergence.extraction.tokens import TokenReduction, patch_count, patch_embeds
 from emergence.formats.activations import TOP_K
-from emergence.sources.imagenet_info import class_wnids
-from emergence.sources.layers import LayerSpec
+from emergence.sources.common import class_wnids
+from emergence.sources.models.layers import LayerSpec
 
 __all__ = ["Capture", "Predictions", "deterministic", "forward_pass", "moved_to",
            "torch_threads"]

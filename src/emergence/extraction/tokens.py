@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from emergence.sources.layers import TOKENS
+from emergence.sources.models.layers import TOKENS
 
 __all__ = ["TokenLayout", "TokenReduction", "patch_embeds", "token_layout"]
 

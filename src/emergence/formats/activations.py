@@ -34,7 +34,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emergence.io import open_h5
+from emergence.sources.common import is_wnid
 from emergence.stats.similarity import PearsonAccumulator
 
 __all__ = [
@@ -307,9 +307,6 @@ def _strings(ds: h5py.Dataset) -> list[str]:
     return ds.asstr()[()].tolist()
 
 
-_WNID = re.compile(r"n\d{8}")
-
-
 def _concept_moments(layer: h5py.Group, members: NDArray[np.intp]) -> PearsonAccumulator:
     """The Pearson statistics of each concept's mean row (``members``: k x n image indices;
     n = 1: the images themselves), exact in float64 (see :func:`averaged_correlation`)."""
@@ -358,7 +355,7 @@ def _predicted(f: h5py.File, rows: NDArray[np.intp], kept_wnids: Sequence[str],
             return none, labels, ("the network's class labels are not ImageNet wnids; set "
                                   "one_vs_two.label_map (columns label = class index, "
                                   "concept_id)")
-        if not any(_WNID.fullmatch(w) for w in kept_wnids):
+        if not any(is_wnid(w) for w in kept_wnids):
             return none, labels, ("no concept id is an ImageNet wnid, the network's labels; "
                                   "set one_vs_two.label_map (columns label, concept_id)")
     at = {w: i for i, w in enumerate(kept_wnids)}

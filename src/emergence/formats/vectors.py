@@ -3,9 +3,12 @@
 Layout (written by the ``word_vectors`` rule, read by ``word_matrix``):
 
 * attrs ``what``, ``word_model``, ``spec`` (``repr`` of the rule's params),
-  ``dimension``;
+  ``dimension``, and what else identifies the vectors (``CoverageResult.attrs``: a
+  language model's ``revision``, ``weights_sha256``, ``layer``, ``pooling``, ``template``;
+  a precomputed file's ``file_sha256``);
 * ``wnid``: UTF-8 strings, one per row, in candidate order;
-* ``vectors``: ``n x dimension`` float64.
+* ``vectors``: ``n x dimension`` float64 (a ``similarity`` word model: the ``n x n``
+  matrix itself, columns in row order; attr ``representation``).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ __all__ = ["read_word_vectors", "write_word_vectors"]
 
 def write_word_vectors(path: str | os.PathLike[str], word_model: str,
                        params: Mapping[str, Any], wnids: Sequence[str],
-                       vectors: np.ndarray) -> None:
-    """Write the vectors (rows: ``wnids``) of ``word_model`` atomically."""
-    attrs = {"what": "word vectors of the candidate concepts", "word_model": word_model,
-             "spec": repr(dict(params)), "dimension": int(vectors.shape[1])}
+                       vectors: np.ndarray, extra: Mapping[str, Any] | None = None) -> None:
+    """Write the vectors (rows: ``wnids``) of ``word_model`` atomically, with ``extra``
+    attributes (they may not replace the four above)."""
+    attrs = {**(extra or {}), "what": "word vectors of the candidate concepts",
+             "word_model": word_model, "spec": repr(dict(params)),
+             "dimension": int(vectors.shape[1])}
     with atomic_h5(path, attrs) as f:
         str_dataset(f, "wnid", wnids)
         f.create_dataset("vectors", data=vectors)

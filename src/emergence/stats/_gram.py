@@ -22,8 +22,8 @@ any multiple of ``KC`` columns gives bit-identical statistics (the extraction's 
 and disk stores rely on this).
 
 Entry point: :class:`ShiftedMoments` (what ``PearsonAccumulator`` uses); ``KC`` is the
-column block size chunked readers align to, public as
-:data:`emergence.stats.similarity.CHUNK_COLUMNS`.
+column block size chunked readers align to, :data:`emergence.stats._columns.CHUNK_COLUMNS`
+(public as :data:`emergence.stats.similarity.CHUNK_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from emergence.stats.similarity import CHUNK_COLUMNS
+from emergence.stats._columns import CHUNK_COLUMNS
 
 __all__ = ["KC", "ROW_BLOCK", "ShiftedMoments"]
 
@@ -105,7 +105,7 @@ def _mixed4(r0, r1, r2, r3, q0, q1, q2, q3, s0, s1, s2, s3, width):  # pragma: n
             a20, a21, a22, a23, a30, a31, a32, a33)
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def _chunk(flat, rs, n, f, column, shift, sums, gram, bi, bj, threads):  # pragma: no cover
     """Add columns 0 ... f of the n rows ``flat[i * rs : i * rs + f]`` (absolute column
     ``column`` onwards) to ``sums`` and the upper 4 x 4 blocks of ``gram``."""

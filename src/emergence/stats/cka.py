@@ -118,9 +118,9 @@ def permuted_upper_dot(w: NDArray[np.float64], m: NDArray[np.float64], perms: ND
     """``sum_{i<j} w[i, j] m[p_i, p_j]`` per permutation ``p`` (``w`` zero on and below the
     diagonal): numba on the CPU, float64 torch on CUDA; the same bits at any thread count."""
     if dev.type == "cpu":
-        from emergence.stats import _kernels
+        from emergence.stats import _two_vs_two_cpu
 
-        return _kernels.permuted_upper_dot(w, m, perms)
+        return _two_vs_two_cpu.permuted_upper_dot(w, m, perms)
     import torch
 
     p = torch.from_numpy(perms).to(dev)

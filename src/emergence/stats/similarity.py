@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from emergence.stats._columns import CHUNK_COLUMNS
+
 if TYPE_CHECKING:
     from emergence.stats._gram import ShiftedMoments
 
@@ -22,10 +24,6 @@ __all__ = ["CHUNK_COLUMNS", "SHIFT_COLUMNS", "PearsonAccumulator", "similarity_m
            "correlation_from_moments"]
 
 SHIFT_COLUMNS = 1024  # each row is shifted by the mean of (at most) its first 1,024 columns
-CHUNK_COLUMNS = 1024
-"""Column chunks whose widths are multiples of this give bit-identical statistics however the
-matrix is cut: the kernel's cache block (:mod:`emergence.stats._gram`), which chunked readers
-align to."""
 
 
 class PearsonAccumulator:

@@ -22,7 +22,7 @@ Pearson correlation needed is a few gathers into row sums, row sums of squares a
 the cross-product matrix ``C = W I^T``. Batches of image matrices (the permutation
 null) are one batched matmul. That float64 computation (:meth:`TwoVsTwo.outcomes`) is the
 definition; :class:`TwoVsTwo` runs it on CUDA, and on the CPU takes its counts from a
-:class:`~emergence.stats._kernels.CpuEngine`, fused numba kernels that compute ``C`` in
+:class:`~emergence.stats._two_vs_two_cpu.CpuEngine`, fused numba kernels that compute ``C`` in
 float32 and certify each pair's decision against the float64 one, recomputing the few
 they cannot certify in float64; both give the float64 counts.
 
@@ -49,7 +49,7 @@ from emergence.stats.similarity import similarity_matrix
 if TYPE_CHECKING:  # torch loads with the first engine: importing the constants stays cheap
     import torch
 
-    from emergence.stats._kernels import CpuEngine
+    from emergence.stats._two_vs_two_cpu import CpuEngine
 
 __all__ = [
     "MIN_CONCEPTS",
@@ -98,7 +98,7 @@ def check_permutations(perms: ArrayLike, k: int) -> NDArray[np.int64]:
 
     The kernels index with these values unchecked (an index >= k reads outside the
     matrix), so every entry point that takes permutations calls this first. One O(B k)
-    pass (:func:`emergence.stats._kernels.invalid_permutation`).
+    pass (:func:`emergence.stats._two_vs_two_cpu.invalid_permutation`).
     """
     arr = np.asarray(perms)
     if arr.ndim != 2 or arr.shape[1] != k:
@@ -107,9 +107,9 @@ def check_permutations(perms: ArrayLike, k: int) -> NDArray[np.int64]:
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"permutations must be integers, got dtype {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.int64)
-    from emergence.stats import _kernels
+    from emergence.stats import _two_vs_two_cpu
 
-    row, col = _kernels.invalid_permutation(arr, k)
+    row, col = _two_vs_two_cpu.invalid_permutation(arr, k)
     if row >= 0:
         v = int(arr[row, col])
         why = (f"index {v} is outside 0..{k - 1}" if not 0 <= v < k
@@ -126,7 +126,7 @@ class TwoVsTwo:
     The definition is :meth:`outcomes`: the float64 computation from the sufficient
     statistics (module doc), on any torch device. :meth:`accuracy` and
     :meth:`permuted_accuracy` give its counts through the engine of the device: on CUDA
-    the definition itself, batched; on the CPU a :class:`~emergence.stats._kernels.CpuEngine`
+    the definition itself, batched; on the CPU a :class:`~emergence.stats._two_vs_two_cpu.CpuEngine`
     (certified float32 kernels, the same counts), which declines the matrices its bound
     does not cover (they are decided by the definition).
 
@@ -153,7 +153,7 @@ class TwoVsTwo:
         self._device = resolve_device(self.device)
         self.W = torch.from_numpy(w).to(self._device)
         if self._device.type == "cpu":
-            from emergence.stats._kernels import CpuEngine
+            from emergence.stats._two_vs_two_cpu import CpuEngine
 
             self._cpu = CpuEngine(w, TIE_TOLERANCE)
 
