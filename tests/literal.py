@@ -439,6 +439,44 @@ def boot_mutual_knn(sx: np.ndarray, sy: np.ndarray, m: np.ndarray, k: int) -> fl
     return shared / (n * k)
 
 
+# ---- language models layer by layer (issue 22)
+# A concept's tokens inside its prompt: the template is filled by plain string replacement,
+# the word starts where the text before {word} ends, and a token is the word's when one of
+# the word's characters lies inside the token's characters [a, b) (special tokens never).
+
+
+def filled_template(template: str, word: str, gloss: str) -> tuple[str, int, int]:
+    """The text, and the word's first and one-past-last character."""
+    before, after = template.split("{word}")
+    before = before.replace("{gloss}", gloss)
+    return before + word + after.replace("{gloss}", gloss), len(before), len(before) + len(word)
+
+
+def concept_token_positions(offsets: list[tuple[int, int]], special: list[int], start: int,
+                            end: int) -> list[int]:
+    """Character by character: the position of every token that holds a character of the
+    word, each once, in order."""
+    positions: list[int] = []
+    for char in range(start, end):
+        for position, ((a, b), is_special) in enumerate(zip(offsets, special, strict=True)):
+            if not is_special and a <= char < b and position not in positions:
+                positions.append(position)
+    return sorted(positions)
+
+
+def pooled(states: np.ndarray, positions: list[int], pooling: str) -> np.ndarray:
+    """mean: the tokens' hidden states added one after the other in float64, divided by
+    their number; last: the last token's; cls: the first position's."""
+    if pooling == "cls":
+        return np.array(states[0], dtype=np.float64)
+    if pooling == "last":
+        return np.array(states[positions[-1]], dtype=np.float64)
+    total = np.zeros(states.shape[1], dtype=np.float64)
+    for position in positions:
+        total = total + np.asarray(states[position], dtype=np.float64)
+    return total / len(positions)
+
+
 # ---- jackknife and calibrated intervals (helper h20)
 # A jackknife sample is the study without one or two concepts: every measure of the kept
 # concepts' matrices (similarities restricted; Gram matrices re-centred over them).
@@ -625,41 +663,3 @@ def slope(values: list[float], positions: list[float]) -> float:
     my = sum(values) / len(values)
     return (sum((x - mx) * (y - my) for x, y in zip(positions, values, strict=True))
             / sum((x - mx) ** 2 for x in positions))
-
-
-# ---- language models layer by layer (issue 22)
-# A concept's tokens inside its prompt: the template is filled by plain string replacement,
-# the word starts where the text before {word} ends, and a token is the word's when one of
-# the word's characters lies inside the token's characters [a, b) (special tokens never).
-
-
-def filled_template(template: str, word: str, gloss: str) -> tuple[str, int, int]:
-    """The text, and the word's first and one-past-last character."""
-    before, after = template.split("{word}")
-    before = before.replace("{gloss}", gloss)
-    return before + word + after.replace("{gloss}", gloss), len(before), len(before) + len(word)
-
-
-def concept_token_positions(offsets: list[tuple[int, int]], special: list[int], start: int,
-                            end: int) -> list[int]:
-    """Character by character: the position of every token that holds a character of the
-    word, each once, in order."""
-    positions: list[int] = []
-    for char in range(start, end):
-        for position, ((a, b), is_special) in enumerate(zip(offsets, special, strict=True)):
-            if not is_special and a <= char < b and position not in positions:
-                positions.append(position)
-    return sorted(positions)
-
-
-def pooled(states: np.ndarray, positions: list[int], pooling: str) -> np.ndarray:
-    """mean: the tokens' hidden states added one after the other in float64, divided by
-    their number; last: the last token's; cls: the first position's."""
-    if pooling == "cls":
-        return np.array(states[0], dtype=np.float64)
-    if pooling == "last":
-        return np.array(states[positions[-1]], dtype=np.float64)
-    total = np.zeros(states.shape[1], dtype=np.float64)
-    for position in positions:
-        total = total + np.asarray(states[position], dtype=np.float64)
-    return total / len(positions)

@@ -16,7 +16,7 @@ features (:mod:`emergence.sources.models.features`). :func:`read_keyed_matrix` r
     the 2-D dataset ``dataset`` (default ``data``) and the dataset ``ids`` (strings) beside
     it in the same group.
 
-Ids are compared in Unicode NFC (:mod:`emergence.sources.names`). Every problem is one line
+Ids are compared in Unicode NFC (:func:`emergence.sources.common.nfc`). Every problem is one line
 (:class:`~emergence.errors.InputFileError`) naming the file and the ids, the first few and
 how many: duplicate ids, non-finite values (nan, inf), a matrix whose shape does not match
 its ids, a "similarity" that is not square or not symmetric, ids that are missing
