@@ -71,7 +71,7 @@ class MeasureSpec:
         object.__setattr__(self, "names", tuple(m for m in MEASURES if m in self.names))
 
     def params(self) -> dict[str, Any]:
-        """What the score, null and bootstrap jobs depend on (their rule params)."""
+        """What the score, null and jackknife jobs depend on (their rule params)."""
         return {"names": list(self.names), "rsa_method": self.rsa_method,
                 "mutual_knn_k": self.knn_k}
 
@@ -99,7 +99,7 @@ class MeasureSpec:
         """Every measure for every layer: ``{measure: (L,)}``. A layer whose similarity
         (or Gram) matrix has non-finite entries cannot be scored: NaN for every measure (CKA
         included, although its Gram matrix is defined, so that a layer is scored by all
-        measures or by none), as in the nulls and the bootstrap."""
+        measures or by none), as in the nulls and the jackknife."""
         from emergence.stats.cka import cka_from_gram
         from emergence.stats.knn import mutual_knn_from_similarity
         from emergence.stats.rsa import rsa_from_similarity

@@ -17,7 +17,7 @@
       needs only the concept x concept matrix;
     * RSA correlates the upper triangles, mutual kNN takes each concept's nearest
       neighbours by similarity: the matrix is enough for both, and their nulls and
-      bootstraps permute and resample its rows and columns as they do ``W``'s;
+      jackknife permute and delete its rows and columns as they do ``W``'s;
     * CKA needs a Gram matrix of features (a kernel); a similarity matrix is one only when
       positive semi-definite, a dissimilarity never. Both are refused with ``cka`` and
       ``cka_debiased`` in ``measures.names`` (:meth:`SimilaritySpec.check_study`): give
