@@ -2,6 +2,7 @@
 # (emergence.config.Study); every rule gets its slice as params. Names and input functions.
 import re
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 from emergence.budget import check as check_budget, estimate as estimate_budget, machine_memory
@@ -349,4 +350,14 @@ def all_outputs():
         out += figure_paths(f"fig2_layers_{net}")
         if INTERVALS and STUDY.controls_of(net):
             out += figure_paths(f"trained_minus_control_{net}")
+    return out
+
+
+def grid_inputs(wildcards):
+    """The significance tables of the model's language layers (in layer order) and, per
+    layer, its null shards (null_<i>: the grid's max statistic reads them together)."""
+    spaces = LAYERED[wildcards.language_model]
+    out = {"tables": [f"{R}/two_vs_two/{wildcards.network}/{s}/significance.tsv" for s in spaces]}
+    for i, space in enumerate(spaces):
+        out[f"null_{i}"] = shard_files(SimpleNamespace(network=wildcards.network, word_model=space))
     return out

@@ -1,17 +1,7 @@
 # The vision x language grid of each network and layered word model (a transformers model
 # scored layer by layer, its word spaces `lm.<layer>`): every cell's measures, p-values and
 # intervals side by side, the family-wise p over the whole grid, and its figure.
-from types import SimpleNamespace
-
-
-def grid_inputs(wildcards):
-    """The significance tables of the model's language layers (in layer order) and, per
-    layer, its null shards (null_<i>: the grid's max statistic reads them together)."""
-    spaces = LAYERED[wildcards.language_model]
-    out = {"tables": [f"{R}/two_vs_two/{wildcards.network}/{s}/significance.tsv" for s in spaces]}
-    for i, space in enumerate(spaces):
-        out[f"null_{i}"] = shard_files(SimpleNamespace(network=wildcards.network, word_model=space))
-    return out
+# (grid_inputs is in common.smk)
 
 
 rule grid:
