@@ -370,7 +370,7 @@ def plot_grid(grid: Rows, beside: Mapping[str, Rows], labels: Mapping[str, str],
     _layer_axis(curve, [r for r in grid if r["word_model"] == best])
     curve.legend(fontsize=7, loc="lower right")
     curve.set_title(f"best language layer ({labels.get(best, best)}: highest mean 2 vs 2 over "
-                    f"vision layers) beside Fig. 1{_bands_note(ci, null, grid)}", fontsize=8)
+                    f"vision layers)\nbeside Fig. 1{_bands_note(ci, null, grid)}", fontsize=8)
     ax.set_title(f"{network} x {model}: 2 vs 2 accuracy per (vision, language) layer, "
                  f"k = {mean[0]['k']}", fontsize=9)
     _save(fig, paths)
