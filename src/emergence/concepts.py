@@ -32,7 +32,7 @@ from emergence.stats.similarity import similarity_matrix
 from emergence.stats.two_vs_two import MIN_CONCEPTS  # fewest kept concepts: the 2 vs 2 minimum
 
 __all__ = ["CONCEPT_COLUMNS", "COVERAGE_COLUMNS", "MIN_CONCEPTS", "check_enough_concepts",
-           "collapsed_senses", "select_concepts", "word_similarity_matrix"]
+           "collapsed_senses", "kept_rows", "select_concepts", "word_similarity_matrix"]
 
 COVERAGE_COLUMNS = ["word_model", "wnid", "concept", "found", "lemma", "token", "how", "reason"]
 CONCEPT_COLUMNS = ["word_model", "index", "wnid", "concept", "kept", "reason", "lemma", "token",
@@ -154,6 +154,21 @@ def word_gram_matrix(vector_wnids: Sequence[str], vectors: np.ndarray,
     return linear_gram(np.asarray(vectors[[row_of[w] for w, _ in kept]], dtype=np.float64))
 
 
+def kept_rows(word_model: str, vector_wnids: Sequence[str], kept: Sequence[tuple[str, str]],
+              what: str = "vector") -> list[int]:
+    """The row of each kept concept in ``vector_wnids``, in kept order; one line naming the
+    word model where a kept concept has no ``what`` (a vector, a matrix row) or fewer than
+    :data:`MIN_CONCEPTS` are kept."""
+    row_of = {w: i for i, w in enumerate(vector_wnids)}
+    missing = [w for w, _ in kept if w not in row_of]
+    if missing:
+        raise ValueError(f"word model {word_model} has no {what} for kept concept(s) {missing}")
+    if len(kept) < MIN_CONCEPTS:
+        raise ValueError(f"word model {word_model}: only {len(kept)} concepts kept, the 2 vs 2 "
+                         f"test needs at least {MIN_CONCEPTS}")
+    return [row_of[w] for w, _ in kept]
+
+
 def word_similarity_matrix(
     word_model: str, vector_wnids: Sequence[str], vectors: np.ndarray,
     kept: Sequence[tuple[str, str]],
@@ -164,14 +179,7 @@ def word_similarity_matrix(
     non-finite values or is constant, raise one line naming the word model (and the
     concepts). Stored by :func:`emergence.formats.word_matrix.write_word_matrix`.
     """
-    row_of = {w: i for i, w in enumerate(vector_wnids)}
-    missing = [w for w, _ in kept if w not in row_of]
-    if missing:
-        raise ValueError(f"word model {word_model} has no vector for kept concept(s) {missing}")
-    if len(kept) < MIN_CONCEPTS:
-        raise ValueError(f"word model {word_model}: only {len(kept)} concepts kept, the 2 vs 2 "
-                         f"test needs at least {MIN_CONCEPTS}")
-    x = vectors[[row_of[w] for w, _ in kept]]
+    x = vectors[kept_rows(word_model, vector_wnids, kept)]
     try:
         return similarity_matrix(x, labels=[f"{c!r} ({w})" for w, c in kept])
     except ValueError as exc:

@@ -163,16 +163,9 @@ class SimilaritySpec(_KeyedFileSpec):
         """``W``: the matrix itself over the kept concepts (negated for a dissimilarity),
         and its double-centred form in the Gram slot (no measure reads it: CKA is refused,
         :meth:`check_study`)."""
-        from emergence.stats.two_vs_two import MIN_CONCEPTS
+        from emergence.concepts import kept_rows
 
-        row_of = {w: i for i, w in enumerate(vector_wnids)}
-        missing = [w for w, _ in kept if w not in row_of]
-        if missing:
-            raise ValueError(f"word model {word_model} has no row for kept concept(s) {missing}")
-        if len(kept) < MIN_CONCEPTS:
-            raise ValueError(f"word model {word_model}: only {len(kept)} concepts kept, the "
-                             f"2 vs 2 test needs at least {MIN_CONCEPTS}")
-        rows = [row_of[w] for w, _ in kept]
+        rows = kept_rows(word_model, vector_wnids, kept, what="row")
         sign = -1.0 if self.measure == "dissimilarity" else 1.0
         w_mat = sign * np.asarray(vectors, dtype=np.float64)[np.ix_(rows, rows)]
         centred = w_mat - w_mat.mean(axis=0) - w_mat.mean(axis=1)[:, None] + w_mat.mean()
