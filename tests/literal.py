@@ -622,8 +622,8 @@ def two_factor_variance(per_group: list[list[float]], k: int, pairs: list[tuple[
                         ) -> tuple[float, float]:
     """Concepts x image groups: V_c of the group mean (its rule), V_g = s²(S_h) / g,
     V_cg = sum_h V(S_h - mean) / (g (g-1)), each group's deviation from the mean over
-    groups by the same rule; V = V_c + max(V_g - V_cg, 0); df by Satterthwaite (g - 1 for
-    the group term)."""
+    groups by the same rule; V = V_c + max(V_g - V_cg, 0); df g - 1 when the group term
+    is positive (containment), else V_c's."""
     g = len(per_group)
     n = len(per_group[0])
     mean = [sum(v[i] for v in per_group) / g for i in range(n)]
@@ -641,9 +641,7 @@ def two_factor_variance(per_group: list[list[float]], k: int, pairs: list[tuple[
         vcg += measure_variance(measure, dev, k, pairs, cdev)[0]
     vcg /= g * (g - 1)
     group = max(vg - vcg, 0.0)
-    v = vc + group
-    noise = (2 * vc * vc / dfc if dfc < math.inf else 0.0) + 2 * group * group / (g - 1)
-    return v, (max(2 * v * v / noise, 1.0) if noise > 0 else math.inf)
+    return vc + group, (float(g - 1) if group > 0 else dfc)
 
 
 def holm(p: list[float]) -> list[float]:
