@@ -278,7 +278,8 @@ def bench_coverage(rows: list[dict], *, quick: bool = False, ks: tuple[int, ...]
                     continue
                 model = Model(model.name, model.groups, model.signal, 1, model.fixed_groups)
             t = time.perf_counter()
-            numba.set_num_threads(1 if k < 166 else min(os.cpu_count() or 1, 2))
+            numba.set_num_threads(1 if k < 166 else min(os.cpu_count() or 1, 2,
+                                                        numba.config.NUMBA_NUM_THREADS))
             rec = run(model, k, studies_for(k, quick), pairs)
             new = summarise(model, k, rec, time.perf_counter() - t)
             rows.extend(new)

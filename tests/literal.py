@@ -572,9 +572,11 @@ def corrected_variance(values: list[float], k: int, pairs: list[tuple[int, int]]
     ``scale``.
 
     J = (k-1)/k sum_i (d_i - dbar)²; Q_ab = S - d_a - d_b + e_ab - (D_a + D_b)/(k-2), centred
-    over the pairs; m = scale * sum Q² / (P - 1); V1 = J - (k-1)(k-2)(k-3)/k m (>= 0),
-    V2 = (k-2)²(k-3)/(2k) m; V = V1 + V2; Var(V) = 2 J²/(k-1) + ((k-2)(k-3)/2)² Var(m)
-    when V1 > 0, else V2's part alone; df = 2 V² / Var(V) (>= 1, inf without noise)."""
+    over the pairs; m = scale * sum Q² / (P - 1); V1 = J - (k-1)(k-2)(k-3)/k m,
+    V2 = (k-2)²(k-3)/(2k) m; V = V1 + V2; Var(V) = 2 J²/(k-1) + ((k-2)(k-3)/2)² Var(m).
+    When V1 < 0: V1 = 0, V2 = the inverse-variance weighted mean of J / a (a = 2(k-1)/(k-2),
+    variance 2 (J/a)²/(k-1)) and (k-2)²(k-3)/(2k) m (variance its square times Var(m)), and
+    Var(V) that mean's. df = 2 V² / Var(V) (>= 1, inf without noise)."""
     d = values[1:k + 1]
     dbar = sum(d) / k
     j = (k - 1) / k * sum((x - dbar) ** 2 for x in d)
@@ -592,8 +594,16 @@ def corrected_variance(values: list[float], k: int, pairs: list[tuple[int, int]]
     c1 = (k - 1) * (k - 2) * (k - 3) / k
     c2 = (k - 2) ** 2 * (k - 3) / (2 * k)
     v1 = j - c1 * m
-    v = max(v1, 0.0) + c2 * m
-    noise = 2 * j * j / (k - 1) + (c1 - c2) ** 2 * var_m if v1 > 0 else c2 * c2 * var_m
+    if v1 >= 0:
+        v = v1 + c2 * m
+        noise = 2 * j * j / (k - 1) + (c1 - c2) ** 2 * var_m
+    else:  # V1 = 0; V2 from both of its estimates, J / a and c2 m, by inverse variance
+        a = 2 * (k - 1) / (k - 2)
+        noise_j = 2 * (j / a) ** 2 / (k - 1)
+        noise_m = c2 * c2 * var_m
+        w = noise_m / (noise_j + noise_m) if noise_j + noise_m > 0 else 0.0
+        v = w * j / a + (1 - w) * c2 * m
+        noise = w * w * noise_j + (1 - w) ** 2 * noise_m
     df = max(2 * v * v / noise, 1.0) if noise > 0 else math.inf
     return v, df
 

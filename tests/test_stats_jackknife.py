@@ -155,11 +155,32 @@ def test_concept_variance_equals_literal(rule: str, k: int, p: int) -> None:
         assert got.variance[j] == pytest.approx(got.first[j] + got.second[j], rel=1e-12)
 
 
+@pytest.mark.parametrize("rule", ["smooth", "ratio", "excess"])
+def test_concept_variance_both_branches_equal_literal(rule: str) -> None:
+    """Layer 0 with a large first-order part (V1 > 0: J - c1 m), layer 1 with none (V1 < 0:
+    V2 from J / a and c2 m by inverse variance), both equal to the slow reference."""
+    k, p = 12, 40
+    pairs = jackknife_pairs(3, k, p)
+    v, c = planted(k, len(pairs), 77, layers=2)
+    effect = np.linspace(-0.2, 0.2, k)  # concept effects, additive: V1 > 0
+    for x in (v, c):
+        x[1:k + 1, 0] += effect
+        x[k + 1:, 0] += effect[pairs[:, 0]] + effect[pairs[:, 1]]
+    got = concept_variance(v, k, pairs, rule=rule, companion=None if rule == "smooth" else c)
+    assert got.first[0] > 0 and got.first[1] == 0
+    measure = {"smooth": "rsa", "ratio": "two_vs_two", "excess": "mutual_knn"}[rule]
+    for j in range(2):
+        want_v, want_df = literal.measure_variance(
+            measure, list(v[:, j]), k, [tuple(x) for x in pairs], list(c[:, j]))
+        assert got.variance[j] == pytest.approx(want_v, rel=1e-10)
+        assert got.df[j] == pytest.approx(want_df, rel=1e-8)
+
+
 def test_corrected_variance_is_unbiased_for_a_u_statistic() -> None:
     """For a degree-2 U-statistic (the mean of x_a x_b + 0.3 (y_a + y_b) over pairs) the
-    corrected variance J - (k-2)(k-3)/2 m averages to the variance over samples (its
-    first-order part floored at 0: a little above); the delete-one jackknife alone to 4/3
-    of it here."""
+    corrected variance J - (k-2)(k-3)/2 m averages to the variance over samples (with V1
+    held at 0 where it would be negative: a little above); the delete-one jackknife alone
+    to 4/3 of it here."""
     from emergence.stats.intervals import _parts
 
     rng = np.random.default_rng(0)

@@ -23,9 +23,14 @@ d_i (concept i deleted), e_ab (pairs a, b deleted, P of them). With D_i = d_i - 
   ``m = mean Q² · P/(P-1)``:
 
   - second-order variance ``V2 = (k-2)²(k-3)/(2k) m``,
-  - first-order variance ``V1 = J - (k-1)(k-2)(k-3)/k m`` (floored at 0),
-  - ``V = V1 + V2`` (= ``J - (k-2)(k-3)/2 m`` when V1 > 0), unbiased for a U-statistic
-    of degree 2 (tests/literal.py checks the algebra against a slow reference).
+  - first-order variance ``V1 = J - (k-1)(k-2)(k-3)/k m``,
+  - ``V = V1 + V2`` (= ``J - (k-2)(k-3)/2 m``), unbiased for a U-statistic of degree 2
+    (tests/literal.py checks the algebra against a slow reference);
+  - where V1 < 0 (no first-order variance is seen: every null study, and most at small
+    k), V1 = 0 and V2 is the inverse-variance mean of its two estimates, ``J / a`` and
+    ``c2 m`` (a = 2(k-1)/(k-2), E[J] = V1 + a V2): the least-squares fit of both
+    equations under V1 = 0. Taking ``c2 m`` alone there (as before) made V 1.1-1.7x too
+    large at k = 20: m also carries the statistics' higher-order terms, J less so.
 
 * degrees of freedom (Satterthwaite): ``ν = 2V² / Var(V)`` with ``Var(J) ≈ 2J²/(k-1)``
   and the sampling variance of m over the P pairs.
@@ -144,17 +149,24 @@ def concept_variance(values: ArrayLike, k: int, pairs: ArrayLike, *, rule: str =
         raise ValueError(f"unknown variance rule {rule!r}: smooth, ratio or excess")
     c1 = (k - 1) * (k - 2) * (k - 3) / k
     c2 = (k - 2) ** 2 * (k - 3) / (2 * k)
+    a2 = c1 / c2  # E[J] = V1 + a2 V2, E[c2 m] = V2
     first = j - c1 * m
-    second = c2 * m
-    var = np.maximum(first, 0.0) + second
-    noise = np.where(first > 0, 2 * j * j / (k - 1) + (c1 - c2) ** 2 * var_m,
-                     c2 * c2 * var_m)
+    # V1 < 0 is impossible: then V1 = 0 and V2 is the inverse-variance mean of its two
+    # estimates, J / a2 and c2 m (the least-squares fit of both equations under V1 = 0)
+    noise_j, noise_m = 2 * j * j / (k - 1) / (a2 * a2), c2 * c2 * var_m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(noise_j + noise_m > 0, noise_m / (noise_j + noise_m), 0.0)
+    bound = first < 0
+    second = np.where(bound, w * j / a2 + (1 - w) * c2 * m, c2 * m)
+    first = np.where(bound, 0.0, first)
+    var = first + second
+    noise = np.where(bound, w * w * noise_j + (1 - w) ** 2 * noise_m,
+                     2 * j * j / (k - 1) + (c1 - c2) ** 2 * var_m)
     df = _df(var, noise)
     bad = ~np.isfinite(np.asarray(values, dtype=np.float64)).all(axis=0)
     if companion is not None and rule != "smooth":
         bad |= ~np.isfinite(np.asarray(companion, dtype=np.float64)).all(axis=0)
-    return Variance(*(np.where(bad, np.nan, x) for x in (var, df, np.maximum(first, 0.0),
-                                                           second)))
+    return Variance(*(np.where(bad, np.nan, x) for x in (var, df, first, second)))
 
 
 def _need(companion: ArrayLike | None, rule: str) -> ArrayLike:
