@@ -147,7 +147,8 @@ def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> di
     pairs = jackknife_pairs(seed, k, n_pairs)
     knn = min(10, k // 4)
     rec: dict[str, dict[str, list]] = {m: {"est": [], "low": [], "high": [], "low_c": [],
-                                           "high_c": [], "p1": [], "fwe": [], "trend": []}
+                                           "high_c": [], "p1": [], "fwe": [], "trend": [],
+                                           "group": []}
                                        for m in MEASURES}
     for _ in range(n_studies):
         word, images = draw(pop, model, k, rng)
@@ -168,6 +169,9 @@ def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> di
                                           group_companions=None if comp is None
                                           else comp.T[:, :, None])
                 lo, hi = interval(est, var)
+                r["group"].append(group_term(v[:, :model.groups], k, pairs, rule,
+                                             None if comp is None
+                                             else comp[:, :model.groups]))
                 vc = concept_variance(v.mean(axis=1), k, pairs, rule=rule,
                                       companion=None if comp is None else comp.mean(axis=1))
                 lo_c, hi_c = interval(est, vc)
@@ -199,6 +203,44 @@ def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> di
     return rec
 
 
+def group_term(v: np.ndarray, k: int, pairs: np.ndarray, rule: str,
+               comp: np.ndarray | None) -> float:
+    """The group term before its floor, V_g - V_cg (:func:`two_factor_variance`), of one
+    study: unbiased for the group part of the variance, so its mean over studies is."""
+    from emergence.stats.intervals import concept_variance
+
+    g = v.shape[1]
+    mean = v.mean(axis=1)
+    cmean = None if comp is None else comp.mean(axis=1)
+    vg = float(np.var(v[0], ddof=1)) / g
+    vcg = sum(float(concept_variance(v[:, h] - mean, k, pairs, rule=rule,
+                                     companion=None if comp is None
+                                     else comp[:, h] - cmean).variance)
+              for h in range(g)) / (g * (g - 1))
+    return vg - vcg
+
+
+def oracle_width(sd: float, group: float, g: int, draws: int = 200_000) -> float:
+    """The mean width (÷ 3.92 sd) of the 95 % interval of an oracle that knows the concept
+    part of the variance, A = sd² - B, and the group part's share s = B / sd² (B: the mean
+    of :func:`group_term` over the studies), and estimates only
+    the group part from the g groups (B χ²_{g-1} / (g-1)), with the t quantile of
+    Satterthwaite's ν = (g-1) / s² for these known parts: what the width target costs when
+    the image groups are a random factor (for a normal mean with a variance estimated on ν
+    degrees of freedom the t interval is the shortest unbiased one)."""
+    from scipy import stats
+
+    total = sd * sd
+    b = min(max(group, 0.0), total)
+    a = total - b
+    if b <= 0 or total <= 0:
+        return 1.0
+    share = b / total
+    chi = np.random.default_rng(0).chisquare(g - 1, draws) / (g - 1)
+    t = stats.t.ppf(0.975, (g - 1) / share ** 2)
+    return float(np.mean(t * np.sqrt(a + b * chi)) / (1.96 * sd))
+
+
 def summarise(model: Model, k: int, rec: dict, seconds: float) -> list[dict]:
     """One row per measure (and per test family), with ``holds``. A measure the tables give
     no interval (``WITHHELD``) holds (no wrong interval is given); its row says what the
@@ -223,6 +265,9 @@ def summarise(model: Model, k: int, rec: dict, seconds: float) -> list[dict]:
         if withheld:  # the tables give no interval: none is wrong; say what it would be
             holds = True
             extra = "; WITHHELD in the tables (NaN + reason): no calibrated interval"
+        if r["group"]:
+            ow = oracle_width(sd, float(np.mean(r["group"])), model.groups)
+            extra += f"; oracle width {ow:.2f}x"
         if r["low_c"]:
             lc, hc = np.array(r["low_c"]), np.array(r["high_c"])
             extra += f"; concepts-only interval {np.mean((lc <= truth) & (truth <= hc)):.3f}"
