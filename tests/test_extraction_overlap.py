@@ -1,7 +1,8 @@
-"""Tests for what extraction overlaps or reuses to keep up with a bare forward pass (issue
-21): images read one batch ahead on a background thread
-(:func:`emergence.extraction.preprocess._read_ahead`) and the disk stores' read-back
-buffers taken from the staging ring's memory (:class:`emergence.extraction.rowstore._Spill`).
+"""Tests for what extraction overlaps, reuses or skips to keep up with a bare forward pass
+(issue 21): images read one batch ahead on a background thread
+(:func:`emergence.extraction.preprocess._read_ahead`), the disk stores' read-back buffers
+taken from the staging ring's memory (:class:`emergence.extraction.rowstore._Spill`) and the
+shape probe run with fake tensors (:func:`emergence.extraction.forward.probe`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 import emergence.extraction.rowstore as rowstore
+from emergence.extraction.forward import Capture, probe
 from emergence.extraction.preprocess import _read_ahead, image_loader
 from emergence.extraction.rowstore import RowStores
+from emergence.sources.models.layers import LayerSpec
 from emergence.stats._gram import KC
 from emergence.stats.similarity import PearsonAccumulator
 
@@ -147,3 +152,50 @@ def test_read_buffers_larger_than_the_ring_are_allocated(tmp_path: Path) -> None
         assert all(len(b) >= 3 * 4096 and b.ctypes.data % 4096 == 0 for b in big)
     finally:
         spill.close()
+
+
+class _Counted(nn.Module):
+    """Counts the real (not fake) images it sees; optionally reads a value (which a fake
+    pass cannot) or caches a tensor on itself."""
+
+    def __init__(self, reads_value: bool = False, caches: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+        self.reads_value, self.caches = reads_value, caches
+        self.real_images = 0
+        self.cache: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, FakeTensor):
+            self.real_images += x.shape[0]
+        y = torch.relu(self.conv(x))
+        if self.reads_value and float(y.sum()) < 0:
+            y = -y
+        if self.caches:
+            self.cache = y.detach()
+        return self.fc(y.flatten(1))
+
+
+_LAYERS = [LayerSpec("pixels", ""), LayerSpec("conv", "conv"), LayerSpec("fc", "fc")]
+
+
+@pytest.mark.parametrize("kind", ["plain", "reads_value", "caches"])
+def test_the_probe_is_fake_where_the_network_allows_and_real_where_it_does_not(
+        kind: str) -> None:
+    net = _Counted(reads_value=kind == "reads_value", caches=kind == "caches").eval()
+    with Capture(net, _LAYERS, lambda *_: None) as capture, torch.inference_mode():
+        probe(net, torch.zeros(1, 3, 8, 8), capture)
+        capture.end_probe()
+    assert capture.shapes == {"pixels": (3, 8, 8), "conv": (4, 6, 6), "fc": (5,)}
+    assert net.real_images == (1 if kind == "reads_value" else 0)
+    assert net.cache is None  # a fake tensor cached by the fake pass is not kept
+
+
+def test_a_layer_error_comes_from_the_real_probe() -> None:
+    layer = nn.Linear(4, 4)
+    layers = [LayerSpec("twice", "0")]
+    twice = nn.Sequential(layer, layer).eval()  # the same module runs twice per pass
+    with Capture(twice, layers, lambda *_: None) as capture, torch.inference_mode(), \
+            pytest.raises(RuntimeError, match="runs more than once per forward pass"):
+        probe(twice, torch.zeros(1, 4), capture)
