@@ -293,12 +293,12 @@ print(json.dumps({{"bare": bare, "full": full, "ratios": ratios, "rss_kb": resou
     ratio = r["bare"] / r["full"]
     rows.append({"check": f"extraction, VGG16 (random), {n_images} images at 224 px, "
                           f"{r['layers']} layers, {groups} groups",
-                 "target": ">= 0.8x the images/s of a bare forward pass",
+                 "target": ">= 0.85x the images/s of a bare forward pass",
                  "measured": f"{ratio:.2f}x ({n_images / r['full']:.1f} vs "
                              f"{n_images / r['bare']:.1f} images/s; per group "
                              f"{min(r['ratios']):.2f}-{max(r['ratios']):.2f}x, bare and "
                              "extraction alternating group by group)",
-                 "holds": ratio >= 0.8})
+                 "holds": ratio >= 0.85})
     rss_gb = r["rss_kb"] / 1024**2
     rows.append({"check": f"extraction peak RSS, VGG16, {n_images} images",
                  "target": "<= 4 GB (keeping all activations would need 46 GiB at 830)",

@@ -7,6 +7,8 @@ applied), 8-bit RGB (deeper images scaled by their bit depth).
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -174,7 +176,11 @@ class ImageDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
 
 class ImageBatches:
     """Batches of transformed images, in the order of ``paths``; while they are iterated,
-    :attr:`exif_orientation` receives each image's EXIF orientation tag (0: none)."""
+    :attr:`exif_orientation` receives each image's EXIF orientation tag (0: none).
+
+    Without worker processes, the images are read on a background thread one batch
+    ahead of the caller (:func:`_read_ahead`), so that decoding overlaps the forward pass.
+    """
 
     def __init__(self, loader: torch.utils.data.DataLoader[tuple[torch.Tensor, int]],
                  n_images: int):
@@ -186,7 +192,8 @@ class ImageBatches:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         start = 0
-        for batch, orientation in self.loader:
+        batches = iter(self.loader) if self.loader.num_workers else _read_ahead(self.loader)
+        for batch, orientation in batches:
             self.exif_orientation[start:start + len(orientation)] = orientation.numpy()
             start += len(orientation)
             yield batch
@@ -195,6 +202,64 @@ class ImageBatches:
     def exif_transposed(self) -> int:
         """How many images were flipped or rotated to their EXIF orientation."""
         return int(np.isin(self.exif_orientation, _TRANSPOSED).sum())
+
+
+_END = object()
+
+
+def _read_ahead(batches: Iterator[Any] | torch.utils.data.DataLoader[Any]) -> Iterator[Any]:
+    """The items of ``batches``, each produced on a background thread while the caller
+    works on the one before; an error there is raised here, at the item it replaced.
+
+    The thread runs its torch operations (a transform's ``ToTensor``, ``Normalize``, the
+    batch's ``stack``) on one intra-op thread, its own OpenMP setting: on two threads
+    each of these small operations is a parallel region whose second thread is busy with
+    the forward pass (on a loaded 2-core machine 30-50 ms per image instead of 1-2 ms).
+    The values do not depend on the thread count (elementwise operations and copies).
+    Closing the generator stops the thread after the item it is reading.
+    """
+    ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    started = threading.Event()
+    threads = torch.get_num_threads()
+
+    def offer(item: Any, error: BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put((item, error), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            torch.set_num_threads(1)  # this thread's OpenMP setting (and torch's default)
+        finally:
+            started.set()
+        try:
+            for item in batches:
+                if not offer(item, None):
+                    return
+            offer(_END, None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            offer(_END, exc)
+
+    thread = threading.Thread(target=produce, name="image-reader", daemon=True)
+    thread.start()
+    started.wait()
+    torch.set_num_threads(threads)  # torch's default for new threads, as before
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def image_loader(
