@@ -366,9 +366,13 @@ def test_ctrl_c_then_the_same_command_and_a_second_run_on_the_same_results(
     command, log = snakemake(runs["run A"], shared), tmp_path / "a.log"
 
     def start() -> subprocess.Popen[str]:
+        # SIGINT as in a terminal: a test runner started in the background of a
+        # non-interactive shell (`sh -c '... &'`) ignores SIGINT, and Snakemake would inherit that
         with open(log, "w") as fh:
             return subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=ENV,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                     signal.SIG_DFL))
 
     # Item 10: SIGINT to the Snakemake process alone while a job writes its output.
     run_a = start()
