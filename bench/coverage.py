@@ -131,6 +131,7 @@ def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> di
     from emergence.stats.intervals import (
         RULES,
         concept_variance,
+        group_term,
         holm,
         interval,
         t_p_value,
@@ -169,9 +170,9 @@ def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> di
                                           group_companions=None if comp is None
                                           else comp.T[:, :, None])
                 lo, hi = interval(est, var)
-                r["group"].append(group_term(v[:, :model.groups], k, pairs, rule,
-                                             None if comp is None
-                                             else comp[:, :model.groups]))
+                r["group"].append(float(group_term(
+                    v.T[:, :, None], k, pairs, rule=rule,
+                    group_companions=None if comp is None else comp.T[:, :, None])[0]))
                 vc = concept_variance(v.mean(axis=1), k, pairs, rule=rule,
                                       companion=None if comp is None else comp.mean(axis=1))
                 lo_c, hi_c = interval(est, vc)
@@ -203,27 +204,10 @@ def run(model: Model, k: int, n_studies: int, n_pairs: int, seed: int = 0) -> di
     return rec
 
 
-def group_term(v: np.ndarray, k: int, pairs: np.ndarray, rule: str,
-               comp: np.ndarray | None) -> float:
-    """The group term before its floor, V_g - V_cg (:func:`two_factor_variance`), of one
-    study: unbiased for the group part of the variance, so its mean over studies is."""
-    from emergence.stats.intervals import concept_variance
-
-    g = v.shape[1]
-    mean = v.mean(axis=1)
-    cmean = None if comp is None else comp.mean(axis=1)
-    vg = float(np.var(v[0], ddof=1)) / g
-    vcg = sum(float(concept_variance(v[:, h] - mean, k, pairs, rule=rule,
-                                     companion=None if comp is None
-                                     else comp[:, h] - cmean).variance)
-              for h in range(g)) / (g * (g - 1))
-    return vg - vcg
-
-
 def oracle_width(sd: float, group: float, g: int, draws: int = 200_000) -> float:
     """The mean width (÷ 3.92 sd) of the 95 % interval of an oracle that knows the concept
     part of the variance, A = sd² - B, and the group part's share s = B / sd² (B: the mean
-    of :func:`group_term` over the studies), and estimates only
+    of :func:`~emergence.stats.intervals.group_term` over the studies), and estimates only
     the group part from the g groups (B χ²_{g-1} / (g-1)), with the t quantile of
     Satterthwaite's ν = (g-1) / s² for these known parts: what the width target costs when
     the image groups are a random factor (for a normal mean with a variance estimated on ν

@@ -79,8 +79,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["RANGES", "RULES", "Variance", "concept_variance", "holm", "interval", "t_p_value",
-           "two_factor_variance", "trend_weights"]
+__all__ = ["RANGES", "RULES", "Variance", "concept_variance", "group_term", "holm", "interval",
+           "t_p_value", "two_factor_variance", "trend_weights"]
 
 RULES = {"two_vs_two": "ratio", "mutual_knn": "excess"}
 """How a measure's second-order part is estimated (module doc); the others: ``smooth``."""
@@ -189,23 +189,34 @@ def two_factor_variance(group_values: ArrayLike, k: int, pairs: ArrayLike, *,
     ``group_values`` (g, 1 + k + P, ...) per group, ``group_companions`` likewise."""
     gv = np.asarray(group_values, dtype=np.float64)
     g = gv.shape[0]
+    gc = None if group_companions is None else np.asarray(group_companions, dtype=np.float64)
+    vc = concept_variance(gv.mean(axis=0), k, pairs, rule=rule,
+                          companion=None if gc is None else gc.mean(axis=0))
+    group = np.maximum(group_term(gv, k, pairs, rule=rule, group_companions=gc), 0.0)
+    var = vc.variance + group
+    # the containment degrees of freedom: with a group term, g - 1 (the groups' own);
+    # without one (V_g <= V_cg: no image-group effect beyond the interaction), V_c's
+    df = np.where(group > 0, float(g - 1), vc.df)
+    return Variance(var, np.where(np.isnan(var), np.nan, df), vc.variance, group)
+
+
+def group_term(group_values: ArrayLike, k: int, pairs: ArrayLike, *, rule: str = "smooth",
+               group_companions: ArrayLike | None = None) -> NDArray[np.float64]:
+    """The group term of :func:`two_factor_variance` before its floor, ``V_g - V_cg``
+    (module doc): unbiased for the group part of the variance. Arguments as there."""
+    gv = np.asarray(group_values, dtype=np.float64)
+    g = gv.shape[0]
     if g < 2:
         raise ValueError(f"two factors need at least 2 image groups, got {g}")
     gc = None if group_companions is None else np.asarray(group_companions, dtype=np.float64)
     mean, cmean = gv.mean(axis=0), None if gc is None else gc.mean(axis=0)
-    vc = concept_variance(mean, k, pairs, rule=rule, companion=cmean)
     vg = np.var(gv[:, 0], axis=0, ddof=1) / g
     # the interaction: each group's deviation from the mean over groups, its variance over
     # concepts (corrected like V_c), summed over groups
     vcg = sum(concept_variance(gv[h] - mean, k, pairs, rule=rule,
                                companion=None if gc is None else gc[h] - cmean).variance
               for h in range(g)) / (g * (g - 1))
-    group = np.maximum(vg - vcg, 0.0)
-    var = vc.variance + group
-    # the containment degrees of freedom: with a group term, g - 1 (the groups' own);
-    # without one (V_g <= V_cg: no image-group effect beyond the interaction), V_c's
-    df = np.where(group > 0, float(g - 1), vc.df)
-    return Variance(var, np.where(np.isnan(var), np.nan, df), vc.variance, group)
+    return vg - vcg
 
 
 def interval(estimate: ArrayLike, variance: Variance, confidence: float = 0.95,
