@@ -1,8 +1,9 @@
 """Tests for what extraction overlaps, reuses or skips to keep up with a bare forward pass
 (issue 21): images read one batch ahead on a background thread
 (:func:`emergence.extraction.preprocess._read_ahead`), the disk stores' read-back buffers
-taken from the staging ring's memory (:class:`emergence.extraction.rowstore._Spill`) and the
-shape probe run with fake tensors (:func:`emergence.extraction.forward.probe`).
+taken from the staging ring's memory (:class:`emergence.extraction.rowstore._Spill`), a
+batch staged for the disk by two threads at once, and the shape probe run with fake tensors
+(:func:`emergence.extraction.forward.probe`).
 """
 
 from __future__ import annotations
@@ -152,6 +153,73 @@ def test_read_buffers_larger_than_the_ring_are_allocated(tmp_path: Path) -> None
         assert all(len(b) >= 3 * 4096 and b.ctypes.data % 4096 == 0 for b in big)
     finally:
         spill.close()
+
+
+def _disk_stores(tmp_path: Path, mats: dict[str, np.ndarray], batch: int,
+                 stager: bool) -> tuple[list[PearsonAccumulator], list[np.ndarray], set[str]]:
+    """Write ``mats`` to disk stores batch by batch (with or without the stager thread) and
+    read them back: statistics, rows, and the names of the threads that staged blocks."""
+    n = next(iter(mats.values())).shape[0]
+    staged_by: set[str] = set()
+    real_copyto = np.copyto
+
+    def copyto(dst, src, *args, **kwargs):  # type: ignore[no-untyped-def]
+        staged_by.add(threading.current_thread().name.split("_")[0])
+        real_copyto(dst, src, *args, **kwargs)
+
+    with RowStores(tmp_path / f"out-{stager}.h5", n, batch, KC) as stores:
+        stores.allocate({k: v.shape[1] for k, v in mats.items()}, torch.device("cpu"),
+                        device_budget_bytes=0, ram_budget_bytes=0)
+        spill = stores._spill
+        assert spill is not None
+        if not stager:
+            spill.stager.shutdown(wait=True)
+            spill.stager = None
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(rowstore.np, "copyto", copyto)
+            for r0 in range(0, n, batch):
+                for name, mat in mats.items():
+                    stores.write(name, slice(r0, min(r0 + batch, n)),
+                                 torch.from_numpy(mat[r0 : r0 + batch]))
+        stores.flush()
+        accs = list(stores.statistics(list(mats)))
+        rows = [stores.rows(name) for name in mats]
+    return accs, rows, staged_by
+
+
+def test_two_threads_stage_a_batch_with_the_bits_of_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 11
+    mats = {"wide": rng.standard_normal((n, 5 * KC + 77)).astype(np.float32),
+            "one-block": rng.standard_normal((n, KC - 5)).astype(np.float32)}
+    two, rows_two, by_two = _disk_stores(tmp_path, mats, 4, stager=True)
+    one, rows_one, by_one = _disk_stores(tmp_path, mats, 4, stager=False)
+    assert by_two == {"MainThread", "spill-stager"} and by_one == {"MainThread"}
+    for a, b, r2, r1, mat in zip(two, one, rows_two, rows_one, mats.values(), strict=True):
+        assert np.array_equal(a.gram, b.gram) and np.array_equal(a.sums, b.sums)
+        assert np.array_equal(r2, mat) and np.array_equal(r1, mat)
+        ref = PearsonAccumulator(n)
+        ref.update(mat)
+        assert np.array_equal(a.gram, ref.gram)
+
+
+def test_an_error_on_the_stager_thread_is_raised_at_the_write(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    real_copyto = np.copyto
+
+    def copyto(dst, src, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name.startswith("spill-stager"):
+            raise OSError("stager failed")
+        real_copyto(dst, src, *args, **kwargs)
+
+    with RowStores(tmp_path / "out.h5", 3, 3, KC) as stores:
+        stores.allocate({"a": 3 * KC}, torch.device("cpu"), device_budget_bytes=0,
+                        ram_budget_bytes=0)
+        monkeypatch.setattr(rowstore.np, "copyto", copyto)
+        with pytest.raises(OSError, match="stager failed"):
+            stores.write("a", slice(0, 3), torch.zeros((3, 3 * KC)))
+    assert not [t for t in threading.enumerate() if t.name.startswith("spill-stager")]
 
 
 class _Counted(nn.Module):
