@@ -576,7 +576,7 @@ def corrected_variance(values: list[float], k: int, pairs: list[tuple[int, int]]
     V2 = (k-2)²(k-3)/(2k) m; V = V1 + V2; Var(V) = 2 J²/(k-1) + ((k-2)(k-3)/2)² Var(m).
     When V1 < 0: V1 = 0, V2 = the inverse-variance weighted mean of J / a (a = 2(k-1)/(k-2),
     variance 2 (J/a)²/(k-1)) and (k-2)²(k-3)/(2k) m (variance its square times Var(m)), and
-    Var(V) that mean's. df = 2 V² / Var(V) (>= 1, inf without noise)."""
+    Var(V) that mean's. df = 2 V² / Var(V), at least k - 1 (inf without noise)."""
     d = values[1:k + 1]
     dbar = sum(d) / k
     j = (k - 1) / k * sum((x - dbar) ** 2 for x in d)
@@ -604,7 +604,7 @@ def corrected_variance(values: list[float], k: int, pairs: list[tuple[int, int]]
         w = noise_m / (noise_j + noise_m) if noise_j + noise_m > 0 else 0.0
         v = w * j / a + (1 - w) * c2 * m
         noise = w * w * noise_j + (1 - w) ** 2 * noise_m
-    df = max(2 * v * v / noise, 1.0) if noise > 0 else math.inf
+    df = max(2 * v * v / noise, k - 1) if noise > 0 else math.inf
     return v, df
 
 

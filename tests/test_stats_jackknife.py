@@ -155,6 +155,32 @@ def test_concept_variance_equals_literal(rule: str, k: int, p: int) -> None:
         assert got.variance[j] == pytest.approx(got.first[j] + got.second[j], rel=1e-12)
 
 
+def test_degrees_of_freedom_are_at_least_k_minus_1() -> None:
+    """Satterthwaite's ν where it exceeds k - 1, k - 1 where it does not (the floor binds in
+    some of these planted columns and not in others), NaN where V is."""
+    k, p = 20, 190
+    pairs = jackknife_pairs(0, k, p)
+    v, _ = planted(k, len(pairs), 5, layers=40)
+    # concept effects of growing size in the second half (V1 > 0 there)
+    effect = np.linspace(-1, 1, k)[:, None] * np.linspace(0.01, 1.0, 20)
+    v[1:k + 1, 20:] += effect
+    v[k + 1:, 20:] += effect[pairs[:, 0]] + effect[pairs[:, 1]]
+    got = concept_variance(v, k, pairs)
+    from emergence.stats.intervals import _parts
+
+    j, m, var_m = _parts(v, k, pairs)
+    c1, c2 = (k - 1) * (k - 2) * (k - 3) / k, (k - 2) ** 2 * (k - 3) / (2 * k)
+    unbound = got.first > 0
+    satterthwaite = 2 * got.variance**2 / (2 * j * j / (k - 1) + (c1 - c2) ** 2 * var_m)
+    assert unbound.any()
+    want = np.where(unbound, np.maximum(satterthwaite, k - 1), got.df)
+    assert np.allclose(got.df, want, rtol=1e-12)
+    assert (got.df >= k - 1).all()
+    assert (got.df == k - 1).any() and (got.df > k - 1).any()
+    v[3, 0] = np.nan
+    assert np.isnan(concept_variance(v, k, pairs).df[0])
+
+
 @pytest.mark.parametrize("rule", ["smooth", "ratio", "excess"])
 def test_concept_variance_both_branches_equal_literal(rule: str) -> None:
     """Layer 0 with a large first-order part (V1 > 0: J - c1 m), layer 1 with none (V1 < 0:
