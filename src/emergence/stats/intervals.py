@@ -181,7 +181,8 @@ def _need(companion: ArrayLike | None, rule: str) -> ArrayLike:
 
 
 def _df(var: NDArray[np.float64], noise: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Satterthwaite: 2 V² / Var(V), at least 1; infinite when V has no noise."""
+    """Satterthwaite: 2 V² / Var(V), at least 1; infinite when V has no noise (the concept
+    variance floors it at k - 1, the module doc)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         df = np.where(noise > 0, 2 * var * var / np.where(noise > 0, noise, 1.0), np.inf)
     return np.where(np.isnan(var), np.nan, np.maximum(df, 1.0))
