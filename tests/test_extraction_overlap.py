@@ -219,6 +219,10 @@ def test_an_error_on_the_stager_thread_is_raised_at_the_write(tmp_path: Path,
         monkeypatch.setattr(rowstore.np, "copyto", copyto)
         with pytest.raises(OSError, match="stager failed"):
             stores.write("a", slice(0, 3), torch.zeros((3, 3 * KC)))
+        spill = stores._spill
+        assert spill is not None
+        spill.flush()  # every buffer is back in the ring: no wait for a lost one
+        assert spill._free.qsize() == len(spill._buffers)
     assert not [t for t in threading.enumerate() if t.name.startswith("spill-stager")]
 
 

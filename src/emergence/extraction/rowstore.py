@@ -153,6 +153,10 @@ class _Spill:
             raise RuntimeError("the disk stores are being read back: no more writes")
         return self._free.get()
 
+    def give_back(self, buf: NDArray[np.uint8]) -> None:
+        """Return a buffer taken by :meth:`acquire` that was not submitted."""
+        self._free.put(buf)
+
     def submit(self, fd: int, buf: NDArray[np.uint8], nbytes: int, offset: int, path: str) -> None:
         self._jobs.put((fd, buf, nbytes, offset, path))
 
@@ -259,12 +263,16 @@ class _DiskRows:
                 c0, width, padded = self._starts[c], self._widths[c], self._padded[c]
                 nbytes = (r1 - r0) * padded * 4
                 buf = self._spill.acquire()
-                staged = np.frombuffer(buf, dtype=np.float32, count=(r1 - r0) * padded)
-                staged = staged.reshape(r1 - r0, padded)[:, :width]
-                if isinstance(values, np.ndarray):
-                    np.copyto(staged, values[:, c0 : c0 + width])
-                else:
-                    torch.from_numpy(staged).copy_(values[:, c0 : c0 + width])
+                try:
+                    staged = np.frombuffer(buf, dtype=np.float32, count=(r1 - r0) * padded)
+                    staged = staged.reshape(r1 - r0, padded)[:, :width]
+                    if isinstance(values, np.ndarray):
+                        np.copyto(staged, values[:, c0 : c0 + width])
+                    else:
+                        torch.from_numpy(staged).copy_(values[:, c0 : c0 + width])
+                except BaseException:
+                    self._spill.give_back(buf)  # the ring keeps its size: flush() can end
+                    raise
                 self._spill.submit(self._fd, buf, nbytes,
                                    self._offsets[c] + r0 * padded * 4, self.path)
 
