@@ -37,7 +37,7 @@ d_i (concept i deleted), e_ab (pairs a, b deleted, P of them). With D_i = d_i - 
   jackknife's own (Tukey's t interval). Satterthwaite's ν fell below k - 1 in 23-48 % of
   the simulated studies at k = 20 (``bench/coverage.py``'s studies), and there it marked a
   V too large, not a noisy one: those studies covered 98-99.7 % with t_ν and still
-  97-99 % with t_{k-1}, while the others covered 93-96 % either way. Taking ν there made
+  97-99 % with t_{k-1}, while the others covered 92.5-96 % either way. Taking ν there made
   the k = 20 intervals 5-8 % wider for nothing (the README's Calibration section).
 
 Two measures change in jumps when a concept is deleted (a pair's pass/fail, a neighbour
