@@ -164,10 +164,14 @@ class _Spill:
         """Wait until every submitted write is on disk (or failed: raise its error)."""
         with self._arena_lock:
             if not self._retired:
-                held = [self._free.get() for _ in self._buffers]  # all back: all written
-                for buf in held:
+                for buf in self._await_writes():
                     self._free.put(buf)
         self._check()
+
+    def _await_writes(self) -> list[NDArray[np.uint8]]:
+        """Every staging buffer, taken from the free queue once the writers have given it
+        back: all submitted writes are done (callers hold ``_arena_lock``)."""
+        return [self._free.get() for _ in self._buffers]
 
     def release(self, fd: int, path: str) -> None:
         """Close and delete a store's file in the background. Freeing gigabytes on ext4
@@ -185,9 +189,8 @@ class _Spill:
             size = max(-(-nbytes // _ALIGN) * _ALIGN, _ALIGN)
             with self._arena_lock:
                 if not self._retired:  # wait for every write: the ring is free then
-                    held = [self._free.get() for _ in self._buffers]
+                    self._await_writes()
                     self._retired = True
-                    del held
                     self._check()
                 start = self._arena_used
                 fits = start + 2 * size <= len(self._arena)

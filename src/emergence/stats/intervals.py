@@ -167,7 +167,7 @@ def concept_variance(values: ArrayLike, k: int, pairs: ArrayLike, *, rule: str =
     var = first + second
     noise = np.where(bound, w * w * noise_j + (1 - w) ** 2 * noise_m,
                      2 * j * j / (k - 1) + (c1 - c2) ** 2 * var_m)
-    df = np.maximum(_df(var, noise), float(k - 1))  # NaN stays NaN
+    df = _df(var, noise, floor=k - 1)
     bad = ~np.isfinite(np.asarray(values, dtype=np.float64)).all(axis=0)
     if companion is not None and rule != "smooth":
         bad |= ~np.isfinite(np.asarray(companion, dtype=np.float64)).all(axis=0)
@@ -180,12 +180,13 @@ def _need(companion: ArrayLike | None, rule: str) -> ArrayLike:
     return companion
 
 
-def _df(var: NDArray[np.float64], noise: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Satterthwaite: 2 V² / Var(V), at least 1; infinite when V has no noise (the concept
-    variance floors it at k - 1, the module doc)."""
+def _df(var: NDArray[np.float64], noise: NDArray[np.float64], *, floor: float
+        ) -> NDArray[np.float64]:
+    """Satterthwaite: 2 V² / Var(V), at least ``floor`` (the concept variance's k - 1: the
+    module doc); infinite when V has no noise, NaN where V is."""
     with np.errstate(invalid="ignore", divide="ignore"):
         df = np.where(noise > 0, 2 * var * var / np.where(noise > 0, noise, 1.0), np.inf)
-    return np.where(np.isnan(var), np.nan, np.maximum(df, 1.0))
+    return np.where(np.isnan(var), np.nan, np.maximum(df, float(floor)))
 
 
 def two_factor_variance(group_values: ArrayLike, k: int, pairs: ArrayLike, *,
