@@ -3,6 +3,7 @@ streamed correlations, row stores incl. the disk spill) and the activations file
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 
 import emergence.extraction.extract as extract
+import emergence.extraction.forward as forward
 import emergence.extraction.rowstore as rowstore
 import emergence.io
 from emergence.device import resolve_device
@@ -260,6 +262,46 @@ def test_rerun_is_bit_identical(
     extract_statistics(loaded, images, layers, tmp_path / "a.h5", **kwargs)  # type: ignore[arg-type]
     extract_statistics(loaded, images, layers, tmp_path / "b.h5", **kwargs)  # type: ignore[arg-type]
     assert_identical(read_all(tmp_path / "a.h5"), read_all(tmp_path / "b.h5"))
+
+
+def test_the_reused_heap_changes_no_bit(
+    loaded: LoadedModel, layers: list[LayerSpec], images: list[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same file with glibc's default allocation (every large block a fresh mmap)."""
+    kwargs = {"batch_size": 3, "keep_raw_max_features": 10**9, "progress": False}
+    extract_statistics(loaded, images, layers, tmp_path / "a.h5", **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(extract, "reused_heap", lambda: contextlib.nullcontext(False))
+    extract_statistics(loaded, images, layers, tmp_path / "b.h5", **kwargs)  # type: ignore[arg-type]
+    assert_identical(read_all(tmp_path / "a.h5"), read_all(tmp_path / "b.h5"))
+
+
+def _faults_of_big_blocks() -> int:
+    """Minor page faults of allocating, touching and freeing a 64 MB tensor 6 times."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(6):
+        block = torch.ones(16 << 20)  # 64 MB: above glibc's largest mmap threshold
+        del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(forward._glibc() is None, reason="mallopt is glibc's")
+def test_the_reused_heap_keeps_freed_blocks_and_restores_glibcs_defaults() -> None:
+    pages = 6 * (64 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert _faults_of_big_blocks() > pages // 2  # each block is fresh memory
+    with forward.reused_heap() as reused:
+        assert reused
+        inside = _faults_of_big_blocks()
+    assert inside < pages // 3  # the first block's pages, reused five times
+    assert _faults_of_big_blocks() > pages // 2  # glibc's defaults again
+
+
+def test_without_glibc_the_heap_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forward, "_glibc", lambda: None)
+    with forward.reused_heap() as reused:
+        assert reused is False
 
 
 def test_spilled_stores_direct_and_buffered(

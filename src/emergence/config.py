@@ -98,13 +98,15 @@ class Intervals(_Section):
 
 @dataclass(frozen=True)
 class Extraction(_Section):
-    """``extraction``: the forward pass's batch, device, threads, raw features, RAM."""
+    """``extraction``: the forward pass's batch, device, threads, raw features, RAM, and
+    whether freed memory stays in the heap during the pass."""
 
     batch_size: int
     device: str
     threads: int
     keep_raw_max_features: int
     ram_budget_mb: int
+    reuse_freed_memory: bool
 
 
 @dataclass(frozen=True)

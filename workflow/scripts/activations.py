@@ -34,6 +34,7 @@ else:  # the forward pass (torch is imported here, where it computes)
         device=job_device(ext["device"], smk.resources.get("gpu", 0)),
         preprocess=spec.preprocess, keep_raw_max_features=ext["keep_raw_max_features"],
         ram_budget_bytes=ext["ram_budget_mb"] << 20, threads=ext["threads"],
+        reuse_freed_memory=ext["reuse_freed_memory"],
         attrs=attrs, image_meta=image_meta)
     if summary.exif_transposed:
         log.info("%d of %d images flipped or rotated upright by their EXIF orientation tag",

@@ -68,7 +68,8 @@ def export_features(spec: Any, rows: Sequence[ManifestRow], groups: Sequence[str
                 batch_size=extraction["batch_size"], device=device,
                 preprocess=spec.preprocess, keep_raw_max_features=np.iinfo(np.int64).max,
                 ram_budget_bytes=extraction["ram_budget_mb"] << 20,
-                threads=extraction["threads"], progress=progress)
+                threads=extraction["threads"],
+                reuse_freed_memory=extraction.get("reuse_freed_memory", True), progress=progress)
             seen = set(names)
             new = [i for i, r in enumerate(selected) if r.path not in seen]
             names += [selected[i].path for i in new]

@@ -43,6 +43,7 @@ from emergence.extraction.forward import (
     Predictions,
     forward_pass,
     moved_to,
+    reused_heap,
     runtime_attrs,
     torch_threads,
 )
@@ -114,6 +115,7 @@ def extract_statistics(
     progress: bool = True,
     num_workers: int = 0,
     threads: int | None = None,
+    reuse_freed_memory: bool = True,
 ) -> ExtractionSummary:
     """Run the images through the model once and write per-layer correlation matrices.
 
@@ -175,6 +177,11 @@ def extract_statistics(
         thread counts (the statistics after them do not), so a fixed count makes the
         activations reproducible whatever CPUs a scheduler grants. Recorded with the CPU's
         instruction set and the torch version in the root attributes.
+    reuse_freed_memory : bool
+        Keep freed memory in the heap during the forward pass
+        (:func:`~emergence.extraction.forward.reused_heap`, glibc only): each batch's
+        activations reuse the last batch's pages. About 1.3x faster on the CPU for
+        VGG16, for more peak memory (the heap keeps its largest extent); no value changes.
 
     Returns
     -------
@@ -206,8 +213,9 @@ def extract_statistics(
                             device_budget_bytes=device_budget_bytes,
                             ram_budget_bytes=ram_budget_bytes)
 
-        predictions = forward_pass(model.model, loader, n, capture, layers, allocate,
-                                   device=dev, desc=model.name, progress=progress)
+        with reused_heap() if reuse_freed_memory else contextlib.nullcontext(False):
+            predictions = forward_pass(model.model, loader, n, capture, layers, allocate,
+                                       device=dev, desc=model.name, progress=progress)
         capture.remove()
         stores.flush()
         summary.layers = {spec.name: capture.shapes[spec.name] for spec in layers}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import queue
 import threading
@@ -58,11 +59,12 @@ def _block_columns(chunk_features: int) -> int:
 
 def _aligned_buffer(nbytes: int) -> NDArray[np.uint8]:
     """A byte array whose address and length are multiples of 4 KiB (usable for
-    ``O_DIRECT``), at least one page."""
+    ``O_DIRECT``), at least one page: an anonymous memory map of its own, so that it
+    lives outside the malloc heap, which the forward pass keeps for its activations
+    (:func:`emergence.extraction.forward.reused_heap`): a long-lived block there would
+    split the heap, and the next batch's activations would not fit the holes."""
     nbytes = max(-(-nbytes // _ALIGN) * _ALIGN, _ALIGN)
-    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
-    skip = -raw.ctypes.data % _ALIGN
-    return raw[skip : skip + nbytes]
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8)
 
 
 class _Spill:
