@@ -106,7 +106,7 @@ def _glibc() -> Any:
         libc = ctypes.CDLL(None)
         for name in ("gnu_get_libc_version", "mallopt", "malloc_trim"):
             getattr(libc, name)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no CDLL(None)
         return None
     return libc
 
