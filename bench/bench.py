@@ -258,7 +258,7 @@ def bench_extraction(rows: list[dict], n_images: int, groups: int) -> None:
     from PIL import Image
 
     code = """
-import json, os, resource, sys, time
+import contextlib, json, os, resource, sys, time
 import torch, yaml
 from emergence.extraction.extract import extract_statistics
 from emergence.extraction.forward import reused_heap
@@ -281,7 +281,7 @@ if kind == "extraction":
                        progress=False, ram_budget_bytes=defaults["ram_budget_mb"] << 20,
                        reuse_freed_memory=defaults["reuse_freed_memory"])
 else:
-    with torch.inference_mode(), reused_heap() if kind == "heap" else open(os.devnull):
+    with torch.inference_mode(), reused_heap() if kind == "heap" else contextlib.nullcontext():
         for s in range(0, len(paths), batch):
             m.model(torch.stack([tf(load_image(p)) for p in paths[s:s + batch]]))
 seconds = time.perf_counter() - t

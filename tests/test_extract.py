@@ -3,7 +3,6 @@ streamed correlations, row stores incl. the disk spill) and the activations file
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 from pathlib import Path
@@ -265,14 +264,13 @@ def test_rerun_is_bit_identical(
 
 
 def test_the_reused_heap_changes_no_bit(
-    loaded: LoadedModel, layers: list[LayerSpec], images: list[str], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch
+    loaded: LoadedModel, layers: list[LayerSpec], images: list[str], tmp_path: Path
 ) -> None:
     """The same file with glibc's default allocation (every large block a fresh mmap)."""
     kwargs = {"batch_size": 3, "keep_raw_max_features": 10**9, "progress": False}
     extract_statistics(loaded, images, layers, tmp_path / "a.h5", **kwargs)  # type: ignore[arg-type]
-    monkeypatch.setattr(extract, "reused_heap", lambda: contextlib.nullcontext(False))
-    extract_statistics(loaded, images, layers, tmp_path / "b.h5", **kwargs)  # type: ignore[arg-type]
+    extract_statistics(loaded, images, layers, tmp_path / "b.h5", reuse_freed_memory=False,
+                       **kwargs)  # type: ignore[arg-type]
     assert_identical(read_all(tmp_path / "a.h5"), read_all(tmp_path / "b.h5"))
 
 

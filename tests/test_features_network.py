@@ -30,7 +30,8 @@ from tests.conftest import ROOT, run_snakemake
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 CONCEPTS = ["apple", "dog", "cat", "cup", "car"]
-EXTRACTION = {"batch_size": 2, "device": "cpu", "threads": 1, "ram_budget_mb": 64}
+EXTRACTION = {"batch_size": 2, "device": "cpu", "threads": 1, "ram_budget_mb": 64,
+              "reuse_freed_memory": True}
 STATS = ("correlation", "sums", "gram", "shift")
 
 

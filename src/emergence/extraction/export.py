@@ -37,10 +37,11 @@ def export_features(spec: Any, rows: Sequence[ManifestRow], groups: Sequence[str
     manifest ``rows`` of ``groups`` and write each layer's features under ``out``.
 
     ``extraction`` is the config's ``extraction`` section (``batch_size``, ``device``,
-    ``threads``, ``ram_budget_mb``). An image in several groups is written once (its first
-    group's row). The raw rows wait in one HDF5 file per group in a scratch folder under
-    ``out`` (on disk: the demo's lite0 has ~3.7 MB of features per image at 224 px); each
-    layer's ``features.npy`` is then written atomically, one layer in memory at a time.
+    ``threads``, ``ram_budget_mb``, ``reuse_freed_memory``). An image in several groups is
+    written once (its first group's row). The raw rows wait in one HDF5 file per group in a
+    scratch folder under ``out`` (on disk: the demo's lite0 has ~3.7 MB of features per
+    image at 224 px); each layer's ``features.npy`` is then written atomically, one layer
+    in memory at a time.
     Returns each layer's ``(rows, F)``.
     """
     from emergence.device import job_device, uses_cuda
@@ -69,7 +70,7 @@ def export_features(spec: Any, rows: Sequence[ManifestRow], groups: Sequence[str
                 preprocess=spec.preprocess, keep_raw_max_features=np.iinfo(np.int64).max,
                 ram_budget_bytes=extraction["ram_budget_mb"] << 20,
                 threads=extraction["threads"],
-                reuse_freed_memory=extraction.get("reuse_freed_memory", True), progress=progress)
+                reuse_freed_memory=extraction["reuse_freed_memory"], progress=progress)
             seen = set(names)
             new = [i for i, r in enumerate(selected) if r.path not in seen]
             names += [selected[i].path for i in new]
